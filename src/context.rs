@@ -1,0 +1,507 @@
+//! [`Context`], the per-thread *current context*, and the switch between them
+//! ([`Context::run`]).
+//!
+//! Every thread has a pointer to its current context. It starts null, which
+//! reads as an empty context; the first write creates the thread's private
+//! *base* context. `run` points it at another context for the duration of a
+//! closure and points it back when the closure returns or unwinds.
+//!
+//! **Invariant:** a context's map is written only by the one thread on which
+//! that context is current, and only while it holds the context's write lock.
+//! So that thread may read the map without any lock or atomic (the fast read
+//! path of [`ContextVar`](crate::ContextVar)), and every other reader takes
+//! the lock. A context is current on at most one thread because entering it
+//! takes its `entered` flag, which `run` releases on the way out.
+
+use std::cell::{Cell, RefCell, UnsafeCell};
+use std::fmt;
+use std::hint::spin_loop;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::ContextVar;
+use crate::error::AlreadyEntered;
+use crate::map::{Garbage, Map, Value, VarId};
+
+/// A mapping from context variables to values: the state one logical flow of
+/// work (a request, a task, a job) carries with it.
+///
+/// A `Context` is entered with [`run`](Context::run); while it is entered,
+/// [`ContextVar::set`](crate::ContextVar::set) writes into it, and the change
+/// stays visible through the `Context` afterwards. Copies are O(1)
+/// ([`copy`](Context::copy), [`copy_context`]) and independent: changing one
+/// never changes another.
+///
+/// `Context` is deliberately not `Clone`, because a clone could mean a copy or
+/// a second handle to the same state. Copy it with `copy()`; share one context
+/// between owners with `Arc<Context>`.
+///
+/// ```
+/// use contextvars::{Context, ContextVar};
+///
+/// static TENANT: ContextVar<&'static str> = ContextVar::new("tenant");
+///
+/// let ctx = Context::new();
+/// ctx.run(|| TENANT.set("acme"));
+/// assert_eq!(ctx.get(&TENANT), Some("acme"));
+/// assert!(TENANT.get().is_err()); // the caller's context is untouched
+/// ```
+pub struct Context {
+    id: u64,
+    entered: AtomicBool,
+    lock: AtomicBool,
+    /// The thread's base context is never reachable from another thread, so
+    /// its writes skip the lock.
+    private: bool,
+    map: UnsafeCell<Map>,
+}
+
+// SAFETY: `map` is the only field without its own synchronisation. It is
+// written only by the thread on which this context is current, holding `lock`
+// (or, for a `private` base context, by the one thread that can reach it at
+// all); every reader on another thread takes `lock` first; and `entered` (an
+// acquire/release flag) makes a context current on one thread at a time and
+// orders one thread's writes before the next thread's entry. The values in the
+// map are `Send + Sync`.
+unsafe impl Sync for Context {}
+
+struct Current {
+    ctx: Cell<*const Context>,
+    /// How many `ContextVar::with` borrows into the current map are live on
+    /// this thread. While any is, writes must copy rather than mutate in place.
+    readers: Cell<usize>,
+    /// Whether `GRAVEYARD` holds anything.
+    mourning: Cell<bool>,
+}
+
+thread_local! {
+    static CURRENT: Current = const {
+        Current { ctx: Cell::new(ptr::null()), readers: Cell::new(0), mourning: Cell::new(false) }
+    };
+    static BASE: Base = Base(Context::from_map(next_id(), Map::default(), true));
+    /// Map versions kept alive for `with` borrows that may still point into
+    /// them; emptied when the last borrow ends.
+    static GRAVEYARD: RefCell<Vec<Map>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The thread's base context, dropped at thread exit.
+struct Base(Context);
+
+impl Drop for Base {
+    fn drop(&mut self) {
+        let this: *const Context = &self.0;
+        let _ = CURRENT.try_with(|cur| {
+            if cur.ctx.get() == this {
+                cur.ctx.set(ptr::null());
+            }
+        });
+    }
+}
+
+/// Context ids are handed out in blocks per thread so creating a context does
+/// not contend on a shared counter.
+fn next_id() -> u64 {
+    const BLOCK: u64 = 1024;
+    static NEXT_BLOCK: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static IDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    }
+    IDS.with(|ids| {
+        let (next, end) = ids.get();
+        if next < end {
+            ids.set((next + 1, end));
+            next
+        } else {
+            let start = NEXT_BLOCK.fetch_add(BLOCK, Ordering::Relaxed);
+            ids.set((start + 1, start + BLOCK));
+            start
+        }
+    })
+}
+
+/// Holds a context's write lock; released on drop.
+struct WriteLock<'a>(Option<&'a AtomicBool>);
+
+impl Drop for WriteLock<'_> {
+    fn drop(&mut self) {
+        if let Some(lock) = self.0 {
+            lock.store(false, Ordering::Release);
+        }
+    }
+}
+
+impl Context {
+    /// A new, empty context.
+    ///
+    /// ```
+    /// let ctx = contextvars::Context::new();
+    /// assert!(ctx.is_empty());
+    /// ```
+    pub fn new() -> Context {
+        Context::from_map(next_id(), Map::default(), false)
+    }
+
+    pub(crate) fn from_map(id: u64, map: Map, private: bool) -> Context {
+        Context {
+            id,
+            entered: AtomicBool::new(false),
+            lock: AtomicBool::new(false),
+            private,
+            map: UnsafeCell::new(map),
+        }
+    }
+
+    /// An independent copy, O(1): it starts with this context's current
+    /// values, and changes to either are never seen by the other.
+    ///
+    /// ```
+    /// use contextvars::{Context, ContextVar};
+    ///
+    /// static N: ContextVar<u32> = ContextVar::new("n");
+    /// let a = Context::new();
+    /// a.run(|| N.set(1));
+    /// let b = a.copy();
+    /// b.run(|| N.set(2));
+    /// assert_eq!((a.get(&N), b.get(&N)), (Some(1), Some(2)));
+    /// ```
+    pub fn copy(&self) -> Context {
+        Context::from_map(next_id(), self.read(Map::clone), false)
+    }
+
+    /// Runs `f` with this context as the current one, then restores the
+    /// previous context, also if `f` panics.
+    ///
+    /// # Panics
+    ///
+    /// If this context is already entered, on this thread or another (see
+    /// [`try_run`](Context::try_run) for the fallible form).
+    ///
+    /// ```
+    /// use contextvars::{Context, ContextVar};
+    ///
+    /// static N: ContextVar<u32> = ContextVar::new("n");
+    /// let ctx = Context::new();
+    /// let seen = ctx.run(|| {
+    ///     N.set(5);
+    ///     N.get()
+    /// });
+    /// assert_eq!(seen, Ok(5));
+    /// assert!(N.get().is_err());
+    /// ```
+    #[track_caller]
+    pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
+        match self.try_run(f) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Like [`run`](Context::run), but returns [`AlreadyEntered`] instead of
+    /// panicking when this context is already entered.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use contextvars::Context;
+    ///
+    /// let ctx = Arc::new(Context::new());
+    /// let other = ctx.clone();
+    /// ctx.run(|| {
+    ///     // Entered here, so another thread cannot enter it either.
+    ///     let refused = std::thread::spawn(move || other.try_run(|| ()).is_err());
+    ///     assert!(refused.join().unwrap());
+    /// });
+    /// ```
+    pub fn try_run<R>(&self, f: impl FnOnce() -> R) -> Result<R, AlreadyEntered> {
+        if self
+            .entered
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(AlreadyEntered { context: self.id });
+        }
+        let prev = CURRENT.with(|cur| cur.ctx.replace(self));
+        let _exit = Exit { ctx: self, prev };
+        Ok(f())
+    }
+
+    /// The value of `var` in this context, without the variable's default.
+    ///
+    /// If the context is entered on another thread right now, this shows its
+    /// live state (taking its lock for the moment of the read).
+    ///
+    /// ```
+    /// use contextvars::{Context, ContextVar};
+    ///
+    /// static LEVEL: ContextVar<u8> = ContextVar::with_default("level", 3);
+    /// let ctx = Context::new();
+    /// assert_eq!(ctx.get(&LEVEL), None); // defaults are not context values
+    /// ctx.run(|| LEVEL.set(9));
+    /// assert_eq!(ctx.get(&LEVEL), Some(9));
+    /// ```
+    pub fn get<T: Clone + Send + Sync + 'static>(&self, var: &ContextVar<T>) -> Option<T> {
+        let id = var.id();
+        // Clone the `Arc` under the lock, the `T` outside it: `T::clone` is
+        // user code and may itself touch contexts.
+        let value: Option<Value> = self.read(|map| map.get(id).cloned());
+        value.map(|v| {
+            crate::map::downcast::<T>(&v)
+                .expect("a variable's id always maps to its type")
+                .value
+                .clone()
+        })
+    }
+
+    /// Whether `var` has a value in this context (defaults do not count).
+    ///
+    /// ```
+    /// use contextvars::{Context, ContextVar};
+    ///
+    /// static N: ContextVar<u32> = ContextVar::new("n");
+    /// let ctx = Context::new();
+    /// assert!(!ctx.contains(&N));
+    /// ctx.run(|| N.set(1));
+    /// assert!(ctx.contains(&N));
+    /// ```
+    pub fn contains<T>(&self, var: &ContextVar<T>) -> bool {
+        let id = var.id();
+        self.read(|map| map.contains(id))
+    }
+
+    /// How many variables have a value in this context.
+    ///
+    /// ```
+    /// use contextvars::{Context, ContextVar};
+    ///
+    /// static A: ContextVar<u32> = ContextVar::new("a");
+    /// static B: ContextVar<u32> = ContextVar::new("b");
+    /// let ctx = Context::new();
+    /// ctx.run(|| {
+    ///     A.set(1);
+    ///     B.set(2);
+    /// });
+    /// assert_eq!(ctx.len(), 2);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.read(Map::len)
+    }
+
+    /// Whether no variable has a value in this context.
+    ///
+    /// ```
+    /// assert!(contextvars::Context::new().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The names of the variables that have a value in this context, in no
+    /// particular order. (Values are typed by their variable, so they are
+    /// read with [`get`](Context::get).)
+    ///
+    /// ```
+    /// use contextvars::{Context, ContextVar};
+    ///
+    /// static USER: ContextVar<String> = ContextVar::new("user");
+    /// let ctx = Context::new();
+    /// ctx.run(|| USER.set("ada".into()));
+    /// assert_eq!(ctx.names(), vec!["user"]);
+    /// ```
+    pub fn names(&self) -> Vec<&'static str> {
+        self.read(|map| map.iter().map(|(_, v)| v.name()).collect())
+    }
+
+    /// Runs `f` on this context's map: lock-free on the thread where the
+    /// context is current (the only writer), under the lock elsewhere.
+    fn read<R>(&self, f: impl FnOnce(&Map) -> R) -> R {
+        let current = CURRENT.with(|cur| cur.ctx.get() == self as *const Context);
+        let _lock = if current {
+            None
+        } else {
+            Some(self.write_lock())
+        };
+        // SAFETY: see the invariant on `Sync`: either this thread is the only
+        // writer, or we hold the lock every writer takes.
+        f(unsafe { &*self.map.get() })
+    }
+
+    fn write_lock(&self) -> WriteLock<'_> {
+        if self.private {
+            return WriteLock(None);
+        }
+        let mut spins = 0u32;
+        while self
+            .lock
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            // Holders never run user code under the lock, so it is short.
+            spins += 1;
+            if spins < 64 {
+                spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        WriteLock(Some(&self.lock))
+    }
+}
+
+impl Default for Context {
+    fn default() -> Self {
+        Context::new()
+    }
+}
+
+impl fmt::Debug for Context {
+    /// Lists the context's variables by name.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names = self.names();
+        names.sort_unstable();
+        f.debug_struct("Context")
+            .field("id", &self.id)
+            .field("vars", &names)
+            .finish()
+    }
+}
+
+/// Restores the previous context when `run` ends, returns or unwinds.
+struct Exit<'a> {
+    ctx: &'a Context,
+    prev: *const Context,
+}
+
+impl Drop for Exit<'_> {
+    fn drop(&mut self) {
+        CURRENT.with(|cur| cur.ctx.set(self.prev));
+        self.ctx.entered.store(false, Ordering::Release);
+    }
+}
+
+/// Ends a `with` borrow: when the last one ends, drop the map versions kept
+/// alive for it.
+struct Reading<'a>(&'a Current);
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        let left = self.0.readers.get() - 1;
+        self.0.readers.set(left);
+        if left == 0 && self.0.mourning.replace(false) {
+            let dead = GRAVEYARD.with(|g| std::mem::take(&mut *g.borrow_mut()));
+            drop(dead);
+        }
+    }
+}
+
+/// Calls `f` with the current context's value for `id`, without locks,
+/// atomics or clones. The reference stays valid for all of `f`, even if `f`
+/// writes to the context: while `f` runs, writes copy instead of mutating.
+#[inline]
+pub(crate) fn with_value<R>(id: VarId, f: impl FnOnce(Option<&Value>) -> R) -> R {
+    CURRENT.with(|cur| {
+        let ctx = cur.ctx.get();
+        if ctx.is_null() {
+            return f(None);
+        }
+        cur.readers.set(cur.readers.get() + 1);
+        let _reading = Reading(cur);
+        // SAFETY: `ctx` is current on this thread, so it is alive (`run`
+        // borrows it until it resets the pointer; the base context clears the
+        // pointer when it is dropped) and this thread is its only writer. The
+        // `readers` count makes every write during `f` copy the nodes and park
+        // the old version in `GRAVEYARD`, so what `f` borrows is neither
+        // mutated nor freed until `f` returns.
+        let map = unsafe { &*(*ctx).map.get() };
+        f(map.get(id))
+    })
+}
+
+/// Runs `f` on the current context's map for writing, creating the thread's
+/// base context if there is no current context yet. `f` gets the context's
+/// id and a garbage list; everything it returns or leaves in the garbage is
+/// dropped only after the lock is released.
+pub(crate) fn with_current_mut<R>(f: impl FnOnce(u64, &mut Map, &mut Garbage) -> R) -> R {
+    CURRENT.with(|cur| {
+        let mut ctx = cur.ctx.get();
+        if ctx.is_null() {
+            ctx = BASE.try_with(|base| &base.0 as *const Context).expect(
+                "contextvars: cannot set a context variable while this thread is being torn down",
+            );
+            cur.ctx.set(ctx);
+        }
+        // SAFETY: as in `with_value`, a current context is alive.
+        let ctx = unsafe { &*ctx };
+        if cur.readers.get() > 0 {
+            // SAFETY: this thread is the only writer of its current context.
+            let version = unsafe { (*ctx.map.get()).clone() };
+            GRAVEYARD.with(|g| g.borrow_mut().push(version));
+            cur.mourning.set(true);
+        }
+        let mut garbage = Garbage::new();
+        let result = {
+            let _lock = ctx.write_lock();
+            // SAFETY: this thread is the only writer (the context is current
+            // here) and holds the lock that other readers take.
+            f(ctx.id, unsafe { &mut *ctx.map.get() }, &mut garbage)
+        };
+        drop(garbage);
+        result
+    })
+}
+
+/// The id of the current context, if the thread has one yet.
+pub(crate) fn current_id() -> Option<u64> {
+    CURRENT.with(|cur| {
+        let ctx = cur.ctx.get();
+        // SAFETY: as in `with_value`, a current context is alive.
+        (!ctx.is_null()).then(|| unsafe { (*ctx).id })
+    })
+}
+
+/// An O(1) copy of the current context: what a task, thread or callback
+/// should start from to see the values the caller sees now.
+///
+/// ```
+/// use contextvars::{copy_context, ContextVar};
+///
+/// static N: ContextVar<u32> = ContextVar::new("n");
+/// N.set(1);
+/// let ctx = copy_context();
+/// N.set(2);
+/// assert_eq!(ctx.get(&N), Some(1));
+/// assert_eq!(ctx.run(|| N.get()), Ok(1));
+/// ```
+pub fn copy_context() -> Context {
+    let map = CURRENT.with(|cur| {
+        let ctx = cur.ctx.get();
+        if ctx.is_null() {
+            Map::default()
+        } else {
+            // SAFETY: a current context is alive and only this thread writes
+            // it, so reading it here needs no lock.
+            unsafe { (*(*ctx).map.get()).clone() }
+        }
+    });
+    Context::from_map(next_id(), map, false)
+}
+
+/// Captures a copy of the current context now and returns a closure that runs
+/// `f` in it: the way to hand a callback to any pool or executor.
+///
+/// The closure is `Send + 'static` when `f` is.
+///
+/// ```
+/// use contextvars::{wrap, ContextVar};
+///
+/// static REQUEST: ContextVar<u64> = ContextVar::new("request");
+/// REQUEST.set(7);
+/// let job = wrap(|| REQUEST.get());
+/// let seen = std::thread::spawn(job).join().unwrap();
+/// assert_eq!(seen, Ok(7));
+/// ```
+pub fn wrap<F, R>(f: F) -> impl FnOnce() -> R
+where
+    F: FnOnce() -> R,
+{
+    let ctx = copy_context();
+    move || ctx.run(f)
+}

@@ -1,0 +1,121 @@
+//! The crate's error types. Each message names the variable (or context)
+//! involved and says what to do about it.
+//!
+//! **Invariant:** an operation that returns one of these errors has changed
+//! nothing.
+
+use std::fmt;
+
+/// A variable was read with [`ContextVar::get`](crate::ContextVar::get) while
+/// it has no value in the current context and no default.
+///
+/// ```
+/// use contextvars::ContextVar;
+///
+/// static USER: ContextVar<String> = ContextVar::new("user");
+/// let err = USER.get().unwrap_err();
+/// assert_eq!(err.var(), "user");
+/// assert!(err.to_string().contains("`user`"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LookupError {
+    pub(crate) var: &'static str,
+}
+
+impl LookupError {
+    /// The name of the variable that has no value.
+    pub fn var(&self) -> &'static str {
+        self.var
+    }
+}
+
+impl fmt::Display for LookupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "context variable `{}` has no value in the current context and no default; \
+             set it first, give it a default with `ContextVar::with_default`, or read it with `get_or`",
+            self.var
+        )
+    }
+}
+
+impl std::error::Error for LookupError {}
+
+/// [`ContextVar::reset`](crate::ContextVar::reset) was given a token it cannot
+/// use. Nothing was changed.
+///
+/// The variable is checked before the context, as CPython does.
+///
+/// ```
+/// use contextvars::{ContextVar, ResetError};
+///
+/// static A: ContextVar<i32> = ContextVar::new("a");
+/// static B: ContextVar<i32> = ContextVar::new("b");
+/// let token = A.set(1);
+/// assert!(matches!(B.reset(token), Err(ResetError::DifferentVar { .. })));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResetError {
+    /// The token was created by another variable.
+    DifferentVar {
+        /// The variable `reset` was called on.
+        var: &'static str,
+        /// The variable that created the token.
+        token_var: &'static str,
+    },
+    /// The token was created in another context than the current one.
+    DifferentContext {
+        /// The variable `reset` was called on.
+        var: &'static str,
+    },
+}
+
+impl fmt::Display for ResetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResetError::DifferentVar { var, token_var } => write!(
+                f,
+                "cannot reset context variable `{var}` with a token created by variable `{token_var}`; \
+                 pass the token to `{token_var}.reset`"
+            ),
+            ResetError::DifferentContext { var } => write!(
+                f,
+                "cannot reset context variable `{var}`: its token was created in a different context; \
+                 reset it inside the context (the same `run`, task or generator) where it was set"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ResetError {}
+
+/// A [`Context`](crate::Context) was entered while it is already entered, on
+/// this thread or another. Nothing was run.
+///
+/// ```
+/// use contextvars::Context;
+///
+/// let ctx = Context::new();
+/// ctx.run(|| {
+///     let err = ctx.try_run(|| ()).unwrap_err();
+///     assert!(err.to_string().contains("already entered"));
+/// });
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlreadyEntered {
+    pub(crate) context: u64,
+}
+
+impl fmt::Display for AlreadyEntered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cannot enter context #{}: it is already entered (on this thread or another); \
+             a context runs one thing at a time; run a copy instead (`ctx.copy().run(..)`)",
+            self.context
+        )
+    }
+}
+
+impl std::error::Error for AlreadyEntered {}

@@ -1,0 +1,46 @@
+//! Context variables for Rust: Python's `contextvars` (PEP 567), native to
+//! threads, async tasks on any executor, and thread pools.
+//!
+//! A [`ContextVar`] is a key, declared once as a `static`. Its value lives in
+//! the *current [`Context`]*, which follows the logical flow of the program:
+//! every thread has one, [`Context::run`] switches to another for the length of
+//! a call, and [`copy_context`] takes an O(1) snapshot to hand to a task,
+//! thread or callback ([`wrap`]).
+//!
+//! ```
+//! use contextvars::{ContextVar, copy_context};
+//!
+//! static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+//!
+//! fn log(msg: &str) -> String {
+//!     // Deep in the call stack, without a parameter.
+//!     format!("[{}] {msg}", REQUEST_ID.get_or(0))
+//! }
+//!
+//! let token = REQUEST_ID.set(42);
+//! assert_eq!(log("hello"), "[42] hello");
+//!
+//! // A copy sees the values of the moment; its own changes stay its own.
+//! let ctx = copy_context();
+//! ctx.run(|| REQUEST_ID.set(7));
+//! assert_eq!(log("still"), "[42] still");
+//! assert_eq!(ctx.get(&REQUEST_ID), Some(7));
+//!
+//! REQUEST_ID.reset(token).unwrap();
+//! assert!(REQUEST_ID.get().is_err());
+//! ```
+//!
+//! See `ARCHITECTURE.md` for how reads, writes and `run` are built, and the
+//! invariants they keep.
+
+#![warn(missing_docs)]
+
+mod context;
+mod error;
+#[doc(hidden)]
+pub mod map;
+mod var;
+
+pub use context::{Context, copy_context, wrap};
+pub use error::{AlreadyEntered, LookupError, ResetError};
+pub use var::{ContextVar, Token};

@@ -1,0 +1,388 @@
+//! [`ContextVar`], the key to a value in the current context, and [`Token`],
+//! the receipt that [`ContextVar::reset`] turns back into the previous value.
+//!
+//! **Invariant:** a variable's id is assigned once, from a process-wide
+//! counter, and never changes or repeats; it is the only thing a context
+//! knows a variable by, so the id fixes the value's type and a stored value
+//! always downcasts to its variable's `T`.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::context::{current_id, with_current_mut, with_value};
+use crate::error::{LookupError, ResetError};
+use crate::map::{Slot, Value, VarId, downcast};
+
+/// A context variable: a key to a value that lives in the current
+/// [`Context`](crate::Context), not in the variable.
+///
+/// Declare it once, normally as a `static`, with a name and an optional
+/// default. Two variables with the same name are different variables.
+///
+/// ```
+/// use contextvars::ContextVar;
+///
+/// static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+/// static LEVEL: ContextVar<u32> = ContextVar::with_default("level", 42);
+///
+/// assert!(REQUEST_ID.get().is_err());
+/// assert_eq!(LEVEL.get(), Ok(42));
+///
+/// let token = REQUEST_ID.set(1);
+/// assert_eq!(REQUEST_ID.get(), Ok(1));
+/// REQUEST_ID.reset(token).unwrap();
+/// assert!(REQUEST_ID.get().is_err());
+/// ```
+pub struct ContextVar<T> {
+    name: &'static str,
+    default: Option<T>,
+    /// 0 until first use; see the module invariant.
+    id: AtomicU64,
+}
+
+static NEXT_VAR: AtomicU64 = AtomicU64::new(1);
+
+impl<T> ContextVar<T> {
+    /// A variable without a default.
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    ///
+    /// static USER: ContextVar<String> = ContextVar::new("user");
+    /// assert!(USER.get().is_err());
+    /// ```
+    pub const fn new(name: &'static str) -> ContextVar<T> {
+        ContextVar {
+            name,
+            default: None,
+            id: AtomicU64::new(0),
+        }
+    }
+
+    /// A variable whose reads fall back to `default` when the current
+    /// context has no value for it.
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    ///
+    /// static LEVEL: ContextVar<u32> = ContextVar::with_default("level", 42);
+    /// assert_eq!(LEVEL.get(), Ok(42));
+    /// ```
+    pub const fn with_default(name: &'static str, default: T) -> ContextVar<T> {
+        ContextVar {
+            name,
+            default: Some(default),
+            id: AtomicU64::new(0),
+        }
+    }
+
+    /// The variable's name, as given at declaration.
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    ///
+    /// static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+    /// assert_eq!(REQUEST_ID.name(), "request_id");
+    /// ```
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The variable's default, if it was declared with one.
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    ///
+    /// static LEVEL: ContextVar<u32> = ContextVar::with_default("level", 42);
+    /// assert_eq!(LEVEL.default(), Some(&42));
+    /// ```
+    pub const fn default(&self) -> Option<&T> {
+        self.default.as_ref()
+    }
+
+    #[inline]
+    pub(crate) fn id(&self) -> VarId {
+        match self.id.load(Ordering::Relaxed) {
+            0 => self.assign_id(),
+            id => id,
+        }
+    }
+
+    #[cold]
+    fn assign_id(&self) -> VarId {
+        let fresh = NEXT_VAR.fetch_add(1, Ordering::Relaxed);
+        match self
+            .id
+            .compare_exchange(0, fresh, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => fresh,
+            Err(won) => won,
+        }
+    }
+}
+
+impl<T: Send + Sync + 'static> ContextVar<T> {
+    /// Calls `f` with a reference to the variable's value in the current
+    /// context, else to its default, else `None`, without cloning.
+    ///
+    /// The read takes no lock and touches no shared memory.
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    ///
+    /// static NAME: ContextVar<String> = ContextVar::new("name");
+    /// assert_eq!(NAME.with(|v| v.map(String::len)), None);
+    /// NAME.set("ferris".to_string());
+    /// assert_eq!(NAME.with(|v| v.map(String::len)), Some(6));
+    /// ```
+    #[inline]
+    pub fn with<R>(&self, f: impl FnOnce(Option<&T>) -> R) -> R {
+        with_value(self.id(), |value| match value {
+            Some(value) => f(Some(&self.slot(value).value)),
+            None => f(self.default.as_ref()),
+        })
+    }
+
+    /// The variable's value in the current context, else its default.
+    ///
+    /// # Errors
+    ///
+    /// [`LookupError`] when there is neither.
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    ///
+    /// static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+    /// assert_eq!(REQUEST_ID.get().unwrap_err().var(), "request_id");
+    /// REQUEST_ID.set(7);
+    /// assert_eq!(REQUEST_ID.get(), Ok(7));
+    /// ```
+    #[inline]
+    pub fn get(&self) -> Result<T, LookupError>
+    where
+        T: Clone,
+    {
+        self.with(|v| v.cloned())
+            .ok_or(LookupError { var: self.name })
+    }
+
+    /// The variable's value in the current context, else `default` (which
+    /// wins over the variable's own default).
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    ///
+    /// static LEVEL: ContextVar<u32> = ContextVar::with_default("level", 42);
+    /// assert_eq!(LEVEL.get_or(7), 7);
+    /// LEVEL.set(1);
+    /// assert_eq!(LEVEL.get_or(7), 1);
+    /// ```
+    #[inline]
+    pub fn get_or(&self, default: T) -> T
+    where
+        T: Clone,
+    {
+        with_value(self.id(), |value| match value {
+            Some(value) => self.slot(value).value.clone(),
+            None => default,
+        })
+    }
+
+    /// Sets the variable's value in the current context, and returns a
+    /// [`Token`] that [`reset`](ContextVar::reset) uses to restore the
+    /// previous value.
+    ///
+    /// Dropping the token does nothing: the value stays set.
+    /// [`scope`](ContextVar::scope) is the form that restores by itself.
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    ///
+    /// static N: ContextVar<u32> = ContextVar::new("n");
+    /// let first = N.set(1);
+    /// assert_eq!(first.old_value(), None);
+    /// let second = N.set(2);
+    /// assert_eq!(second.old_value(), Some(&1));
+    /// ```
+    pub fn set(&self, value: T) -> Token<T> {
+        let id = self.id();
+        let value: Value = Arc::new(Slot {
+            name: self.name,
+            value,
+        });
+        let (context, old) =
+            with_current_mut(|ctx, map, garbage| (ctx, map.insert(id, value, garbage)));
+        Token {
+            var: self.name,
+            var_id: id,
+            context,
+            old,
+            _type: PhantomData,
+        }
+    }
+
+    /// Restores the value the variable had before the [`set`](ContextVar::set)
+    /// that made `token`; if it had none, removes it from the current context.
+    ///
+    /// # Errors
+    ///
+    /// [`ResetError::DifferentVar`] if another variable made the token;
+    /// [`ResetError::DifferentContext`] if it was made in another context.
+    /// On error nothing changes.
+    ///
+    /// ```
+    /// use contextvars::{ContextVar, copy_context};
+    ///
+    /// static N: ContextVar<u32> = ContextVar::new("n");
+    /// let token = N.set(1);
+    /// N.reset(token).unwrap();
+    /// assert!(N.get().is_err());
+    ///
+    /// let token = N.set(2);
+    /// let err = copy_context().run(|| N.reset(token)).unwrap_err();
+    /// assert!(err.to_string().contains("different context"));
+    /// ```
+    pub fn reset(&self, token: Token<T>) -> Result<(), ResetError> {
+        let id = self.id();
+        if token.var_id != id {
+            return Err(ResetError::DifferentVar {
+                var: self.name,
+                token_var: token.var,
+            });
+        }
+        if current_id() != Some(token.context) {
+            return Err(ResetError::DifferentContext { var: self.name });
+        }
+        let Token { old, context, .. } = token;
+        // Whatever the map lets go of is returned and dropped here, after
+        // the context's lock is released.
+        let _replaced = with_current_mut(|ctx, map, garbage| {
+            debug_assert_eq!(ctx, context);
+            match old {
+                Some(old) => map.insert(id, old, garbage),
+                None => map.remove(id, garbage),
+            }
+        });
+        Ok(())
+    }
+
+    /// Sets the variable to `value` for the duration of `f`, then resets it,
+    /// also if `f` panics.
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    ///
+    /// static DEPTH: ContextVar<u32> = ContextVar::with_default("depth", 0);
+    /// let inner = DEPTH.scope(1, || DEPTH.scope(2, || DEPTH.get()));
+    /// assert_eq!(inner, Ok(2));
+    /// assert_eq!(DEPTH.get(), Ok(0));
+    /// ```
+    pub fn scope<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
+        let _reset = ResetOnDrop {
+            var: self,
+            token: Some(self.set(value)),
+        };
+        f()
+    }
+
+    #[inline]
+    fn slot<'a>(&self, value: &'a Value) -> &'a Slot<T> {
+        downcast::<T>(value).expect("a variable's id always maps to its type")
+    }
+}
+
+struct ResetOnDrop<'a, T: Send + Sync + 'static> {
+    var: &'a ContextVar<T>,
+    token: Option<Token<T>>,
+}
+
+impl<T: Send + Sync + 'static> Drop for ResetOnDrop<'_, T> {
+    fn drop(&mut self) {
+        let token = self.token.take().expect("reset once");
+        // `run` restores contexts on every exit path, so the scope ends in
+        // the context it began in and the reset cannot fail.
+        if let Err(e) = self.var.reset(token) {
+            if !std::thread::panicking() {
+                panic!(
+                    "contextvars: scope of `{}` ended unbalanced: {e}",
+                    self.var.name
+                );
+            }
+        }
+    }
+}
+
+impl<T> fmt::Debug for ContextVar<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContextVar")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The receipt of a [`ContextVar::set`]: it remembers the variable, the
+/// context it was set in, and the value it replaced.
+///
+/// [`ContextVar::reset`] takes it by value, so a token is used at most once;
+/// reusing one is a compile error. Dropping it changes nothing.
+///
+/// ```
+/// use contextvars::ContextVar;
+///
+/// static N: ContextVar<u32> = ContextVar::new("n");
+/// N.set(1);
+/// let token = N.set(2);
+/// assert_eq!(token.old_value(), Some(&1));
+/// N.reset(token).unwrap();
+/// assert_eq!(N.get(), Ok(1));
+/// ```
+pub struct Token<T> {
+    var: &'static str,
+    var_id: VarId,
+    context: u64,
+    old: Option<Value>,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T: 'static> Token<T> {
+    /// The value the variable had before the `set`; `None` if it had none
+    /// (Python's `Token.MISSING`).
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    ///
+    /// static N: ContextVar<u32> = ContextVar::with_default("n", 5);
+    /// // A default is not a value: the token records that there was none.
+    /// assert_eq!(N.set(1).old_value(), None);
+    /// ```
+    pub fn old_value(&self) -> Option<&T> {
+        self.old.as_ref().map(|v| {
+            &downcast::<T>(v)
+                .expect("a variable's id always maps to its type")
+                .value
+        })
+    }
+
+    /// The name of the variable that made this token.
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    ///
+    /// static N: ContextVar<u32> = ContextVar::new("n");
+    /// assert_eq!(N.set(1).var_name(), "n");
+    /// ```
+    pub fn var_name(&self) -> &'static str {
+        self.var
+    }
+}
+
+impl<T: fmt::Debug + 'static> fmt::Debug for Token<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("var", &self.var)
+            .field("old_value", &self.old_value())
+            .finish_non_exhaustive()
+    }
+}

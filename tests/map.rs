@@ -1,0 +1,181 @@
+//! The persistent map, restating CPython's HAMT tests (`Lib/test/test_context.py`,
+//! `HamtTest`) for a map keyed by unique variable ids: a stress run against
+//! `std::collections::HashMap`, deletion down to empty, iteration, equality of
+//! versions, and persistence of every earlier version.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use contextvars::map::{Garbage, Map, Slot, Value};
+
+fn value(v: u64) -> Value {
+    Arc::new(Slot {
+        name: "v",
+        value: v,
+    })
+}
+
+fn read(map: &Map, id: u64) -> Option<u64> {
+    map.get(id)
+        .map(|v| contextvars::map::downcast::<u64>(v).unwrap().value)
+}
+
+fn contents(map: &Map) -> HashMap<u64, u64> {
+    map.iter()
+        .map(|(id, v)| (id, contextvars::map::downcast::<u64>(v).unwrap().value))
+        .collect()
+}
+
+/// A small deterministic generator, so failures reproduce.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[test]
+fn test_hamt_basics_1() {
+    let mut g = Garbage::new();
+    let empty = Map::default();
+    let mut one = empty.clone();
+    assert_eq!(one.insert(1, value(10), &mut g).map(|_| ()), None);
+    assert_eq!(empty.len(), 0);
+    assert_eq!(one.len(), 1);
+    assert_eq!(read(&one, 1), Some(10));
+    assert_eq!(read(&empty, 1), None);
+}
+
+#[test]
+fn test_hamt_stress_against_hashmap() {
+    // 100k random inserts and removals over a key space that forces deep
+    // branches (ids sharing low bits) and flat/branch conversions.
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut map = Map::default();
+    let mut model: HashMap<u64, u64> = HashMap::new();
+    let mut versions: Vec<(Map, HashMap<u64, u64>)> = Vec::new();
+    let mut g = Garbage::new();
+    for step in 0..100_000u64 {
+        let r = rng.next();
+        // Keys: small dense ids, ids colliding in the low 5/10/15 bits, and huge ids.
+        let key = match r % 4 {
+            0 => 1 + r % 64,
+            1 => 1 + ((r >> 8) % 32) * 32 * 32 * 32,
+            2 => 1 + (r >> 3) % 5000,
+            _ => (r >> 1) | 1,
+        };
+        if rng.next() % 3 == 0 {
+            let got = map
+                .remove(key, &mut g)
+                .map(|v| contextvars::map::downcast::<u64>(&v).unwrap().value);
+            assert_eq!(got, model.remove(&key), "remove {key} at step {step}");
+        } else {
+            let got = map
+                .insert(key, value(step), &mut g)
+                .map(|v| contextvars::map::downcast::<u64>(&v).unwrap().value);
+            assert_eq!(got, model.insert(key, step), "insert {key} at step {step}");
+        }
+        assert_eq!(map.len(), model.len());
+        if step % 997 == 0 {
+            versions.push((map.clone(), model.clone()));
+        }
+        if step % 10_000 == 0 {
+            assert_eq!(contents(&map), model);
+        }
+        g.clear();
+    }
+    assert_eq!(contents(&map), model);
+    for (key, v) in &model {
+        assert_eq!(read(&map, *key), Some(*v));
+    }
+    // Every version taken along the way is unchanged by later writes.
+    for (version, expected) in &versions {
+        assert_eq!(&contents(version), expected);
+        assert_eq!(version.len(), expected.len());
+    }
+}
+
+#[test]
+fn test_hamt_delete_down_to_empty() {
+    let mut g = Garbage::new();
+    let mut map = Map::default();
+    // Ids that collide in their low bits build chains of branches.
+    let keys: Vec<u64> = (0..200u64).map(|i| 1 + i * 1024).collect();
+    // 1 is already among the first.
+    let keys: Vec<u64> = keys.into_iter().chain(2..100).collect();
+    for &k in &keys {
+        map.insert(k, value(k), &mut g);
+    }
+    assert_eq!(map.len(), keys.len());
+    let full = map.clone();
+    for (n, &k) in keys.iter().enumerate() {
+        assert_eq!(read(&map, k), Some(k));
+        assert!(map.remove(k, &mut g).is_some());
+        assert!(
+            map.remove(k, &mut g).is_none(),
+            "second removal of {k} finds nothing"
+        );
+        assert_eq!(map.len(), keys.len() - n - 1);
+    }
+    assert_eq!(map.len(), 0);
+    assert_eq!(map.iter().count(), 0);
+    assert!(map.ptr_eq(&Map::default()));
+    assert_eq!(full.len(), keys.len());
+    assert_eq!(contents(&full).len(), keys.len());
+}
+
+#[test]
+fn test_hamt_delete_missing_shares_version() {
+    let mut g = Garbage::new();
+    let mut map = Map::default();
+    for k in 1..40 {
+        map.insert(k * 33, value(k), &mut g);
+    }
+    let before = map.clone();
+    assert!(map.remove(12345, &mut g).is_none());
+    assert!(
+        map.ptr_eq(&before),
+        "removing a missing key keeps the same version"
+    );
+}
+
+#[test]
+fn test_hamt_iteration_yields_each_entry_once() {
+    let mut g = Garbage::new();
+    for n in [0u64, 1, 7, 8, 9, 33, 1000] {
+        let mut map = Map::default();
+        for k in 0..n {
+            map.insert(k * 7 + 1, value(k), &mut g);
+        }
+        let mut seen: Vec<u64> = map.iter().map(|(id, _)| id).collect();
+        seen.sort_unstable();
+        let expected: Vec<u64> = (0..n).map(|k| k * 7 + 1).collect();
+        assert_eq!(seen, expected, "{n} entries");
+    }
+}
+
+#[test]
+fn test_hamt_eq_of_versions() {
+    // Equal content built in different orders compares equal as content, and
+    // a copy is the same version until it is written.
+    let mut g = Garbage::new();
+    let mut a = Map::default();
+    let mut b = Map::default();
+    for k in 1..50 {
+        a.insert(k, value(k), &mut g);
+    }
+    for k in (1..50).rev() {
+        b.insert(k, value(k), &mut g);
+    }
+    assert_eq!(contents(&a), contents(&b));
+    let c = a.clone();
+    assert!(c.ptr_eq(&a));
+    let mut d = a.clone();
+    d.insert(1, value(99), &mut g);
+    assert!(!d.ptr_eq(&a));
+    assert_ne!(contents(&d), contents(&a));
+    assert_eq!(read(&a, 1), Some(1));
+}
