@@ -54,6 +54,9 @@ pub struct Context {
     /// its writes skip the lock.
     private: bool,
     map: UnsafeCell<Map>,
+    /// For a generator's layer (see `layer`): the caller's map that the
+    /// layer's own values sit on; `None` for every other context.
+    outer: Option<Box<Map>>,
 }
 
 // SAFETY: `map` is the only field without its own synchronisation. It is
@@ -100,7 +103,7 @@ impl Drop for Base {
 
 /// Context ids are handed out in blocks per thread so creating a context does
 /// not contend on a shared counter.
-fn next_id() -> u64 {
+pub(crate) fn next_id() -> u64 {
     const BLOCK: u64 = 1024;
     static NEXT_BLOCK: AtomicU64 = AtomicU64::new(1);
     thread_local! {
@@ -148,6 +151,16 @@ impl Context {
             lock: AtomicBool::new(false),
             private,
             map: UnsafeCell::new(map),
+            outer: None,
+        }
+    }
+
+    /// A context for one resumption of a generator's layer: `map` is `outer`
+    /// with the layer's own values on top.
+    pub(crate) fn layered(id: u64, map: Map, outer: Map) -> Context {
+        Context {
+            outer: Some(Box::new(outer)),
+            ..Context::from_map(id, map, false)
         }
     }
 
@@ -324,6 +337,11 @@ impl Context {
         f(unsafe { &*self.map.get() })
     }
 
+    /// Takes the map out of a context that is not entered anywhere.
+    pub(crate) fn into_map(self) -> Map {
+        self.map.into_inner()
+    }
+
     fn write_lock(&self) -> WriteLock<'_> {
         if self.private {
             return WriteLock(None);
@@ -415,11 +433,22 @@ pub(crate) fn with_value<R>(id: VarId, f: impl FnOnce(Option<&Value>) -> R) -> R
     })
 }
 
-/// Runs `f` on the current context's map for writing, creating the thread's
-/// base context if there is no current context yet. `f` gets the context's
-/// id and a garbage list; everything it returns or leaves in the garbage is
-/// dropped only after the lock is released.
-pub(crate) fn with_current_mut<R>(f: impl FnOnce(u64, &mut Map, &mut Garbage) -> R) -> R {
+/// The current context, opened for one write.
+pub(crate) struct Target<'a> {
+    /// The context's id, which tokens record.
+    pub(crate) id: u64,
+    pub(crate) map: &'a mut Map,
+    /// For a generator's layer, the caller's map under it.
+    pub(crate) outer: Option<&'a Map>,
+    /// Nodes the write lets go of, dropped after the lock is released.
+    pub(crate) garbage: &'a mut Garbage,
+}
+
+/// Runs `f` on the current context for writing, creating the thread's base
+/// context if there is no current context yet. Everything `f` returns or
+/// leaves in the garbage is dropped only after the lock is released, so no
+/// value's destructor runs under it.
+pub(crate) fn with_current_mut<R>(f: impl FnOnce(Target<'_>) -> R) -> R {
     CURRENT.with(|cur| {
         let mut ctx = cur.ctx.get();
         if ctx.is_null() {
@@ -441,7 +470,13 @@ pub(crate) fn with_current_mut<R>(f: impl FnOnce(u64, &mut Map, &mut Garbage) ->
             let _lock = ctx.write_lock();
             // SAFETY: this thread is the only writer (the context is current
             // here) and holds the lock that other readers take.
-            f(ctx.id, unsafe { &mut *ctx.map.get() }, &mut garbage)
+            let map = unsafe { &mut *ctx.map.get() };
+            f(Target {
+                id: ctx.id,
+                map,
+                outer: ctx.outer.as_deref(),
+                garbage: &mut garbage,
+            })
         };
         drop(garbage);
         result
@@ -471,7 +506,12 @@ pub(crate) fn current_id() -> Option<u64> {
 /// assert_eq!(ctx.run(|| N.get()), Ok(1));
 /// ```
 pub fn copy_context() -> Context {
-    let map = CURRENT.with(|cur| {
+    Context::from_map(next_id(), current_map(), false)
+}
+
+/// An O(1) copy of the current context's map.
+pub(crate) fn current_map() -> Map {
+    CURRENT.with(|cur| {
         let ctx = cur.ctx.get();
         if ctx.is_null() {
             Map::default()
@@ -480,8 +520,7 @@ pub fn copy_context() -> Context {
             // it, so reading it here needs no lock.
             unsafe { (*(*ctx).map.get()).clone() }
         }
-    });
-    Context::from_map(next_id(), map, false)
+    })
 }
 
 /// Captures a copy of the current context now and returns a closure that runs

@@ -37,8 +37,11 @@
 
 mod context;
 mod error;
+pub mod future;
+mod layer;
 #[doc(hidden)]
 pub mod map;
+pub mod prelude;
 mod var;
 
 pub use context::{Context, copy_context, wrap};

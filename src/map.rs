@@ -48,6 +48,12 @@ pub fn downcast<T: 'static>(value: &Value) -> Option<&Slot<T>> {
     any.downcast_ref::<Slot<T>>()
 }
 
+/// Whether two values are the same allocation (not merely equal).
+#[inline]
+pub fn same_value(a: &Value, b: &Value) -> bool {
+    std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
+}
+
 /// Roots with at most this many entries are flat arrays, scanned linearly.
 pub const FLAT_MAX: usize = 8;
 
@@ -219,6 +225,26 @@ impl Map {
             Some(Node::Branch { slots, .. }) => iter.stack.push(slots.iter()),
         }
         iter
+    }
+
+    /// The ids whose values differ between two versions (set to another
+    /// value, added, or removed), found by value identity.
+    pub fn changed_ids(before: &Map, after: &Map) -> Vec<VarId> {
+        if before.ptr_eq(after) {
+            return Vec::new();
+        }
+        let mut ids: Vec<VarId> = after
+            .iter()
+            .filter(|(id, v)| before.get(*id).is_none_or(|b| !same_value(b, v)))
+            .map(|(id, _)| id)
+            .collect();
+        ids.extend(
+            before
+                .iter()
+                .map(|(id, _)| id)
+                .filter(|id| !after.contains(*id)),
+        );
+        ids
     }
 
     /// Whether both maps are the same version (one is an unchanged copy of

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::context::{current_id, with_current_mut, with_value};
 use crate::error::{LookupError, ResetError};
-use crate::map::{Slot, Value, VarId, downcast};
+use crate::map::{Slot, Value, VarId, downcast, same_value};
 
 /// A context variable: a key to a value that lives in the current
 /// [`Context`](crate::Context), not in the variable.
@@ -212,8 +212,17 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
             name: self.name,
             value,
         });
-        let (context, old) =
-            with_current_mut(|ctx, map, garbage| (ctx, map.insert(id, value, garbage)));
+        let (context, old) = with_current_mut(|t| {
+            let old = t.map.insert(id, value, t.garbage);
+            // In a generator's layer, a value that shows through from the
+            // caller is not the layer's own: the token records none, as
+            // PEP 568's top logical context would.
+            let inherited = match (&old, t.outer) {
+                (Some(old), Some(outer)) => outer.get(id).is_some_and(|o| same_value(o, old)),
+                _ => false,
+            };
+            (t.id, if inherited { None } else { old })
+        });
         Token {
             var: self.name,
             var_id: id,
@@ -258,11 +267,13 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
         let Token { old, context, .. } = token;
         // Whatever the map lets go of is returned and dropped here, after
         // the context's lock is released.
-        let _replaced = with_current_mut(|ctx, map, garbage| {
-            debug_assert_eq!(ctx, context);
-            match old {
-                Some(old) => map.insert(id, old, garbage),
-                None => map.remove(id, garbage),
+        let _replaced = with_current_mut(|t| {
+            debug_assert_eq!(t.id, context);
+            // In a generator's layer, "no value of its own" means the
+            // caller's value shows through again.
+            match old.or_else(|| t.outer.and_then(|outer| outer.get(id)).cloned()) {
+                Some(old) => t.map.insert(id, old, t.garbage),
+                None => t.map.remove(id, t.garbage),
             }
         });
         Ok(())

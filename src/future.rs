@@ -1,0 +1,166 @@
+//! [`FutureExt`]: run every poll of a future inside a context, on any
+//! executor.
+//!
+//! `fut.with_context(ctx)` enters `ctx` around each `poll` and leaves it when
+//! `poll` returns (or unwinds), so the future sees its own context whichever
+//! worker thread polls it, and the worker's own context is untouched between
+//! polls. `fut.with_current_context()` does the same with a copy of the
+//! caller's context taken at the call — what Python's `asyncio.create_task`
+//! does. A future awaited inline, without either, simply runs in whatever
+//! context its parent is polled in, and its `set`s are its parent's.
+//!
+//! **Invariant:** the context is entered only for the duration of one `poll`
+//! call, never across a suspension point.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+
+use crate::context::{Context, copy_context};
+
+/// Extension methods that attach a [`Context`] to a future.
+///
+/// ```
+/// use contextvars::prelude::*;
+/// use contextvars::{Context, ContextVar};
+///
+/// static USER: ContextVar<&'static str> = ContextVar::new("user");
+///
+/// USER.set("ada");
+/// let task = async { USER.get() }.with_current_context();
+/// USER.set("grace");
+/// // The copy was taken when `with_current_context` was called.
+/// let seen = futures_lite_block_on(task);
+/// assert_eq!(seen, Ok("ada"));
+/// # fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     use std::task::{Context, Poll, Waker};
+/// #     let mut f = std::pin::pin!(f);
+/// #     let mut cx = Context::from_waker(Waker::noop());
+/// #     loop { if let Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+/// # }
+/// ```
+pub trait FutureExt: Future + Sized {
+    /// Polls this future inside `ctx`: an owned [`Context`], or a shared
+    /// `Arc<Context>` (then the future's changes are visible through the
+    /// `Arc` afterwards, as with `asyncio.create_task(coro, context=ctx)`).
+    ///
+    /// Polling panics with the [`AlreadyEntered`](crate::AlreadyEntered)
+    /// message if `ctx` is entered elsewhere at that moment.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use contextvars::prelude::*;
+    /// use contextvars::{Context, ContextVar};
+    ///
+    /// static HITS: ContextVar<u32> = ContextVar::new("hits");
+    ///
+    /// let ctx = Arc::new(Context::new());
+    /// let task = async { HITS.set(1); }.with_context(ctx.clone());
+    /// # let mut task = std::pin::pin!(task);
+    /// # let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    /// # assert!(task.as_mut().poll(&mut cx).is_ready());
+    /// // ... once the task has run:
+    /// assert_eq!(ctx.get(&HITS), Some(1));
+    /// assert!(HITS.get().is_err());
+    /// ```
+    fn with_context<C: Borrow<Context>>(self, ctx: C) -> WithContext<Self, C> {
+        WithContext { future: self, ctx }
+    }
+
+    /// Polls this future inside a copy of the current context, taken now.
+    ///
+    /// ```
+    /// use contextvars::prelude::*;
+    /// use contextvars::ContextVar;
+    ///
+    /// static N: ContextVar<u32> = ContextVar::new("n");
+    /// N.set(1);
+    /// let task = async {
+    ///     N.set(2); // the task's own copy
+    ///     N.get()
+    /// }
+    /// .with_current_context();
+    /// # let mut task = std::pin::pin!(task);
+    /// # let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    /// # let std::task::Poll::Ready(seen) = task.as_mut().poll(&mut cx) else { panic!() };
+    /// # assert_eq!(seen, Ok(2));
+    /// assert_eq!(N.get(), Ok(1));
+    /// ```
+    fn with_current_context(self) -> WithContext<Self, Context> {
+        self.with_context(copy_context())
+    }
+}
+
+impl<F: Future> FutureExt for F {}
+
+/// A future polled inside a [`Context`]; made by
+/// [`FutureExt::with_context`] and [`FutureExt::with_current_context`].
+///
+/// ```
+/// use contextvars::prelude::*;
+/// use contextvars::future::WithContext;
+/// use contextvars::Context;
+///
+/// let task: WithContext<_, Context> = async { 1 }.with_context(Context::new());
+/// assert_eq!(task.context().len(), 0);
+/// ```
+#[must_use = "futures do nothing unless polled"]
+pub struct WithContext<F, C> {
+    future: F,
+    ctx: C,
+}
+
+impl<F, C: Borrow<Context>> WithContext<F, C> {
+    /// The context the future is polled in.
+    ///
+    /// ```
+    /// use contextvars::prelude::*;
+    /// use contextvars::Context;
+    ///
+    /// assert!(async {}.with_context(Context::new()).context().is_empty());
+    /// ```
+    pub fn context(&self) -> &Context {
+        self.ctx.borrow()
+    }
+
+    /// Takes the future and its context apart, e.g. to read the context
+    /// after the future has completed.
+    ///
+    /// ```
+    /// use contextvars::prelude::*;
+    /// use contextvars::Context;
+    ///
+    /// let (_future, ctx) = async {}.with_context(Context::new()).into_parts();
+    /// assert!(ctx.is_empty());
+    /// ```
+    pub fn into_parts(self) -> (F, C) {
+        (self.future, self.ctx)
+    }
+}
+
+impl<F: Future, C: Borrow<Context>> Future for WithContext<F, C> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
+        // SAFETY: `future` is structurally pinned: it is never moved out of
+        // a pinned `WithContext` (`into_parts` takes `self` by value, which
+        // needs an unpinned or `Unpin` wrapper), and `ctx` is never pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: as above; `this.future` stays where it is.
+        let future = unsafe { Pin::new_unchecked(&mut this.future) };
+        match this.ctx.borrow().try_run(|| future.poll(cx)) {
+            Ok(poll) => poll,
+            Err(e) => panic!("contextvars: cannot poll future: {e}"),
+        }
+    }
+}
+
+impl<F, C: Borrow<Context>> fmt::Debug for WithContext<F, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WithContext")
+            .field("ctx", self.ctx.borrow())
+            .finish_non_exhaustive()
+    }
+}

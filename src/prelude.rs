@@ -1,0 +1,9 @@
+//! The extension traits, for a glob import: `use contextvars::prelude::*;`.
+//!
+//! ```
+//! use contextvars::prelude::*;
+//!
+//! let _task = async {}.with_current_context();
+//! ```
+
+pub use crate::future::FutureExt;
