@@ -47,3 +47,8 @@ mod var;
 pub use context::{Context, copy_context, wrap};
 pub use error::{AlreadyEntered, LookupError, ResetError};
 pub use var::{ContextVar, Token};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

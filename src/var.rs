@@ -339,6 +339,15 @@ impl<T> fmt::Debug for ContextVar<T> {
 /// [`ContextVar::reset`] takes it by value, so a token is used at most once;
 /// reusing one is a compile error. Dropping it changes nothing.
 ///
+/// ```compile_fail
+/// use contextvars::ContextVar;
+///
+/// static N: ContextVar<u32> = ContextVar::new("n");
+/// let token = N.set(1);
+/// N.reset(token).unwrap();
+/// N.reset(token).unwrap(); // error[E0382]: use of moved value: `token`
+/// ```
+///
 /// ```
 /// use contextvars::ContextVar;
 ///

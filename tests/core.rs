@@ -1,0 +1,399 @@
+//! Core guarantees beyond CPython's own test list: thread isolation, panic
+//! safety of `run` and `scope`, no leaks, borrows that survive writes, live
+//! reads of a context entered on another thread, and run-time variables.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, mpsc};
+use std::time::Duration;
+
+use contextvars::{
+    AlreadyEntered, Context, ContextVar, LookupError, ResetError, Token, copy_context, wrap,
+};
+
+fn assert_send_sync<T: Send + Sync>() {}
+
+#[test]
+fn public_types_are_send_and_sync() {
+    assert_send_sync::<Context>();
+    assert_send_sync::<ContextVar<String>>();
+    assert_send_sync::<Token<String>>();
+    assert_send_sync::<LookupError>();
+    assert_send_sync::<ResetError>();
+    assert_send_sync::<AlreadyEntered>();
+}
+
+#[test]
+fn ten_threads_setting_and_sleeping_see_only_their_own_values() {
+    static ID: ContextVar<usize> = ContextVar::new("id");
+    let barrier = Arc::new(Barrier::new(10));
+    let handles: Vec<_> = (0..10)
+        .map(|i| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                assert!(
+                    ID.get().is_err(),
+                    "a new thread starts with an empty context"
+                );
+                barrier.wait();
+                for round in 0..20 {
+                    let token = ID.set(i * 1000 + round);
+                    std::thread::sleep(Duration::from_millis(1));
+                    assert_eq!(ID.get(), Ok(i * 1000 + round));
+                    if round % 2 == 0 {
+                        ID.reset(token).unwrap();
+                    }
+                }
+                ID.get()
+            })
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(h.join().unwrap(), Ok(i * 1000 + 19));
+    }
+    assert!(
+        ID.get().is_err(),
+        "no thread wrote into the main thread's context"
+    );
+}
+
+#[test]
+fn run_restores_the_previous_context_when_f_panics() {
+    static V: ContextVar<u32> = ContextVar::new("v");
+    V.set(1);
+    let ctx = Context::new();
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        ctx.run(|| {
+            V.set(2);
+            panic!("boom");
+        })
+    }));
+    assert!(caught.is_err());
+    assert_eq!(V.get(), Ok(1), "the caller's context is current again");
+    assert_eq!(
+        ctx.get(&V),
+        Some(2),
+        "writes before the panic stay in the context"
+    );
+    // Nothing is left entered: the context can be entered again.
+    assert_eq!(ctx.try_run(|| V.get()), Ok(Ok(2)));
+}
+
+#[test]
+fn nested_runs_unwind_to_the_outermost_caller() {
+    static V: ContextVar<u32> = ContextVar::new("v");
+    V.set(0);
+    let (a, b) = (Context::new(), Context::new());
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        a.run(|| {
+            V.set(1);
+            b.run(|| {
+                V.set(2);
+                panic!("deep");
+            })
+        })
+    }));
+    assert!(caught.is_err());
+    assert_eq!(V.get(), Ok(0));
+    assert!(a.try_run(|| ()).is_ok() && b.try_run(|| ()).is_ok());
+}
+
+#[test]
+fn scope_resets_when_f_panics() {
+    static V: ContextVar<u32> = ContextVar::new("v");
+    let caught = catch_unwind(AssertUnwindSafe(|| V.scope(5, || panic!("in scope"))));
+    assert!(caught.is_err());
+    assert!(V.get().is_err(), "the scoped value was removed again");
+    V.set(1);
+    let _ = catch_unwind(AssertUnwindSafe(|| V.scope(5, || panic!("in scope"))));
+    assert_eq!(V.get(), Ok(1), "the previous value came back");
+}
+
+#[test]
+fn run_panics_with_a_clear_message_on_reentry() {
+    let ctx = Context::new();
+    let err = catch_unwind(AssertUnwindSafe(|| ctx.run(|| ctx.run(|| ())))).unwrap_err();
+    let msg = err
+        .downcast_ref::<String>()
+        .expect("formatted panic message");
+    assert!(msg.contains("already entered"), "{msg}");
+    assert!(
+        ctx.try_run(|| ()).is_ok(),
+        "the failed re-entry left nothing entered"
+    );
+}
+
+/// A value that counts its live instances.
+struct Counted(Arc<AtomicUsize>);
+impl Counted {
+    fn new(live: &Arc<AtomicUsize>) -> Counted {
+        live.fetch_add(1, Ordering::SeqCst);
+        Counted(live.clone())
+    }
+}
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn values_are_dropped_with_the_last_context_holding_them() {
+    static V: ContextVar<Counted> = ContextVar::new("counted");
+    let live = Arc::new(AtomicUsize::new(0));
+    let ctx = Context::new();
+    ctx.run(|| {
+        V.set(Counted::new(&live));
+    });
+    let copy = ctx.copy();
+    assert_eq!(
+        live.load(Ordering::SeqCst),
+        1,
+        "a copy shares, it does not clone"
+    );
+    drop(ctx);
+    assert_eq!(live.load(Ordering::SeqCst), 1, "the copy still holds it");
+    copy.run(|| {
+        let token = V.set(Counted::new(&live));
+        assert_eq!(
+            live.load(Ordering::SeqCst),
+            2,
+            "the token keeps the old value"
+        );
+        V.reset(token).unwrap();
+        assert_eq!(
+            live.load(Ordering::SeqCst),
+            1,
+            "reset dropped the newer value"
+        );
+        // A dropped token leaves the value set and drops its record.
+        drop(V.set(Counted::new(&live)));
+        assert_eq!(live.load(Ordering::SeqCst), 1);
+    });
+    drop(copy);
+    assert_eq!(live.load(Ordering::SeqCst), 0, "nothing leaked");
+}
+
+#[test]
+fn a_threads_base_context_is_dropped_when_the_thread_exits() {
+    static V: ContextVar<Counted> = ContextVar::new("counted");
+    let live = Arc::new(AtomicUsize::new(0));
+    let l = live.clone();
+    std::thread::spawn(move || {
+        V.set(Counted::new(&l));
+        V.set(Counted::new(&l));
+    })
+    .join()
+    .unwrap();
+    assert_eq!(live.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn values_survive_a_panic_and_are_dropped_after() {
+    static V: ContextVar<Counted> = ContextVar::new("counted");
+    let live = Arc::new(AtomicUsize::new(0));
+    let ctx = Context::new();
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        ctx.run(|| {
+            V.set(Counted::new(&live));
+            panic!("after set");
+        })
+    }));
+    assert_eq!(live.load(Ordering::SeqCst), 1);
+    drop(ctx);
+    assert_eq!(live.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_borrow_from_with_survives_writes_inside_it() {
+    static A: ContextVar<String> = ContextVar::new("a");
+    static B: ContextVar<u32> = ContextVar::new("b");
+    let token = A.set("first".to_string());
+    let seen = A.with(|a| {
+        let a = a.unwrap();
+        // Overwrite and reset the very value we borrow, then write others.
+        let t2 = A.set("second".to_string());
+        A.reset(t2).unwrap();
+        drop(A.set("third".to_string()));
+        for i in 0..100 {
+            B.set(i);
+        }
+        a.clone()
+    });
+    assert_eq!(seen, "first");
+    assert_eq!(A.get().as_deref(), Ok("third"));
+    A.reset(token).unwrap();
+    assert!(
+        A.get().is_err(),
+        "the first token still restores \"no value\""
+    );
+}
+
+#[test]
+fn context_get_shows_the_live_state_of_a_context_entered_elsewhere() {
+    static V: ContextVar<u32> = ContextVar::new("v");
+    let ctx = Arc::new(Context::new());
+    let (to_reader, from_owner) = mpsc::channel();
+    let (to_owner, from_reader) = mpsc::channel::<()>();
+    let owner = {
+        let ctx = ctx.clone();
+        std::thread::spawn(move || {
+            ctx.run(|| {
+                for i in 1..=50 {
+                    V.set(i);
+                    to_reader.send(i).unwrap();
+                    from_reader.recv().unwrap();
+                }
+            })
+        })
+    };
+    for _ in 1..=50 {
+        let i = from_owner.recv().unwrap();
+        assert_eq!(
+            ctx.get(&V),
+            Some(i),
+            "the reader sees the set that happened before"
+        );
+        assert!(ctx.try_run(|| ()).is_err(), "entered on the owner thread");
+        to_owner.send(()).unwrap();
+    }
+    owner.join().unwrap();
+    assert_eq!(ctx.get(&V), Some(50));
+}
+
+#[test]
+fn copies_race_with_writes_without_tearing() {
+    static V: ContextVar<u64> = ContextVar::new("v");
+    static W: ContextVar<u64> = ContextVar::new("w");
+    let ctx = Arc::new(Context::new());
+    let writer = {
+        let ctx = ctx.clone();
+        std::thread::spawn(move || {
+            ctx.run(|| {
+                for i in 0..if cfg!(miri) { 300 } else { 20_000u64 } {
+                    // Keep both variables equal at every published version.
+                    let _ = V.set(i);
+                    let _ = W.set(i);
+                }
+            })
+        })
+    };
+    let mut copies = 0;
+    while !writer.is_finished() || copies == 0 {
+        let copy = ctx.copy();
+        let (v, w) = (copy.get(&V), copy.get(&W));
+        // A copy is a consistent version: W never runs ahead of V.
+        if let (Some(v), Some(w)) = (v, w) {
+            assert!(w == v || w + 1 == v, "v={v} w={w}");
+        }
+        copies += 1;
+    }
+    writer.join().unwrap();
+    let last = if cfg!(miri) { 299 } else { 19_999 };
+    assert_eq!(ctx.get(&V), Some(last));
+    assert_eq!(ctx.get(&W), Some(last));
+}
+
+#[test]
+fn thousands_of_variables_created_at_run_time() {
+    let n = if cfg!(miri) { 300 } else { 5000 };
+    let vars: Vec<ContextVar<usize>> = (0..n).map(|_| ContextVar::new("runtime")).collect();
+    let ctx = Context::new();
+    ctx.run(|| {
+        for (i, v) in vars.iter().enumerate() {
+            v.set(i);
+        }
+        for (i, v) in vars.iter().enumerate() {
+            assert_eq!(v.get(), Ok(i));
+        }
+    });
+    assert_eq!(ctx.len(), n);
+    for (i, v) in vars.iter().enumerate().step_by(7) {
+        assert_eq!(ctx.get(v), Some(i));
+    }
+}
+
+#[test]
+fn identity_survives_moves_and_names_do_not_identify() {
+    let a: ContextVar<u32> = ContextVar::new("same");
+    let b: ContextVar<u32> = ContextVar::new("same");
+    a.set(1);
+    assert!(b.get().is_err(), "same name, different variable");
+    let moved = Box::new(a);
+    assert_eq!(moved.get(), Ok(1), "moving the variable keeps its identity");
+    let token = moved.set(2);
+    assert!(matches!(
+        b.reset(token),
+        Err(ResetError::DifferentVar {
+            var: "same",
+            token_var: "same"
+        })
+    ));
+}
+
+#[test]
+fn failed_resets_change_nothing() {
+    static A: ContextVar<u32> = ContextVar::new("a");
+    static B: ContextVar<u32> = ContextVar::new("b");
+    A.set(1);
+    let token = A.set(2);
+    let err = B.reset(token).unwrap_err();
+    assert_eq!(
+        err,
+        ResetError::DifferentVar {
+            var: "b",
+            token_var: "a"
+        }
+    );
+    assert!(err.to_string().contains("`a`") && err.to_string().contains("`b`"));
+    assert_eq!(A.get(), Ok(2));
+    let token = A.set(3);
+    let err = Context::new().run(|| A.reset(token)).unwrap_err();
+    assert_eq!(err, ResetError::DifferentContext { var: "a" });
+    assert_eq!(A.get(), Ok(3));
+}
+
+#[test]
+fn wrap_runs_in_the_context_captured_at_wrap_time() {
+    static V: ContextVar<u32> = ContextVar::new("v");
+    V.set(1);
+    let job = wrap(|| {
+        let before = V.get();
+        V.set(9);
+        (before, V.get())
+    });
+    V.set(2);
+    let (before, after) = std::thread::spawn(job).join().unwrap();
+    assert_eq!((before, after), (Ok(1), Ok(9)));
+    assert_eq!(V.get(), Ok(2), "the job's write stayed in its copy");
+}
+
+#[test]
+fn context_debug_lists_variable_names() {
+    static USER: ContextVar<u32> = ContextVar::new("user");
+    static TENANT: ContextVar<u32> = ContextVar::new("tenant");
+    let ctx = Context::new();
+    ctx.run(|| {
+        USER.set(1);
+        TENANT.set(2);
+    });
+    let debug = format!("{ctx:?}");
+    assert!(debug.contains("\"tenant\", \"user\""), "{debug}");
+    let mut names = ctx.names();
+    names.sort();
+    assert_eq!(names, ["tenant", "user"]);
+}
+
+#[test]
+fn copy_context_outside_any_context_is_empty_and_independent() {
+    std::thread::spawn(|| {
+        static V: ContextVar<u32> = ContextVar::new("v");
+        let empty = copy_context();
+        assert!(empty.is_empty());
+        V.set(1);
+        assert!(empty.is_empty());
+        assert_eq!(copy_context().len(), 1);
+    })
+    .join()
+    .unwrap();
+}
