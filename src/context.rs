@@ -395,19 +395,41 @@ impl Drop for Exit<'_> {
     }
 }
 
-/// Ends a `with` borrow: when the last one ends, drop the map versions kept
-/// alive for it.
-struct Reading<'a>(&'a Current);
+/// Marks a `with` borrow on this thread for its lifetime; when the last one
+/// ends, drops the map versions kept alive for it.
+///
+/// The thread-local is touched through tiny closures so that `LocalKey::with`
+/// inlines to a direct thread-pointer access on the read path.
+struct Reading;
 
-impl Drop for Reading<'_> {
+impl Reading {
+    #[inline]
+    fn start() -> Reading {
+        CURRENT.with(|cur| cur.readers.set(cur.readers.get() + 1));
+        Reading
+    }
+}
+
+impl Drop for Reading {
+    #[inline]
     fn drop(&mut self) {
-        let left = self.0.readers.get() - 1;
-        self.0.readers.set(left);
-        if left == 0 && self.0.mourning.replace(false) {
-            let dead = GRAVEYARD.with(|g| std::mem::take(&mut *g.borrow_mut()));
-            drop(dead);
+        let bury = CURRENT.with(|cur| {
+            let left = cur.readers.get() - 1;
+            cur.readers.set(left);
+            left == 0 && cur.mourning.get()
+        });
+        if bury {
+            bury_parked_versions();
         }
     }
+}
+
+#[cold]
+#[inline(never)]
+fn bury_parked_versions() {
+    CURRENT.with(|cur| cur.mourning.set(false));
+    let dead = GRAVEYARD.with(|g| std::mem::take(&mut *g.borrow_mut()));
+    drop(dead);
 }
 
 /// Calls `f` with the current context's value for `id`, without locks,
@@ -415,22 +437,19 @@ impl Drop for Reading<'_> {
 /// writes to the context: while `f` runs, writes copy instead of mutating.
 #[inline]
 pub(crate) fn with_value<R>(id: VarId, f: impl FnOnce(Option<&Value>) -> R) -> R {
-    CURRENT.with(|cur| {
-        let ctx = cur.ctx.get();
-        if ctx.is_null() {
-            return f(None);
-        }
-        cur.readers.set(cur.readers.get() + 1);
-        let _reading = Reading(cur);
-        // SAFETY: `ctx` is current on this thread, so it is alive (`run`
-        // borrows it until it resets the pointer; the base context clears the
-        // pointer when it is dropped) and this thread is its only writer. The
-        // `readers` count makes every write during `f` copy the nodes and park
-        // the old version in `GRAVEYARD`, so what `f` borrows is neither
-        // mutated nor freed until `f` returns.
-        let map = unsafe { &*(*ctx).map.get() };
-        f(map.get(id))
-    })
+    let ctx = CURRENT.with(|cur| cur.ctx.get());
+    if ctx.is_null() {
+        return f(None);
+    }
+    let _reading = Reading::start();
+    // SAFETY: `ctx` is current on this thread, so it is alive (`run`
+    // borrows it until it resets the pointer; the base context clears the
+    // pointer when it is dropped) and this thread is its only writer. The
+    // `readers` count makes every write during `f` copy the nodes and park
+    // the old version in `GRAVEYARD`, so what `f` borrows is neither
+    // mutated nor freed until `f` returns.
+    let map = unsafe { &*(*ctx).map.get() };
+    f(map.get(id))
 }
 
 /// The current context, opened for one write.

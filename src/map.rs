@@ -48,6 +48,22 @@ pub fn downcast<T: 'static>(value: &Value) -> Option<&Slot<T>> {
     any.downcast_ref::<Slot<T>>()
 }
 
+/// Downcasts a stored value without checking its type (checked in debug
+/// builds).
+///
+/// # Safety
+///
+/// `value` must be a `Slot<T>`. Within this crate that holds for any value a
+/// context stores under a variable's id: only that variable writes under its
+/// id (ids are unique, see `var`), and it writes `Slot<T>` for its own `T`.
+#[inline]
+pub(crate) unsafe fn downcast_unchecked<T: 'static>(value: &Value) -> &Slot<T> {
+    debug_assert!((&**value as &dyn Any).is::<Slot<T>>());
+    // SAFETY: the caller guarantees the concrete type; the data pointer of an
+    // `Arc<dyn Erased>` points at the `Slot<T>` itself.
+    unsafe { &*(Arc::as_ptr(value) as *const Slot<T>) }
+}
+
 /// Whether two values are the same allocation (not merely equal).
 #[inline]
 pub fn same_value(a: &Value, b: &Value) -> bool {
