@@ -237,6 +237,21 @@ impl Context {
         Ok(f())
     }
 
+    /// Runs `f` inside this context through a unique borrow: no other handle
+    /// can reach the context meanwhile, so entering takes no `entered` flag
+    /// and writes take no lock (the context is private for the duration).
+    pub(crate) fn run_exclusive<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        let was_private = std::mem::replace(&mut self.private, true);
+        let this: *mut Context = self;
+        let prev = CURRENT.with(|cur| cur.ctx.replace(this));
+        let _exit = ExitExclusive {
+            ctx: this,
+            prev,
+            was_private,
+        };
+        f()
+    }
+
     /// The value of `var` in this context, without the variable's default.
     ///
     /// If the context is entered on another thread right now, this shows its
@@ -392,6 +407,24 @@ impl Drop for Exit<'_> {
     fn drop(&mut self) {
         CURRENT.with(|cur| cur.ctx.set(self.prev));
         self.ctx.entered.store(false, Ordering::Release);
+    }
+}
+
+/// Restores the previous context when `run_exclusive` ends, returns or
+/// unwinds.
+struct ExitExclusive {
+    ctx: *mut Context,
+    prev: *const Context,
+    was_private: bool,
+}
+
+impl Drop for ExitExclusive {
+    fn drop(&mut self) {
+        CURRENT.with(|cur| cur.ctx.set(self.prev));
+        // SAFETY: `ctx` comes from the `&mut Context` that `run_exclusive`
+        // holds for as long as this guard lives, and the thread-local no
+        // longer points at it.
+        unsafe { (*self.ctx).private = self.was_private };
     }
 }
 

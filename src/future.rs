@@ -12,10 +12,10 @@
 //! **Invariant:** the context is entered only for the duration of one `poll`
 //! call, never across a suspension point.
 
-use std::borrow::Borrow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use crate::context::{Context, copy_context};
@@ -41,6 +41,64 @@ use crate::context::{Context, copy_context};
 /// #     loop { if let Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
 /// # }
 /// ```
+/// What a [`WithContext`] future can be polled in: an owned [`Context`]
+/// (entered exclusively: no other handle to it can exist, so entering it
+/// takes no atomic flag and writes to it take no lock), or a shared
+/// `Arc<Context>` (entered like [`Context::run`]).
+///
+/// This trait is sealed; it is implemented for exactly those two types.
+///
+/// ```
+/// use std::sync::Arc;
+/// use contextvars::future::ContextHandle;
+/// use contextvars::Context;
+///
+/// fn len_of(handle: &impl ContextHandle) -> usize {
+///     handle.context().len()
+/// }
+/// assert_eq!(len_of(&Context::new()), 0);
+/// assert_eq!(len_of(&Arc::new(Context::new())), 0);
+/// ```
+pub trait ContextHandle: sealed::Sealed {
+    /// The context itself.
+    fn context(&self) -> &Context;
+
+    /// Runs `f` inside the context.
+    #[doc(hidden)]
+    fn enter<R>(&mut self, f: impl FnOnce() -> R) -> R;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for crate::Context {}
+    impl Sealed for std::sync::Arc<crate::Context> {}
+}
+
+impl ContextHandle for Context {
+    fn context(&self) -> &Context {
+        self
+    }
+
+    #[inline]
+    fn enter<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        self.run_exclusive(f)
+    }
+}
+
+impl ContextHandle for Arc<Context> {
+    fn context(&self) -> &Context {
+        self
+    }
+
+    #[inline]
+    fn enter<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        match self.try_run(f) {
+            Ok(r) => r,
+            Err(e) => panic!("contextvars: cannot poll future: {e}"),
+        }
+    }
+}
+
 pub trait FutureExt: Future + Sized {
     /// Polls this future inside `ctx`: an owned [`Context`], or a shared
     /// `Arc<Context>` (then the future's changes are visible through the
@@ -65,7 +123,7 @@ pub trait FutureExt: Future + Sized {
     /// assert_eq!(ctx.get(&HITS), Some(1));
     /// assert!(HITS.get().is_err());
     /// ```
-    fn with_context<C: Borrow<Context>>(self, ctx: C) -> WithContext<Self, C> {
+    fn with_context<C: ContextHandle>(self, ctx: C) -> WithContext<Self, C> {
         WithContext { future: self, ctx }
     }
 
@@ -112,7 +170,7 @@ pub struct WithContext<F, C> {
     ctx: C,
 }
 
-impl<F, C: Borrow<Context>> WithContext<F, C> {
+impl<F, C: ContextHandle> WithContext<F, C> {
     /// The context the future is polled in.
     ///
     /// ```
@@ -122,7 +180,7 @@ impl<F, C: Borrow<Context>> WithContext<F, C> {
     /// assert!(async {}.with_context(Context::new()).context().is_empty());
     /// ```
     pub fn context(&self) -> &Context {
-        self.ctx.borrow()
+        self.ctx.context()
     }
 
     /// Takes the future and its context apart, e.g. to read the context
@@ -140,7 +198,7 @@ impl<F, C: Borrow<Context>> WithContext<F, C> {
     }
 }
 
-impl<F: Future, C: Borrow<Context>> Future for WithContext<F, C> {
+impl<F: Future, C: ContextHandle> Future for WithContext<F, C> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
@@ -150,17 +208,14 @@ impl<F: Future, C: Borrow<Context>> Future for WithContext<F, C> {
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: as above; `this.future` stays where it is.
         let future = unsafe { Pin::new_unchecked(&mut this.future) };
-        match this.ctx.borrow().try_run(|| future.poll(cx)) {
-            Ok(poll) => poll,
-            Err(e) => panic!("contextvars: cannot poll future: {e}"),
-        }
+        this.ctx.enter(|| future.poll(cx))
     }
 }
 
-impl<F, C: Borrow<Context>> fmt::Debug for WithContext<F, C> {
+impl<F, C: ContextHandle> fmt::Debug for WithContext<F, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WithContext")
-            .field("ctx", self.ctx.borrow())
+            .field("ctx", self.ctx.context())
             .finish_non_exhaustive()
     }
 }

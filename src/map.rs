@@ -16,6 +16,7 @@
 
 use std::any::Any;
 use std::sync::Arc;
+use std::sync::atomic::{Ordering, fence};
 
 /// A variable's identity: unique for the life of the process, never 0.
 pub type VarId = u64;
@@ -119,13 +120,21 @@ fn bit_at(id: VarId, shift: u32) -> u32 {
 }
 
 /// Gives mutable access to a node, copying it first if anyone else holds it.
+#[inline]
 fn make_mut<'a>(node: &'a mut Arc<Node>, garbage: &mut Garbage) -> &'a mut Node {
-    if Arc::get_mut(node).is_none() {
+    if Arc::strong_count(node) != 1 {
         let copy = Arc::new(Node::clone(node));
         garbage.push(std::mem::replace(node, copy));
     }
-    // The branch above made `node` unique if it was not.
-    Arc::get_mut(node).expect("node is unique after copy")
+    // Pairs with the release decrement of whoever dropped the last other
+    // handle, so their reads of the node happen before our writes.
+    fence(Ordering::Acquire);
+    // SAFETY: the node has one strong handle, the one we borrow mutably, and
+    // nodes never have `Weak` handles (this module makes none), so nobody
+    // else can reach it or make a new handle to it while we hold `&mut`.
+    // This is `Arc::get_mut` without its compare-and-swap on the weak count,
+    // which only guards against `Weak` upgrades (see BENCHMARKS.md).
+    unsafe { &mut *(Arc::as_ptr(node) as *mut Node) }
 }
 
 impl Map {
