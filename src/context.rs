@@ -341,7 +341,7 @@ impl Context {
     /// Runs `f` on this context's map: lock-free on the thread where the
     /// context is current (the only writer), under the lock elsewhere.
     fn read<R>(&self, f: impl FnOnce(&Map) -> R) -> R {
-        let current = CURRENT.with(|cur| cur.ctx.get() == self as *const Context);
+        let current = CURRENT.with(|cur| std::ptr::eq(cur.ctx.get(), self));
         let _lock = if current {
             None
         } else {

@@ -20,27 +20,6 @@ use std::task::{Context as TaskContext, Poll};
 
 use crate::context::{Context, copy_context};
 
-/// Extension methods that attach a [`Context`] to a future.
-///
-/// ```
-/// use contextvars::prelude::*;
-/// use contextvars::{Context, ContextVar};
-///
-/// static USER: ContextVar<&'static str> = ContextVar::new("user");
-///
-/// USER.set("ada");
-/// let task = async { USER.get() }.with_current_context();
-/// USER.set("grace");
-/// // The copy was taken when `with_current_context` was called.
-/// let seen = futures_lite_block_on(task);
-/// assert_eq!(seen, Ok("ada"));
-/// # fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
-/// #     use std::task::{Context, Poll, Waker};
-/// #     let mut f = std::pin::pin!(f);
-/// #     let mut cx = Context::from_waker(Waker::noop());
-/// #     loop { if let Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
-/// # }
-/// ```
 /// What a [`WithContext`] future can be polled in: an owned [`Context`]
 /// (entered exclusively: no other handle to it can exist, so entering it
 /// takes no atomic flag and writes to it take no lock), or a shared
@@ -99,6 +78,27 @@ impl ContextHandle for Arc<Context> {
     }
 }
 
+/// Extension methods that attach a [`Context`] to a future.
+///
+/// ```
+/// use contextvars::prelude::*;
+/// use contextvars::{Context, ContextVar};
+///
+/// static USER: ContextVar<&'static str> = ContextVar::new("user");
+///
+/// USER.set("ada");
+/// let task = async { USER.get() }.with_current_context();
+/// USER.set("grace");
+/// // The copy was taken when `with_current_context` was called.
+/// let seen = futures_lite_block_on(task);
+/// assert_eq!(seen, Ok("ada"));
+/// # fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     use std::task::{Context, Poll, Waker};
+/// #     let mut f = std::pin::pin!(f);
+/// #     let mut cx = Context::from_waker(Waker::noop());
+/// #     loop { if let Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+/// # }
+/// ```
 pub trait FutureExt: Future + Sized {
     /// Polls this future inside `ctx`: an owned [`Context`], or a shared
     /// `Arc<Context>` (then the future's changes are visible through the

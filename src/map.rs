@@ -146,6 +146,11 @@ impl Map {
     }
 
     #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline]
     pub fn get(&self, id: VarId) -> Option<&Value> {
         match self.root.as_deref()? {
             Node::Flat(entries) => entries.iter().find(|e| e.id == id).map(|e| &e.value),
