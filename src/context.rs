@@ -53,6 +53,8 @@ pub struct Context {
     /// The thread's base context is never reachable from another thread, so
     /// its writes skip the lock.
     private: bool,
+    /// Whether this is a thread's base context (see `bleed`).
+    base: bool,
     map: UnsafeCell<Map>,
     /// For a generator's layer (see `layer`): the caller's map that the
     /// layer's own values sit on; `None` for every other context.
@@ -81,7 +83,7 @@ thread_local! {
     static CURRENT: Current = const {
         Current { ctx: Cell::new(ptr::null()), readers: Cell::new(0), mourning: Cell::new(false) }
     };
-    static BASE: Base = Base(Context::from_map(next_id(), Map::default(), true));
+    static BASE: Base = Base(Context { base: true, ..Context::from_map(next_id(), Map::default(), true) });
     /// Map versions kept alive for `with` borrows that may still point into
     /// them; emptied when the last borrow ends.
     static GRAVEYARD: RefCell<Vec<Map>> = const { RefCell::new(Vec::new()) };
@@ -150,6 +152,7 @@ impl Context {
             entered: AtomicBool::new(false),
             lock: AtomicBool::new(false),
             private,
+            base: false,
             map: UnsafeCell::new(map),
             outer: None,
         }
@@ -250,6 +253,11 @@ impl Context {
             was_private,
         };
         f()
+    }
+
+    /// An independent copy, through a unique borrow (so without the lock).
+    pub(crate) fn copy_exclusive(&mut self) -> Context {
+        Context::from_map(next_id(), self.map.get_mut().clone(), false)
     }
 
     /// The value of `var` in this context, without the variable's default.
@@ -500,7 +508,7 @@ pub(crate) struct Target<'a> {
 /// context if there is no current context yet. Everything `f` returns or
 /// leaves in the garbage is dropped only after the lock is released, so no
 /// value's destructor runs under it.
-pub(crate) fn with_current_mut<R>(f: impl FnOnce(Target<'_>) -> R) -> R {
+pub(crate) fn with_current_mut<R>(var: &'static str, f: impl FnOnce(Target<'_>) -> R) -> R {
     CURRENT.with(|cur| {
         let mut ctx = cur.ctx.get();
         if ctx.is_null() {
@@ -511,6 +519,9 @@ pub(crate) fn with_current_mut<R>(f: impl FnOnce(Target<'_>) -> R) -> R {
         }
         // SAFETY: as in `with_value`, a current context is alive.
         let ctx = unsafe { &*ctx };
+        if ctx.base {
+            crate::bleed::check_base_write(var);
+        }
         if cur.readers.get() > 0 {
             // SAFETY: this thread is the only writer of its current context.
             let version = unsafe { (*ctx.map.get()).clone() };
@@ -593,6 +604,6 @@ pub fn wrap<F, R>(f: F) -> impl FnOnce() -> R
 where
     F: FnOnce() -> R,
 {
-    let ctx = copy_context();
-    move || ctx.run(f)
+    let mut ctx = copy_context();
+    move || ctx.run_exclusive(f)
 }

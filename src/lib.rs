@@ -35,13 +35,22 @@
 
 #![warn(missing_docs)]
 
+mod bleed;
 mod context;
 mod error;
 pub mod future;
+pub mod iter;
 mod layer;
 #[doc(hidden)]
 pub mod map;
 pub mod prelude;
+#[cfg(feature = "rayon")]
+pub mod rayon;
+#[cfg(feature = "futures")]
+pub mod stream;
+pub mod thread;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 mod var;
 
 pub use context::{Context, copy_context, wrap};

@@ -7,3 +7,8 @@
 //! ```
 
 pub use crate::future::FutureExt;
+pub use crate::iter::IteratorExt;
+#[cfg(feature = "rayon")]
+pub use crate::rayon::ParallelIteratorExt;
+#[cfg(feature = "futures")]
+pub use crate::stream::StreamExt;

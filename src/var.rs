@@ -212,7 +212,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
             name: self.name,
             value,
         });
-        let (context, old) = with_current_mut(|t| {
+        let (context, old) = with_current_mut(self.name, |t| {
             let old = t.map.insert(id, value, t.garbage);
             // In a generator's layer, a value that shows through from the
             // caller is not the layer's own: the token records none, as
@@ -267,7 +267,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
         let Token { old, context, .. } = token;
         // Whatever the map lets go of is returned and dropped here, after
         // the context's lock is released.
-        let _replaced = with_current_mut(|t| {
+        let _replaced = with_current_mut(self.name, |t| {
             debug_assert_eq!(t.id, context);
             // In a generator's layer, "no value of its own" means the
             // caller's value shows through again.

@@ -1,0 +1,164 @@
+//! The async side of `contextvars` (issue 4; see BENCHMARKS.md):
+//!
+//! - `poll_1000/*`: a future that returns `Pending` 1,000 times (waking
+//!   itself) before it completes, polled to completion by hand with a no-op
+//!   waker: bare, and wrapped with `with_context` (an owned `Context`, entered
+//!   exclusively, and a shared `Arc<Context>`). The wrapper's per-poll
+//!   overhead is the difference divided by the 1,001 polls.
+//! - `spawn/*`: spawning and awaiting a no-op task, `tokio::spawn` against
+//!   `contextvars::tokio::spawn` (which also copies the current context), from
+//!   a task whose context holds 10 variables, on a current-thread and on a
+//!   multi-thread runtime.
+
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::{Pin, pin};
+use std::sync::{Arc, LazyLock};
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use contextvars::prelude::*;
+use contextvars::{Context, ContextVar};
+use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
+
+const PENDINGS: u32 = 1000;
+
+static FILLERS: LazyLock<Vec<ContextVar<u64>>> =
+    LazyLock::new(|| (0..10).map(|_| ContextVar::new("filler")).collect());
+
+/// A context holding 10 variables.
+fn context_of_10() -> Context {
+    let ctx = Context::new();
+    ctx.run(|| {
+        for var in FILLERS.iter() {
+            var.set(1);
+        }
+    });
+    ctx
+}
+
+/// Returns `Pending` `left` times, waking itself each time, then `Ready`.
+struct Spin {
+    left: u32,
+}
+
+impl Future for Spin {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let left = black_box(self.left);
+        if left == 0 {
+            return Poll::Ready(());
+        }
+        self.left = left - 1;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// Polls `fut` to completion on this thread.
+fn drive<F: Future>(fut: F) -> F::Output {
+    let mut fut = pin!(fut);
+    let mut cx = TaskContext::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+    }
+}
+
+fn polls(c: &mut Criterion) {
+    let ctx = context_of_10();
+    let shared = Arc::new(context_of_10());
+    let mut g = c.benchmark_group("poll_1000");
+    g.bench_function(BenchmarkId::new("bare", 10), |b| {
+        b.iter_batched(|| Spin { left: PENDINGS }, drive, BatchSize::SmallInput)
+    });
+    g.bench_function(BenchmarkId::new("with_context_owned", 10), |b| {
+        b.iter_batched(
+            || Spin { left: PENDINGS }.with_context(ctx.copy()),
+            drive,
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function(BenchmarkId::new("with_context_arc", 10), |b| {
+        b.iter_batched(
+            || Spin { left: PENDINGS }.with_context(shared.clone()),
+            drive,
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+fn runtime(flavor: &str) -> tokio::runtime::Runtime {
+    match flavor {
+        "current_thread" => tokio::runtime::Builder::new_current_thread().build(),
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build(),
+    }
+    .expect("a tokio runtime")
+}
+
+/// Spawns and awaits `iters` no-op tasks with `spawn`, from a task running
+/// in a context of 10 variables; returns the time they took.
+fn spawn_loop<H>(rt: &tokio::runtime::Runtime, iters: u64, spawn: fn() -> H) -> Duration
+where
+    H: Future<Output = Result<(), tokio::task::JoinError>> + Send + 'static,
+{
+    rt.block_on(async move {
+        let task = async move {
+            let start = Instant::now();
+            for _ in 0..iters {
+                spawn().await.unwrap();
+            }
+            start.elapsed()
+        };
+        tokio::spawn(task.with_context(context_of_10()))
+            .await
+            .unwrap()
+    })
+}
+
+fn spawns(c: &mut Criterion) {
+    let mut g = c.benchmark_group("spawn");
+    for flavor in ["current_thread", "multi_thread"] {
+        let rt = runtime(flavor);
+        g.bench_function(BenchmarkId::new("tokio", flavor), |b| {
+            b.iter_custom(|iters| spawn_loop(&rt, iters, || tokio::spawn(async {})))
+        });
+        // `contextvars::tokio::spawn` (feature `tokio`) is not in the crate
+        // yet. Once it is, add this, and report.py fills in the ratio row:
+        //
+        // g.bench_function(BenchmarkId::new("contextvars", flavor), |b| {
+        //     b.iter_custom(|iters| spawn_loop(&rt, iters, || contextvars::tokio::spawn(async {})))
+        // });
+        // (and `required-features = ["tokio"]` on this bench in Cargo.toml).
+    }
+    g.finish();
+}
+
+/// Short measurements by default; see `benches/core.rs`.
+fn config() -> Criterion {
+    let ms = |var: &str, default: u64| {
+        Duration::from_millis(
+            std::env::var(var)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default),
+        )
+    };
+    Criterion::default()
+        .warm_up_time(ms("BENCH_WARMUP_MS", 300))
+        .measurement_time(ms("BENCH_MEASURE_MS", 1000))
+        .sample_size(30)
+        .configure_from_args()
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = polls, spawns
+}
+criterion_main!(benches);

@@ -1,0 +1,362 @@
+//! Core operations of `contextvars` side by side with their closest peers
+//! (issue 4; BENCHMARKS.md shows the ratios, `bash benches/run.sh` reproduces
+//! them).
+//!
+//! Benchmark ids are `operation/implementation/size`, where size is the number
+//! of variables (or values) in the current context; `benches/report.py` reads
+//! the medians back from `target/criterion/<operation>/<implementation>/<size>`.
+//!
+//! - `get`, `get_default`, `get_missing`, `with`, `get_or`: reads.
+//! - `set_reset`, `scope`, `copy_context`, `run_noop`: writes and switches.
+//! - peers: `thread_local!` `Cell`/`RefCell`, `tokio::task_local!`,
+//!   `opentelemetry::Context`.
+//! - `read_threads`: reads of one variable from 1 and from 2 threads at once,
+//!   as time per read of the aggregate (lower is better; linear scaling halves
+//!   it).
+//! - `map_*`: the persistent map against `rpds` and `imbl`.
+
+use std::cell::{Cell, RefCell};
+use std::hint::black_box;
+use std::sync::{Arc, Barrier, LazyLock};
+use std::time::{Duration, Instant};
+
+use contextvars::map::{Garbage, Map, Slot, Value};
+use contextvars::{Context, ContextVar, copy_context};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+
+/// Context sizes: variables with a value in the current context.
+const SIZES: [usize; 4] = [1, 10, 100, 1000];
+
+static TARGET: ContextVar<u64> = ContextVar::new("target");
+static DEFAULTED: ContextVar<u64> = ContextVar::with_default("defaulted", 7);
+static MISSING: ContextVar<u64> = ContextVar::new("missing");
+
+/// Variables that only fill contexts up to a size.
+static FILLERS: LazyLock<Vec<ContextVar<u64>>> =
+    LazyLock::new(|| (0..1000).map(|_| ContextVar::new("filler")).collect());
+
+/// A fresh context holding `TARGET` and `n - 1` fillers.
+fn context_of(n: usize) -> Context {
+    // Assign ids in a fixed order, so every run lays the maps out alike.
+    let _ = (TARGET.get_or(0), DEFAULTED.get_or(0), MISSING.get_or(0));
+    let ctx = Context::new();
+    ctx.run(|| {
+        TARGET.set(1);
+        for var in &FILLERS[..n - 1] {
+            var.set(2);
+        }
+    });
+    assert_eq!(ctx.len(), n);
+    ctx
+}
+
+/// Runs each size's benchmark inside a context of that size.
+fn per_size(c: &mut Criterion, group: &str, mut f: impl FnMut(&mut criterion::Bencher<'_>)) {
+    let mut g = c.benchmark_group(group);
+    for n in SIZES {
+        let ctx = context_of(n);
+        g.bench_function(BenchmarkId::new("contextvars", n), |b| ctx.run(|| f(b)));
+    }
+    g.finish();
+}
+
+fn reads(c: &mut Criterion) {
+    per_size(c, "get", |b| b.iter(|| black_box(&TARGET).get()));
+    per_size(c, "get_default", |b| b.iter(|| black_box(&DEFAULTED).get()));
+    per_size(c, "get_missing", |b| b.iter(|| black_box(&MISSING).get()));
+    per_size(c, "with", |b| {
+        b.iter(|| black_box(&TARGET).with(|v| v.copied()))
+    });
+    per_size(c, "get_or", |b| b.iter(|| black_box(&TARGET).get_or(0)));
+}
+
+fn writes(c: &mut Criterion) {
+    per_size(c, "set_reset", |b| {
+        b.iter(|| {
+            let token = TARGET.set(black_box(3));
+            TARGET.reset(token).unwrap();
+        })
+    });
+    // The same in the thread's own base context (no `run`): it is private to
+    // the thread, so its writes skip the lock a shared context takes.
+    let mut g = c.benchmark_group("set_reset");
+    let tokens: Vec<_> = std::iter::once(TARGET.set(1))
+        .chain(FILLERS[..9].iter().map(|var| var.set(2)))
+        .collect();
+    g.bench_function(BenchmarkId::new("contextvars_base", 10), |b| {
+        b.iter(|| {
+            let token = TARGET.set(black_box(3));
+            TARGET.reset(token).unwrap();
+        })
+    });
+    g.finish();
+    for (i, token) in tokens.into_iter().enumerate().rev() {
+        match i {
+            0 => TARGET.reset(token).unwrap(),
+            _ => FILLERS[i - 1].reset(token).unwrap(),
+        }
+    }
+    per_size(c, "scope", |b| {
+        b.iter(|| TARGET.scope(black_box(3), || black_box(())))
+    });
+    per_size(c, "copy_context", |b| b.iter(copy_context));
+    per_size(c, "run_noop", |b| {
+        let other = copy_context();
+        b.iter(|| other.run(|| black_box(())))
+    });
+}
+
+thread_local! {
+    static TL_CELL: Cell<u64> = const { Cell::new(1) };
+    static TL_REFCELL: RefCell<u64> = const { RefCell::new(1) };
+}
+
+tokio::task_local! {
+    static TASK_LOCAL: u64;
+}
+
+/// A value type for `opentelemetry::Context`, which keys values by type:
+/// `Otel<0>` .. `Otel<9>` are ten different keys.
+#[derive(Clone, Copy)]
+struct Otel<const I: usize>(u64);
+
+/// An `opentelemetry::Context` holding `Otel<0>` and `n - 1` other values.
+fn otel_context_of(n: usize) -> opentelemetry::Context {
+    let cx = opentelemetry::Context::new().with_value(Otel::<0>(1));
+    match n {
+        1 => cx,
+        10 => cx
+            .with_value(Otel::<1>(2))
+            .with_value(Otel::<2>(2))
+            .with_value(Otel::<3>(2))
+            .with_value(Otel::<4>(2))
+            .with_value(Otel::<5>(2))
+            .with_value(Otel::<6>(2))
+            .with_value(Otel::<7>(2))
+            .with_value(Otel::<8>(2))
+            .with_value(Otel::<9>(2)),
+        _ => unreachable!("opentelemetry contexts of 1 and 10 values"),
+    }
+}
+
+fn peers(c: &mut Criterion) {
+    let mut g = c.benchmark_group("get");
+    g.bench_function(BenchmarkId::new("thread_local_cell", 1), |b| {
+        b.iter(|| TL_CELL.with(|c| black_box(c).get()))
+    });
+    g.bench_function(BenchmarkId::new("thread_local_refcell", 1), |b| {
+        b.iter(|| TL_REFCELL.with(|c| *black_box(c).borrow()))
+    });
+    g.bench_function(BenchmarkId::new("tokio_task_local", 1), |b| {
+        TASK_LOCAL.sync_scope(1, || b.iter(|| black_box(&TASK_LOCAL).get()))
+    });
+    for n in [1, 10] {
+        let _guard = otel_context_of(n).attach();
+        g.bench_function(BenchmarkId::new("opentelemetry", n), |b| {
+            b.iter(|| {
+                opentelemetry::Context::current()
+                    .get::<Otel<0>>()
+                    .map(|v| v.0)
+            })
+        });
+        // The cheaper read opentelemetry offers, without the `Arc` clone.
+        g.bench_function(BenchmarkId::new("opentelemetry_map_current", n), |b| {
+            b.iter(|| opentelemetry::Context::map_current(|cx| cx.get::<Otel<0>>().map(|v| v.0)))
+        });
+    }
+    g.finish();
+
+    // A write and its undoing: the peers' closest equivalent of set+reset.
+    let mut g = c.benchmark_group("set_reset");
+    g.bench_function(BenchmarkId::new("thread_local_cell", 1), |b| {
+        b.iter(|| {
+            TL_CELL.with(|c| {
+                let old = c.replace(black_box(3));
+                c.set(old);
+            })
+        })
+    });
+    g.bench_function(BenchmarkId::new("thread_local_refcell", 1), |b| {
+        b.iter(|| {
+            TL_REFCELL.with(|c| {
+                let old = c.replace(black_box(3));
+                *c.borrow_mut() = old;
+            })
+        })
+    });
+    for n in [1, 10] {
+        let _guard = otel_context_of(n).attach();
+        g.bench_function(BenchmarkId::new("opentelemetry", n), |b| {
+            b.iter(|| {
+                drop(opentelemetry::Context::current_with_value(Otel::<0>(black_box(3))).attach())
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("scope");
+    g.bench_function(BenchmarkId::new("tokio_task_local", 1), |b| {
+        b.iter(|| TASK_LOCAL.sync_scope(black_box(3), || black_box(())))
+    });
+    g.finish();
+}
+
+/// `iters` reads of `TARGET` on each of `threads` threads at once, each in its
+/// own copy of one context (so they share its map nodes and value); returns
+/// the wall time of the slowest thread divided by `threads`: the aggregate
+/// time per read.
+fn parallel_reads(threads: usize, iters: u64, read: fn() -> u64) -> Duration {
+    let parent = context_of(10);
+    let start = Barrier::new(threads);
+    let slowest = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let ctx = parent.copy();
+                let start = &start;
+                s.spawn(move || {
+                    ctx.run(|| {
+                        black_box(read());
+                        start.wait();
+                        let t = Instant::now();
+                        for _ in 0..iters {
+                            black_box(read());
+                        }
+                        t.elapsed()
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .max()
+            .unwrap()
+    });
+    slowest / threads as u32
+}
+
+fn threads(c: &mut Criterion) {
+    let mut g = c.benchmark_group("read_threads");
+    let ours: fn() -> u64 = || black_box(&TARGET).get().unwrap();
+    let cell: fn() -> u64 = || TL_CELL.with(|c| black_box(c).get());
+    for threads in [1, 2] {
+        g.bench_function(BenchmarkId::new("contextvars", threads), |b| {
+            b.iter_custom(|iters| parallel_reads(threads, iters, ours))
+        });
+        g.bench_function(BenchmarkId::new("thread_local_cell", threads), |b| {
+            b.iter_custom(|iters| parallel_reads(threads, iters, cell))
+        });
+    }
+    g.finish();
+}
+
+fn value(v: u64) -> Value {
+    Arc::new(Slot {
+        name: "v",
+        value: v,
+    })
+}
+
+/// The map against `rpds` and `imbl`, all holding the same `Value`s under
+/// ids `1..=n`: `get` of a present id, `insert` of a new id into a copy,
+/// `remove` of a present id from a copy, and `clone`.
+fn maps(c: &mut Criterion) {
+    for n in [10u64, 1000] {
+        let v = value(9);
+        let mut ours = Map::default();
+        let mut garbage = Garbage::new();
+        let mut rpds = rpds::HashTrieMapSync::new_sync();
+        let mut imbl = imbl::HashMap::new();
+        for id in 1..=n {
+            ours.insert(id, value(id), &mut garbage);
+            rpds.insert_mut(id, value(id));
+            imbl.insert(id, value(id));
+        }
+        drop(garbage);
+        let mid = n / 2 + 1;
+        let new = n + 1;
+
+        let mut g = c.benchmark_group("map_get");
+        g.bench_function(BenchmarkId::new("contextvars", n), |b| {
+            b.iter(|| black_box(&ours).get(black_box(mid)).is_some())
+        });
+        g.bench_function(BenchmarkId::new("rpds", n), |b| {
+            b.iter(|| black_box(&rpds).get(&black_box(mid)).is_some())
+        });
+        g.bench_function(BenchmarkId::new("imbl", n), |b| {
+            b.iter(|| black_box(&imbl).get(&black_box(mid)).is_some())
+        });
+        g.finish();
+
+        let mut g = c.benchmark_group("map_insert");
+        g.bench_function(BenchmarkId::new("contextvars", n), |b| {
+            b.iter(|| {
+                let mut copy = ours.clone();
+                let mut garbage = Garbage::new();
+                copy.insert(black_box(new), v.clone(), &mut garbage);
+                (copy, garbage)
+            })
+        });
+        g.bench_function(BenchmarkId::new("rpds", n), |b| {
+            b.iter(|| rpds.insert(black_box(new), v.clone()))
+        });
+        g.bench_function(BenchmarkId::new("imbl", n), |b| {
+            b.iter(|| imbl.update(black_box(new), v.clone()))
+        });
+        g.finish();
+
+        let mut g = c.benchmark_group("map_remove");
+        g.bench_function(BenchmarkId::new("contextvars", n), |b| {
+            b.iter(|| {
+                let mut copy = ours.clone();
+                let mut garbage = Garbage::new();
+                copy.remove(black_box(mid), &mut garbage);
+                (copy, garbage)
+            })
+        });
+        g.bench_function(BenchmarkId::new("rpds", n), |b| {
+            b.iter(|| rpds.remove(&black_box(mid)))
+        });
+        g.bench_function(BenchmarkId::new("imbl", n), |b| {
+            b.iter(|| imbl.without(&black_box(mid)))
+        });
+        g.finish();
+
+        let mut g = c.benchmark_group("map_clone");
+        g.bench_function(BenchmarkId::new("contextvars", n), |b| {
+            b.iter(|| black_box(&ours).clone())
+        });
+        g.bench_function(BenchmarkId::new("rpds", n), |b| {
+            b.iter(|| black_box(&rpds).clone())
+        });
+        g.bench_function(BenchmarkId::new("imbl", n), |b| {
+            b.iter(|| black_box(&imbl).clone())
+        });
+        g.finish();
+    }
+}
+
+/// Measurement settings: short by default so `benches/run.sh` finishes in
+/// minutes on two cores; `BENCH_MEASURE_MS` / `BENCH_WARMUP_MS` lengthen them.
+pub fn config() -> Criterion {
+    let ms = |var: &str, default: u64| {
+        Duration::from_millis(
+            std::env::var(var)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default),
+        )
+    };
+    Criterion::default()
+        .warm_up_time(ms("BENCH_WARMUP_MS", 300))
+        .measurement_time(ms("BENCH_MEASURE_MS", 1000))
+        .sample_size(30)
+        .configure_from_args()
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = reads, writes, peers, threads, maps
+}
+criterion_main!(benches);

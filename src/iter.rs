@@ -1,0 +1,91 @@
+//! Iterators with their own layer of context (PEP 568's generators, which
+//! Python deferred).
+//!
+//! `iter.isolated()` runs every `next` of `iter` in a context made of the
+//! caller's *current* values with the iterator's own layer on top. What the
+//! iterator sets persists across its resumptions and is never seen by the
+//! caller; what the caller changes between resumptions is seen by the next
+//! one, unless the iterator has set that variable itself.
+//!
+//! **Invariant:** the caller's context is the same before and after every
+//! `next`, whatever the iterator does (see `layer`).
+
+use crate::layer::Layer;
+
+/// Extension methods for iterators.
+///
+/// ```
+/// use contextvars::prelude::*;
+/// use contextvars::ContextVar;
+///
+/// static DEPTH: ContextVar<u32> = ContextVar::with_default("depth", 0);
+///
+/// let mut counter = std::iter::from_fn(|| {
+///     let next = DEPTH.get().unwrap() + 1;
+///     DEPTH.set(next); // persists across resumptions, invisible outside
+///     Some(next)
+/// })
+/// .isolated();
+/// assert_eq!(counter.next(), Some(1));
+/// assert_eq!(counter.next(), Some(2));
+/// assert_eq!(DEPTH.get(), Ok(0));
+/// ```
+pub trait IteratorExt: Iterator + Sized {
+    /// Gives this iterator its own layer of context; see the module docs.
+    ///
+    /// ```
+    /// use contextvars::prelude::*;
+    /// use contextvars::ContextVar;
+    ///
+    /// static USER: ContextVar<&'static str> = ContextVar::new("user");
+    /// USER.set("ada");
+    /// let mut names = std::iter::repeat_with(|| USER.get().unwrap()).isolated();
+    /// assert_eq!(names.next(), Some("ada"));
+    /// USER.set("grace"); // the caller's change is seen by the next resumption
+    /// assert_eq!(names.next(), Some("grace"));
+    /// ```
+    fn isolated(self) -> Isolated<Self> {
+        Isolated {
+            iter: self,
+            layer: Layer::new(),
+        }
+    }
+}
+
+impl<I: Iterator> IteratorExt for I {}
+
+/// An iterator with its own layer of context; made by
+/// [`IteratorExt::isolated`].
+///
+/// ```
+/// use contextvars::prelude::*;
+///
+/// let doubled: Vec<i32> = [1, 2].into_iter().map(|x| x * 2).isolated().collect();
+/// assert_eq!(doubled, [2, 4]);
+/// ```
+#[must_use = "iterators are lazy and do nothing unless consumed"]
+pub struct Isolated<I> {
+    iter: I,
+    layer: Layer,
+}
+
+impl<I: Iterator> Iterator for Isolated<I> {
+    type Item = I::Item;
+
+    fn next(&mut self) -> Option<I::Item> {
+        let iter = &mut self.iter;
+        self.layer.resume(|| iter.next())
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.iter.size_hint()
+    }
+}
+
+impl<I: std::fmt::Debug> std::fmt::Debug for Isolated<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Isolated")
+            .field("iter", &self.iter)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,71 @@
+//! Threads that start in a copy of the spawner's context.
+//!
+//! [`spawn`] and [`spawn_scoped`] copy the caller's current context at the
+//! call (O(1)) and run the thread's closure in that copy — what Python 3.14
+//! does with `thread_inherit_context`. The thread's `set`s go into its copy
+//! and are never seen by the spawner or its siblings. A plain
+//! `std::thread::spawn` still starts with an empty context, as a new Python
+//! thread does by default.
+//!
+//! **Invariant:** the copy is taken on the spawning thread, before the new
+//! thread exists, so it holds exactly what the spawner saw at the call.
+
+use std::thread::{JoinHandle, Scope, ScopedJoinHandle};
+
+use crate::context::copy_context;
+
+/// Spawns a thread that runs `f` in a copy of the current context.
+///
+/// ```
+/// use contextvars::ContextVar;
+///
+/// static TENANT: ContextVar<&'static str> = ContextVar::new("tenant");
+///
+/// TENANT.set("acme");
+/// let seen = contextvars::thread::spawn(|| {
+///     let inherited = TENANT.get();
+///     TENANT.set("other"); // stays in the thread's copy
+///     inherited
+/// })
+/// .join()
+/// .unwrap();
+/// assert_eq!(seen, Ok("acme"));
+/// assert_eq!(TENANT.get(), Ok("acme"));
+///
+/// // A plain std thread starts empty.
+/// assert!(std::thread::spawn(|| TENANT.get().is_err()).join().unwrap());
+/// ```
+pub fn spawn<F, T>(f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    std::thread::spawn(crate::wrap(f))
+}
+
+/// Spawns a scoped thread (see [`std::thread::scope`]) that runs `f` in a
+/// copy of the current context.
+///
+/// ```
+/// use contextvars::ContextVar;
+///
+/// static N: ContextVar<u32> = ContextVar::new("n");
+/// N.set(7);
+/// let mut results = Vec::new();
+/// std::thread::scope(|s| {
+///     let h = contextvars::thread::spawn_scoped(s, || N.get());
+///     results.push(h.join().unwrap());
+/// });
+/// assert_eq!(results, [Ok(7)]);
+/// ```
+pub fn spawn_scoped<'scope, 'env, F, T>(
+    scope: &'scope Scope<'scope, 'env>,
+    f: F,
+) -> ScopedJoinHandle<'scope, T>
+where
+    F: FnOnce() -> T + Send + 'scope,
+    T: Send + 'scope,
+{
+    let mut ctx = copy_context();
+    scope.spawn(move || ctx.run_exclusive(f))
+}
