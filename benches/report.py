@@ -230,7 +230,13 @@ def machine():
     except (OSError, subprocess.CalledProcessError):
         rustc = "rustc (unknown)"
     try:
-        load = "{:.2f} / {:.2f} / {:.2f}".format(*os.getloadavg())
+        avg = os.getloadavg()
+        load = "{:.2f} / {:.2f} / {:.2f}".format(*avg)
+        if avg[0] > 1.0 + 0.25 * (os.cpu_count() or 1):
+            load += (
+                " — **the machine was busy with other work: the two-thread row "
+                "and small differences are unreliable; re-run on a quiet machine**"
+            )
     except OSError:
         load = "n/a"
     return {

@@ -2,6 +2,11 @@
 //!
 //! Every number printed is measured while the example runs.
 
+use std::cell::Cell;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use contextvars::prelude::*;
 use contextvars::{Context, ContextVar, ResetError, copy_context};
 
 static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
@@ -116,9 +121,158 @@ fn threads() {
     println!("8 threads x 10,000 reads: {empty}/8 started empty, {wrong} wrong reads");
 }
 
+const TASKS: u64 = 10_000;
+
+/// Spawns `TASKS` tasks on a 2-worker runtime; each stores its own id with
+/// `store`, yields a few times (so tasks interleave on the workers) and
+/// counts the reads of `load` that are not its id.
+fn interleaved<S, L, W>(store: S, load: L, wrap_task: W) -> u64
+where
+    S: Fn(u64) + Copy + Send + 'static,
+    L: Fn() -> u64 + Copy + Send + 'static,
+    W: Fn(
+        std::pin::Pin<Box<dyn Future<Output = u64> + Send>>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = u64> + Send>>,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let handles: Vec<_> = (0..TASKS)
+            .map(|id| {
+                let task = Box::pin(async move {
+                    store(id);
+                    let mut wrong = 0;
+                    for _ in 0..3 {
+                        tokio::task::yield_now().await;
+                        wrong += u64::from(load() != id);
+                    }
+                    wrong
+                });
+                tokio::spawn(wrap_task(task))
+            })
+            .collect();
+        let mut wrong = 0;
+        for h in handles {
+            wrong += h.await.unwrap();
+        }
+        wrong
+    })
+}
+
+fn tasks() {
+    section("5. 10,000 interleaved tasks on 2 workers: whose value does each task read back?");
+    static GLOBAL: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static LOCAL: Cell<u64> = const { Cell::new(0) };
+    }
+    static TASK_ID: ContextVar<u64> = ContextVar::new("task_id");
+    let reads = TASKS * 3;
+    let global = interleaved(
+        |id| GLOBAL.store(id, Ordering::Relaxed),
+        || GLOBAL.load(Ordering::Relaxed),
+        |t| t,
+    );
+    let local = interleaved(|id| LOCAL.set(id), || LOCAL.get(), |t| t);
+    // Each task polled in its own copy of the spawner's context: what
+    // `contextvars::tokio::spawn` (feature `tokio`) does.
+    let ctxvar = interleaved(
+        |id| {
+            TASK_ID.set(id);
+        },
+        || TASK_ID.get().unwrap_or(u64::MAX),
+        |t| Box::pin(t.with_current_context()),
+    );
+    println!("global static   : {global:>6} of {reads} reads saw another task's value");
+    println!("thread_local!   : {local:>6} of {reads} reads saw another task's value");
+    println!("ContextVar      : {ctxvar:>6} of {reads} reads saw another task's value");
+}
+
+fn inheritance() {
+    section("6. spawned work starts with a copy of the spawner's context");
+    static TRACE: ContextVar<String> = ContextVar::new("trace");
+    TRACE.set("trace-42".to_string());
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let (seen, after) = rt.block_on(async {
+        let task = tokio::spawn(
+            async {
+                let seen = TRACE.get();
+                TRACE.set("changed by the task".to_string());
+                seen
+            }
+            .with_current_context(),
+        );
+        (task.await.unwrap(), TRACE.get())
+    });
+    println!(
+        "tokio task      : saw {seen:?}; its change stayed its own, spawner still has {after:?}"
+    );
+
+    let seen = contextvars::thread::spawn(|| TRACE.get()).join().unwrap();
+    let plain = std::thread::spawn(|| TRACE.get().is_err()).join().unwrap();
+    println!(
+        "thread          : contextvars::thread::spawn saw {seen:?}; plain std::thread starts empty: {plain}"
+    );
+
+    use rayon::prelude::*;
+    let base = copy_context();
+    let items = 1_000;
+    // Each item runs in its own copy, as `ParallelIteratorExt::map_with_context`
+    // (feature `rayon`) does.
+    let saw: usize = (0..items)
+        .into_par_iter()
+        .map(|i| {
+            base.copy().run(|| {
+                let ok = TRACE.get().as_deref() == Ok("trace-42");
+                TRACE.set(format!("item {i}"));
+                usize::from(ok)
+            })
+        })
+        .sum();
+    println!(
+        "rayon           : {saw} of {items} parallel items saw the caller's trace; caller still has {:?}",
+        TRACE.get()
+    );
+}
+
+fn generator() {
+    section(
+        "7. an isolated generator (PEP 568): its sets persist across resumptions, the caller never sees them",
+    );
+    static DEPTH: ContextVar<u32> = ContextVar::with_default("depth", 0);
+    static USER: ContextVar<&'static str> = ContextVar::new("user");
+    USER.set("ada");
+    let mut walker = std::iter::from_fn(|| {
+        let depth = DEPTH.get().unwrap() + 1;
+        DEPTH.set(depth);
+        Some((depth, USER.get().unwrap()))
+    })
+    .isolated();
+    println!(
+        "resume 1 -> {:?}; caller's depth {:?}",
+        walker.next().unwrap(),
+        DEPTH.get()
+    );
+    USER.set("grace");
+    println!("caller sets user=grace between resumptions");
+    println!(
+        "resume 2 -> {:?}; caller's depth {:?}",
+        walker.next().unwrap(),
+        DEPTH.get()
+    );
+}
+
 fn main() {
     walk_through();
     contexts();
     reset_errors();
     threads();
+    tasks();
+    inheritance();
+    generator();
 }
