@@ -256,6 +256,7 @@ impl Context {
     }
 
     /// An independent copy, through a unique borrow (so without the lock).
+    #[cfg(feature = "rayon")]
     pub(crate) fn copy_exclusive(&mut self) -> Context {
         Context::from_map(next_id(), self.map.get_mut().clone(), false)
     }
@@ -509,41 +510,57 @@ pub(crate) struct Target<'a> {
 /// leaves in the garbage is dropped only after the lock is released, so no
 /// value's destructor runs under it.
 pub(crate) fn with_current_mut<R>(var: &'static str, f: impl FnOnce(Target<'_>) -> R) -> R {
-    CURRENT.with(|cur| {
-        let mut ctx = cur.ctx.get();
-        if ctx.is_null() {
-            ctx = BASE.try_with(|base| &base.0 as *const Context).expect(
-                "contextvars: cannot set a context variable while this thread is being torn down",
-            );
-            cur.ctx.set(ctx);
-        }
-        // SAFETY: as in `with_value`, a current context is alive.
-        let ctx = unsafe { &*ctx };
-        if ctx.base {
-            crate::bleed::check_base_write(var);
-        }
-        if cur.readers.get() > 0 {
-            // SAFETY: this thread is the only writer of its current context.
-            let version = unsafe { (*ctx.map.get()).clone() };
-            GRAVEYARD.with(|g| g.borrow_mut().push(version));
-            cur.mourning.set(true);
-        }
-        let mut garbage = Garbage::new();
-        let result = {
-            let _lock = ctx.write_lock();
-            // SAFETY: this thread is the only writer (the context is current
-            // here) and holds the lock that other readers take.
-            let map = unsafe { &mut *ctx.map.get() };
-            f(Target {
-                id: ctx.id,
-                map,
-                outer: ctx.outer.as_deref(),
-                garbage: &mut garbage,
-            })
-        };
-        drop(garbage);
-        result
-    })
+    // Tiny closures around the thread-local, so each access inlines to a
+    // thread-pointer load (as on the read path).
+    let mut ctx = CURRENT.with(|cur| cur.ctx.get());
+    if ctx.is_null() {
+        ctx = enter_base();
+    }
+    // SAFETY: as in `with_value`, a current context is alive.
+    let ctx = unsafe { &*ctx };
+    if ctx.base {
+        crate::bleed::check_base_write(var);
+    }
+    if CURRENT.with(|cur| cur.readers.get()) > 0 {
+        park_current_version(ctx);
+    }
+    let mut garbage = Garbage::new();
+    let result = {
+        let _lock = ctx.write_lock();
+        // SAFETY: this thread is the only writer (the context is current
+        // here) and holds the lock that other readers take.
+        let map = unsafe { &mut *ctx.map.get() };
+        f(Target {
+            id: ctx.id,
+            map,
+            outer: ctx.outer.as_deref(),
+            garbage: &mut garbage,
+        })
+    };
+    drop(garbage);
+    result
+}
+
+/// Makes the thread's base context current (creating it on first use).
+#[cold]
+#[inline(never)]
+fn enter_base() -> *const Context {
+    let base = BASE
+        .try_with(|base| &base.0 as *const Context)
+        .expect("contextvars: cannot set a context variable while this thread is being torn down");
+    CURRENT.with(|cur| cur.ctx.set(base));
+    base
+}
+
+/// Keeps the current version of `ctx`'s map alive while `with` borrows
+/// into it are live; the write that follows then copies instead of mutating.
+#[cold]
+#[inline(never)]
+fn park_current_version(ctx: &Context) {
+    // SAFETY: this thread is the only writer of its current context.
+    let version = unsafe { (*ctx.map.get()).clone() };
+    GRAVEYARD.with(|g| g.borrow_mut().push(version));
+    CURRENT.with(|cur| cur.mourning.set(true));
 }
 
 /// The id of the current context, if the thread has one yet.
