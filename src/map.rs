@@ -197,6 +197,10 @@ impl Map {
                 if let Some(e) = entries.iter_mut().find(|e| e.id == id) {
                     Some(std::mem::replace(&mut e.value, entry.value))
                 } else if entries.len() < FLAT_MAX {
+                    // Exact capacity: most nodes are copies that gain one
+                    // entry (a child context's root), and a doubling `Vec`
+                    // would carry its slack into every one of them.
+                    entries.reserve_exact(1);
                     entries.push(entry);
                     None
                 } else {
@@ -300,6 +304,7 @@ impl Node {
         let pos = position(*bitmap, bit);
         if *bitmap & bit == 0 {
             *bitmap |= bit;
+            slots.reserve_exact(1);
             slots.insert(pos, Child::Entry(entry));
             return None;
         }
