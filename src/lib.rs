@@ -35,6 +35,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "http")]
+pub mod baggage;
 mod bleed;
 mod context;
 mod error;
@@ -44,6 +46,8 @@ mod layer;
 #[doc(hidden)]
 pub mod map;
 pub mod prelude;
+#[cfg(feature = "http")]
+pub mod propagation;
 #[cfg(feature = "rayon")]
 pub mod rayon;
 #[cfg(feature = "futures")]
@@ -51,6 +55,10 @@ pub mod stream;
 pub mod thread;
 #[cfg(feature = "tokio")]
 pub mod tokio;
+#[cfg(feature = "tower")]
+pub mod tower;
+#[cfg(feature = "tracing")]
+pub mod tracing;
 mod var;
 
 pub use context::{Context, copy_context, wrap};

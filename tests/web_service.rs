@@ -1,0 +1,111 @@
+//! The two-service flow of `examples/web_service.rs` over real loopback
+//! sockets, with hundreds of concurrent requests, asserting on the captured
+//! logs of both services and of the background work.
+#![cfg(all(feature = "tokio", feature = "tracing", feature = "tower"))]
+
+#[path = "../examples/web_service.rs"]
+#[allow(dead_code)]
+mod web_service;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn both_services_and_background_work_log_the_same_request_id_under_load() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    tracing_subscriber::fmt()
+        .event_format(web_service::log_format())
+        .with_writer(move || writer.clone())
+        .init();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let answers = rt.block_on(async {
+        let front = web_service::start().await;
+        let calls: Vec<_> = (0..300)
+            .map(|i| {
+                tokio::spawn(async move {
+                    // Two in three carry their own id; the rest get one made by front.
+                    let sent = (i % 3 != 0).then(|| format!("req-{i}"));
+                    let answered = web_service::call_front(front, sent.as_deref()).await;
+                    (sent, answered)
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for c in calls {
+            answers.push(c.await.unwrap());
+        }
+        answers
+    });
+
+    let mut ids = std::collections::HashSet::new();
+    for (sent, answered) in &answers {
+        if let Some(sent) = sent {
+            assert_eq!(sent, answered, "front kept the id from the baggage");
+        } else {
+            assert!(answered.starts_with("gen-"), "front made an id: {answered}");
+        }
+        assert!(ids.insert(answered.clone()), "ids are distinct: {answered}");
+    }
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let mut per_id: HashMap<String, Vec<String>> = HashMap::new();
+    for line in text.lines().filter(|l| l.contains("web_service")) {
+        let id = line
+            .strip_prefix("request_id=")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("a log line without a request id: {line}"));
+        per_id
+            .entry(id.to_string())
+            .or_default()
+            .push(line.to_string());
+    }
+    assert_eq!(
+        per_id.len(),
+        answers.len(),
+        "every request logged, under its own id"
+    );
+    for (id, lines) in &per_id {
+        let has = |what: &str| lines.iter().filter(|l| l.contains(what)).count();
+        assert_eq!(has("front: request received"), 1, "{id}: {lines:#?}");
+        assert_eq!(
+            has("front: background work"),
+            1,
+            "{id}: spawned work logs the id"
+        );
+        assert_eq!(
+            has("back: handling the call from front"),
+            1,
+            "{id}: the other service logs the id"
+        );
+        assert_eq!(
+            has(&format!("echoed={id}")),
+            1,
+            "{id}: back saw the same id"
+        );
+        assert_eq!(
+            lines.len(),
+            4,
+            "{id}: no line of another request under this id"
+        );
+    }
+}
