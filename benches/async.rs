@@ -138,22 +138,8 @@ fn spawns(c: &mut Criterion) {
     g.finish();
 }
 
-/// Short measurements by default; see `benches/core.rs`.
-fn config() -> Criterion {
-    let ms = |var: &str, default: u64| {
-        Duration::from_millis(
-            std::env::var(var)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(default),
-        )
-    };
-    Criterion::default()
-        .warm_up_time(ms("BENCH_WARMUP_MS", 300))
-        .measurement_time(ms("BENCH_MEASURE_MS", 1000))
-        .sample_size(30)
-        .configure_from_args()
-}
+mod common;
+use common::config;
 
 criterion_group! {
     name = benches;

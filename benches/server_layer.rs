@@ -71,5 +71,11 @@ fn server_layer(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, server_layer);
+mod common;
+
+criterion_group! {
+    name = benches;
+    config = common::config();
+    targets = server_layer
+}
 criterion_main!(benches);

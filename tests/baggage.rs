@@ -8,6 +8,8 @@ use contextvars::baggage::{MAX_BYTES, MAX_MEMBERS, Member, encode, parse, parse_
 use contextvars::propagation::Propagator;
 use proptest::prelude::*;
 
+mod common;
+
 fn keys(members: &[Member]) -> Vec<&str> {
     members.iter().map(|m| m.key.as_str()).collect()
 }
@@ -109,18 +111,7 @@ fn the_propagator_keeps_good_values_when_others_do_not_parse() {
 
 #[test]
 fn bad_members_are_reported_by_name() {
-    #[derive(Clone, Default)]
-    struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buf = Buf::default();
+    let buf = common::Captured::default();
     let writer = buf.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || writer.clone())
@@ -128,7 +119,7 @@ fn bad_members_are_reported_by_name() {
     tracing::subscriber::with_default(subscriber, || {
         parse("ok=1,broken key=2,k=%zz");
     });
-    let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let out = buf.text();
     assert!(
         out.contains("broken key=2") && out.contains("key is not a token"),
         "{out}"

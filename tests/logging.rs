@@ -2,7 +2,7 @@
 //! lines from tasks, threads and rayon jobs that inherited the context.
 #![cfg(all(feature = "tracing", feature = "tokio", feature = "rayon"))]
 
-use std::sync::{Arc, Mutex};
+mod common;
 
 use contextvars::ContextVar;
 use contextvars::rayon::ParallelIteratorExt;
@@ -12,21 +12,9 @@ use rayon::prelude::*;
 static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
 static DEADLINE_MS: ContextVar<u64> = ContextVar::new("deadline");
 
-#[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
-impl std::io::Write for Buf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn every_line_inside_a_context_carries_its_variables() {
-    let buf = Buf::default();
+    let buf = common::Captured::default();
     let writer = buf.clone();
     let format = ContextFormat::new(tracing_subscriber::fmt::format().without_time())
         .with_var(&REQUEST_ID)
@@ -58,7 +46,7 @@ fn every_line_inside_a_context_carries_its_variables() {
         DEADLINE_MS.set(1000);
     });
 
-    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let text = buf.text();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 8, "{text}");
     let outside = lines

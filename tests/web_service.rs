@@ -7,26 +7,13 @@
 #[allow(dead_code)]
 mod web_service;
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[test]
 fn both_services_and_background_work_log_the_same_request_id_under_load() {
-    let logs = Captured::default();
+    let logs = common::Captured::default();
     let writer = logs.clone();
     tracing_subscriber::fmt()
         .event_format(web_service::log_format())
@@ -67,7 +54,7 @@ fn both_services_and_background_work_log_the_same_request_id_under_load() {
         assert!(ids.insert(answered.clone()), "ids are distinct: {answered}");
     }
 
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     let mut per_id: HashMap<String, Vec<String>> = HashMap::new();
     for line in text.lines().filter(|l| l.contains("web_service")) {
         let id = line
