@@ -17,11 +17,12 @@ use std::cell::{Cell, RefCell, UnsafeCell};
 use std::fmt;
 use std::hint::spin_loop;
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use crate::ContextVar;
 use crate::error::AlreadyEntered;
 use crate::map::{Garbage, Map, Value, VarId};
+use crate::sync::{AtomicBool, Ordering};
 
 /// A mapping from context variables to values: the state one logical flow of
 /// work (a request, a task, a job) carries with it.

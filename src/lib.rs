@@ -52,6 +52,7 @@ pub mod propagation;
 pub mod rayon;
 #[cfg(feature = "futures")]
 pub mod stream;
+mod sync;
 pub mod thread;
 #[cfg(feature = "tokio")]
 pub mod tokio;

@@ -1,0 +1,2 @@
+//! Empty: this package exists to build `../tests/loom.rs` under
+//! `--cfg loom` without the main package's dev-dependencies.
