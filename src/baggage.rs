@@ -53,6 +53,10 @@ fn percent_decode(raw: &str) -> Result<String, &'static str> {
         match bytes[i] {
             b'%' => {
                 let hex = bytes.get(i + 1..i + 3).ok_or("truncated percent-escape")?;
+                // Exactly two hex digits: `from_str_radix` alone would take "+1".
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return Err("bad percent-escape");
+                }
                 let hex = std::str::from_utf8(hex).map_err(|_| "bad percent-escape")?;
                 out.push(u8::from_str_radix(hex, 16).map_err(|_| "bad percent-escape")?);
                 i += 3;

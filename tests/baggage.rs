@@ -63,6 +63,8 @@ fn each_bad_member_is_dropped_and_the_good_ones_kept() {
         ["good", "also"],
         "invalid UTF-8 on the wire"
     );
+    // A sign is not a hex digit (`from_str_radix` alone would accept "%+1").
+    assert_eq!(keys(&parse("good=1,k=%+1,also=2")), ["good", "also"]);
 }
 
 #[test]
