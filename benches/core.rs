@@ -17,10 +17,10 @@
 
 use std::cell::{Cell, RefCell};
 use std::hint::black_box;
-use std::sync::{Arc, Barrier, LazyLock};
+use std::sync::{Barrier, LazyLock};
 use std::time::{Duration, Instant};
 
-use contextvars::map::{Garbage, Map, Slot, Value};
+use contextvars::map::{Garbage, Map, Value};
 use contextvars::{Context, ContextVar, copy_context};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
@@ -251,10 +251,7 @@ fn threads(c: &mut Criterion) {
 }
 
 fn value(v: u64) -> Value {
-    Arc::new(Slot {
-        name: "v",
-        value: v,
-    })
+    Value::new(v)
 }
 
 /// The map against `rpds` and `imbl`, all holding the same `Value`s under

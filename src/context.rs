@@ -21,7 +21,7 @@ use std::sync::atomic::AtomicU64;
 
 use crate::ContextVar;
 use crate::error::AlreadyEntered;
-use crate::map::{Garbage, Map, Value, VarId};
+use crate::map::{Garbage, Map, RawRoot, Value, VarId};
 use crate::sync::{AtomicBool, Ordering};
 
 /// A mapping from context variables to values: the state one logical flow of
@@ -73,6 +73,9 @@ unsafe impl Sync for Context {}
 
 struct Current {
     ctx: Cell<*const Context>,
+    /// The current context's map root, kept in step with it (by `enter` and
+    /// after every write), so a read goes from here straight to the root.
+    root: Cell<RawRoot>,
     /// How many `ContextVar::with` borrows into the current map are live on
     /// this thread. While any is, writes must copy rather than mutate in place.
     readers: Cell<usize>,
@@ -82,12 +85,41 @@ struct Current {
 
 thread_local! {
     static CURRENT: Current = const {
-        Current { ctx: Cell::new(ptr::null()), readers: Cell::new(0), mourning: Cell::new(false) }
+        Current {
+            ctx: Cell::new(ptr::null()),
+            root: Cell::new(RawRoot::EMPTY),
+            readers: Cell::new(0),
+            mourning: Cell::new(false),
+        }
     };
     static BASE: Base = Base(Context { base: true, ..Context::from_map(next_id(), Map::default(), true) });
     /// Map versions kept alive for `with` borrows that may still point into
     /// them; emptied when the last borrow ends.
     static GRAVEYARD: RefCell<Vec<Map>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Current {
+    /// Makes `ctx` (null: none) current; returns the one it replaces.
+    #[inline]
+    fn enter(&self, ctx: *const Context) -> *const Context {
+        let prev = self.ctx.replace(ctx);
+        self.refresh();
+        prev
+    }
+
+    /// Brings the read cache in step with the current context's map.
+    #[inline]
+    fn refresh(&self) {
+        let ctx = self.ctx.get();
+        let root = if ctx.is_null() {
+            RawRoot::EMPTY
+        } else {
+            // SAFETY: a current context is alive (see `with_value`) and only
+            // this thread writes its map.
+            unsafe { (*(*ctx).map.get()).raw_root() }
+        };
+        self.root.set(root);
+    }
 }
 
 /// The thread's base context, dropped at thread exit.
@@ -98,7 +130,7 @@ impl Drop for Base {
         let this: *const Context = &self.0;
         let _ = CURRENT.try_with(|cur| {
             if cur.ctx.get() == this {
-                cur.ctx.set(ptr::null());
+                cur.enter(ptr::null());
             }
         });
     }
@@ -236,7 +268,7 @@ impl Context {
         {
             return Err(AlreadyEntered { context: self.id });
         }
-        let prev = CURRENT.with(|cur| cur.ctx.replace(self));
+        let prev = CURRENT.with(|cur| cur.enter(self));
         let _exit = Exit { ctx: self, prev };
         Ok(f())
     }
@@ -247,7 +279,7 @@ impl Context {
     pub(crate) fn run_exclusive<R>(&mut self, f: impl FnOnce() -> R) -> R {
         let was_private = std::mem::replace(&mut self.private, true);
         let this: *mut Context = self;
-        let prev = CURRENT.with(|cur| cur.ctx.replace(this));
+        let prev = CURRENT.with(|cur| cur.enter(this));
         let _exit = ExitExclusive {
             ctx: this,
             prev,
@@ -282,9 +314,8 @@ impl Context {
         // user code and may itself touch contexts.
         let value: Option<Value> = self.read(|map| map.get(id).cloned());
         value.map(|v| {
-            crate::map::downcast::<T>(&v)
+            v.downcast::<T>()
                 .expect("a variable's id always maps to its type")
-                .value
                 .clone()
         })
     }
@@ -345,7 +376,8 @@ impl Context {
     /// assert_eq!(ctx.names(), vec!["user"]);
     /// ```
     pub fn names(&self) -> Vec<&'static str> {
-        self.read(|map| map.iter().map(|(_, v)| v.name()).collect())
+        let ids: Vec<VarId> = self.read(|map| map.iter().map(|(id, _)| id).collect());
+        ids.into_iter().map(crate::var::name_of).collect()
     }
 
     /// Runs `f` on this context's map: lock-free on the thread where the
@@ -415,7 +447,7 @@ struct Exit<'a> {
 
 impl Drop for Exit<'_> {
     fn drop(&mut self) {
-        CURRENT.with(|cur| cur.ctx.set(self.prev));
+        CURRENT.with(|cur| cur.enter(self.prev));
         self.ctx.entered.store(false, Ordering::Release);
     }
 }
@@ -430,7 +462,7 @@ struct ExitExclusive {
 
 impl Drop for ExitExclusive {
     fn drop(&mut self) {
-        CURRENT.with(|cur| cur.ctx.set(self.prev));
+        CURRENT.with(|cur| cur.enter(self.prev));
         // SAFETY: `ctx` comes from the `&mut Context` that `run_exclusive`
         // holds for as long as this guard lives, and the thread-local no
         // longer points at it.
@@ -480,19 +512,15 @@ fn bury_parked_versions() {
 /// writes to the context: while `f` runs, writes copy instead of mutating.
 #[inline]
 pub(crate) fn with_value<R>(id: VarId, f: impl FnOnce(Option<&Value>) -> R) -> R {
-    let ctx = CURRENT.with(|cur| cur.ctx.get());
-    if ctx.is_null() {
-        return f(None);
-    }
+    let root = CURRENT.with(|cur| cur.root.get());
     let _reading = Reading::start();
-    // SAFETY: `ctx` is current on this thread, so it is alive (`run`
-    // borrows it until it resets the pointer; the base context clears the
-    // pointer when it is dropped) and this thread is its only writer. The
-    // `readers` count makes every write during `f` copy the nodes and park
-    // the old version in `GRAVEYARD`, so what `f` borrows is neither
-    // mutated nor freed until `f` returns.
-    let map = unsafe { &*(*ctx).map.get() };
-    f(map.get(id))
+    // SAFETY: `root` is the current map's (or an empty one), and the current
+    // context is alive (`run` borrows it until it resets the pointer; the
+    // base context clears the pointer when it is dropped) and written only
+    // by this thread. The `readers` count makes every write during `f` copy
+    // the nodes and park the old version in `GRAVEYARD`, so what `f`
+    // borrows is neither mutated nor freed until `f` returns.
+    f(unsafe { root.get(id) })
 }
 
 /// The current context, opened for one write.
@@ -525,7 +553,10 @@ pub(crate) fn with_current_mut<R>(var: &'static str, f: impl FnOnce(Target<'_>) 
     if CURRENT.with(|cur| cur.readers.get()) > 0 {
         park_current_version(ctx);
     }
+    // Declared in this order so that, also on unwinding, the read cache is
+    // refreshed before the garbage (perhaps the old root) is dropped.
     let mut garbage = Garbage::new();
+    let refresh = Refresh;
     let result = {
         let _lock = ctx.write_lock();
         // SAFETY: this thread is the only writer (the context is current
@@ -538,8 +569,19 @@ pub(crate) fn with_current_mut<R>(var: &'static str, f: impl FnOnce(Target<'_>) 
             garbage: &mut garbage,
         })
     };
+    drop(refresh);
     drop(garbage);
     result
+}
+
+/// Refreshes the read cache after a write, when dropped.
+struct Refresh;
+
+impl Drop for Refresh {
+    #[inline]
+    fn drop(&mut self) {
+        CURRENT.with(Current::refresh);
+    }
 }
 
 /// Makes the thread's base context current (creating it on first use).
@@ -549,7 +591,7 @@ fn enter_base() -> *const Context {
     let base = BASE
         .try_with(|base| &base.0 as *const Context)
         .expect("contextvars: cannot set a context variable while this thread is being torn down");
-    CURRENT.with(|cur| cur.ctx.set(base));
+    CURRENT.with(|cur| cur.enter(base));
     base
 }
 

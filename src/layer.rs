@@ -13,7 +13,7 @@
 //! token is `DifferentContext` inside the generator.
 
 use crate::context::{Context, current_map, next_id};
-use crate::map::{Garbage, Map, same_value};
+use crate::map::{Garbage, Map, Value};
 
 /// The values a generator has set, over whatever its caller has.
 pub(crate) struct Layer {
@@ -44,7 +44,7 @@ impl Layer {
         let after = ctx.into_map();
         for id in Map::changed_ids(&entered, &after) {
             match after.get(id) {
-                Some(v) if outer.get(id).is_none_or(|o| !same_value(o, v)) => {
+                Some(v) if outer.get(id).is_none_or(|o| !Value::ptr_eq(o, v)) => {
                     self.own.insert(id, v.clone(), &mut garbage);
                 }
                 _ => {

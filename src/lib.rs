@@ -60,6 +60,7 @@ pub mod tokio;
 pub mod tower;
 #[cfg(feature = "tracing")]
 pub mod tracing;
+mod value;
 mod var;
 
 pub use context::{Context, copy_context, wrap};

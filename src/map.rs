@@ -1,5 +1,5 @@
 //! The persistent map behind every [`Context`](crate::Context): variable id →
-//! type-erased value, with O(1) copies and structural sharing.
+//! [`Value`], with O(1) copies and structural sharing.
 //!
 //! It is a hash array mapped trie (as CPython's `Python/hamt.c`) keyed by the
 //! variable's id itself: ids are unique integers, so there is no hashing and no
@@ -7,69 +7,26 @@
 //! [`FLAT_MAX`] entries keep a flat root scanned linearly, which is what nearly
 //! every real context is.
 //!
+//! Each node is one exact-size allocation, an `Arc<[Child]>`, and a branch's
+//! bitmap is kept beside the pointer to it (in its parent's slot, or in the
+//! [`Map`] for the root), so a lookup touches one cache line per level and no
+//! header. A map entry is 24 bytes: the id and a thin [`Value`] handle.
+//!
 //! **Invariant:** a node reachable from more than one [`Map`] is never mutated.
-//! Writers mutate a node in place only when they hold its sole reference
-//! (`Arc::get_mut`) and copy it otherwise, so a copy taken at any time keeps
-//! seeing exactly the entries it was taken with. Nodes a writer lets go of are
-//! handed back in a [`Garbage`] list rather than dropped on the spot, so that no
-//! value's destructor runs while the caller holds the context's write lock.
+//! Writers mutate a node in place only when they hold its sole reference and
+//! copy it otherwise, so a copy taken at any time keeps seeing exactly the
+//! entries it was taken with. Nodes a writer lets go of are handed back in a
+//! [`Garbage`] list rather than dropped on the spot, so that no value's
+//! destructor runs while the caller holds the context's write lock.
 
-use std::any::Any;
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 
+pub use crate::value::Value;
+
 /// A variable's identity: unique for the life of the process, never 0.
 pub type VarId = u64;
-
-/// What a context stores for one variable: the value and the name of the
-/// variable it belongs to (so a context can list its variables by name).
-pub struct Slot<T> {
-    pub name: &'static str,
-    pub value: T,
-}
-
-/// A type-erased [`Slot`].
-pub trait Erased: Any + Send + Sync {
-    fn name(&self) -> &'static str;
-}
-
-impl<T: Send + Sync + 'static> Erased for Slot<T> {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-}
-
-/// A shared, type-erased value.
-pub type Value = Arc<dyn Erased>;
-
-/// Downcasts a stored value to the slot of the variable's type.
-#[inline]
-pub fn downcast<T: 'static>(value: &Value) -> Option<&Slot<T>> {
-    let any: &dyn Any = &**value;
-    any.downcast_ref::<Slot<T>>()
-}
-
-/// Downcasts a stored value without checking its type (checked in debug
-/// builds).
-///
-/// # Safety
-///
-/// `value` must be a `Slot<T>`. Within this crate that holds for any value a
-/// context stores under a variable's id: only that variable writes under its
-/// id (ids are unique, see `var`), and it writes `Slot<T>` for its own `T`.
-#[inline]
-pub(crate) unsafe fn downcast_unchecked<T: 'static>(value: &Value) -> &Slot<T> {
-    debug_assert!((&**value as &dyn Any).is::<Slot<T>>());
-    // SAFETY: the caller guarantees the concrete type; the data pointer of an
-    // `Arc<dyn Erased>` points at the `Slot<T>` itself.
-    unsafe { &*(Arc::as_ptr(value) as *const Slot<T>) }
-}
-
-/// Whether two values are the same allocation (not merely equal).
-#[inline]
-pub fn same_value(a: &Value, b: &Value) -> bool {
-    std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
-}
 
 /// Roots with at most this many entries are flat arrays, scanned linearly.
 /// Measured (instructions per `get`, sparse ids): a flat scan beats the
@@ -81,34 +38,27 @@ const MASK: u64 = (1 << BITS) - 1;
 
 /// Nodes (and the values they held) released by a write, to be dropped by the
 /// caller once it is safe to run arbitrary destructors.
-pub type Garbage = Vec<Arc<Node>>;
+pub type Garbage = Vec<Arc<[Child]>>;
 
-#[derive(Clone)]
-pub struct Entry {
-    id: VarId,
-    value: Value,
-}
-
+/// One slot of a node.
 #[derive(Clone)]
 pub enum Child {
-    Entry(Entry),
-    Node(Arc<Node>),
-}
-
-#[derive(Clone)]
-pub enum Node {
-    /// Root only: up to `FLAT_MAX` entries in no particular order.
-    Flat(Vec<Entry>),
-    /// `slots[i]` belongs to the `i`-th set bit of `bitmap`; bit `b` stands for
-    /// the ids whose 5 bits at this level's shift equal `b`.
-    Branch { bitmap: u32, slots: Vec<Child> },
+    /// A variable's value.
+    Entry { id: VarId, value: Value },
+    /// A branch one level down: `slots[i]` belongs to the `i`-th set bit of
+    /// `bitmap`, bit `b` standing for the ids whose 5 bits at that level's
+    /// shift equal `b`.
+    Node { bitmap: u32, slots: Arc<[Child]> },
 }
 
 /// A persistent map from [`VarId`] to [`Value`]. `Clone` is O(1).
 #[derive(Clone, Default)]
 pub struct Map {
-    root: Option<Arc<Node>>,
-    len: usize,
+    /// The root node: `None` when empty; flat (entries in no particular
+    /// order) when `bitmap` is 0; otherwise a branch.
+    root: Option<Arc<[Child]>>,
+    bitmap: u32,
+    len: u32,
 }
 
 #[inline]
@@ -123,9 +73,9 @@ fn bit_at(id: VarId, shift: u32) -> u32 {
 
 /// Gives mutable access to a node, copying it first if anyone else holds it.
 #[inline]
-fn make_mut<'a>(node: &'a mut Arc<Node>, garbage: &mut Garbage) -> &'a mut Node {
+fn make_mut<'a>(node: &'a mut Arc<[Child]>, garbage: &mut Garbage) -> &'a mut [Child] {
     if Arc::strong_count(node) != 1 {
-        let copy = Arc::new(Node::clone(node));
+        let copy: Arc<[Child]> = node.iter().cloned().collect();
         garbage.push(std::mem::replace(node, copy));
     }
     // Pairs with the release decrement of whoever dropped the last other
@@ -136,48 +86,59 @@ fn make_mut<'a>(node: &'a mut Arc<Node>, garbage: &mut Garbage) -> &'a mut Node 
     // else can reach it or make a new handle to it while we hold `&mut`.
     // This is `Arc::get_mut` without its compare-and-swap on the weak count,
     // which only guards against `Weak` upgrades (see BENCHMARKS.md).
-    unsafe { &mut *(Arc::as_ptr(node) as *mut Node) }
+    unsafe { &mut *(Arc::as_ptr(node) as *mut [Child]) }
+}
+
+/// Replaces `node` by a copy with `insert` put at `pos` and `remove` slots
+/// taken out from there. (A node is exact-size, so a change of length is a
+/// new allocation either way.)
+fn splice(
+    node: &mut Arc<[Child]>,
+    pos: usize,
+    insert: Option<Child>,
+    remove: usize,
+    garbage: &mut Garbage,
+) {
+    let spliced: Arc<[Child]> = node[..pos]
+        .iter()
+        .cloned()
+        .chain(insert)
+        .chain(node[pos + remove..].iter().cloned())
+        .collect();
+    garbage.push(std::mem::replace(node, spliced));
 }
 
 impl Map {
+    /// How many entries the map has.
     #[inline]
     pub fn len(&self) -> usize {
-        self.len
+        self.len as usize
     }
 
+    /// Whether the map has no entries.
     #[inline]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// The value of `id`.
     #[inline]
     pub fn get(&self, id: VarId) -> Option<&Value> {
-        match self.root.as_deref()? {
-            Node::Flat(entries) => entries.iter().find(|e| e.id == id).map(|e| &e.value),
-            Node::Branch { bitmap, slots } => {
-                let (mut bitmap, mut slots, mut shift) = (*bitmap, slots, 0);
-                loop {
-                    let bit = bit_at(id, shift);
-                    if bitmap & bit == 0 {
-                        return None;
-                    }
-                    match &slots[position(bitmap, bit)] {
-                        Child::Entry(e) => return (e.id == id).then_some(&e.value),
-                        Child::Node(node) => match &**node {
-                            Node::Branch {
-                                bitmap: b,
-                                slots: s,
-                            } => {
-                                (bitmap, slots, shift) = (*b, s, shift + BITS);
-                            }
-                            Node::Flat(_) => unreachable!("flat nodes are roots"),
-                        },
-                    }
-                }
-            }
+        lookup(self.root.as_deref().unwrap_or(&[]), self.bitmap, id)
+    }
+
+    /// The root, as the thread-local read cache keeps it (see `context`).
+    #[inline]
+    pub(crate) fn raw_root(&self) -> RawRoot {
+        let root = self.root.as_deref().unwrap_or(&[]);
+        RawRoot {
+            slots: NonNull::from(root).cast(),
+            len: root.len(),
+            bitmap: self.bitmap,
         }
     }
 
+    /// Whether `id` has a value.
     #[inline]
     pub fn contains(&self, id: VarId) -> bool {
         self.get(id).is_some()
@@ -185,38 +146,35 @@ impl Map {
 
     /// Sets `id` to `value`; returns the value it replaces.
     pub fn insert(&mut self, id: VarId, value: Value, garbage: &mut Garbage) -> Option<Value> {
-        let entry = Entry { id, value };
         let Some(root) = &mut self.root else {
-            self.root = Some(Arc::new(Node::Flat(vec![entry])));
+            self.root = Some(Arc::new([Child::Entry { id, value }]));
             self.len = 1;
             return None;
         };
-        let node = make_mut(root, garbage);
-        let old = match node {
-            Node::Flat(entries) => {
-                if let Some(e) = entries.iter_mut().find(|e| e.id == id) {
-                    Some(std::mem::replace(&mut e.value, entry.value))
-                } else if entries.len() < FLAT_MAX {
-                    // Exact capacity: most nodes are copies that gain one
-                    // entry (a child context's root), and a doubling `Vec`
-                    // would carry its slack into every one of them.
-                    entries.reserve_exact(1);
-                    entries.push(entry);
-                    None
-                } else {
-                    let full = std::mem::take(entries);
-                    let mut branch = Node::Branch {
-                        bitmap: 0,
-                        slots: Vec::with_capacity(FLAT_MAX + 1),
-                    };
-                    for e in full.into_iter().chain(std::iter::once(entry)) {
-                        branch.insert(e, 0, garbage);
-                    }
-                    *node = branch;
-                    None
-                }
+        let old = if self.bitmap != 0 {
+            insert(&mut self.bitmap, root, id, value, 0, garbage)
+        } else if let Some(pos) = root.iter().position(|c| c.is_entry_of(id)) {
+            match &mut make_mut(root, garbage)[pos] {
+                Child::Entry { value: v, .. } => Some(std::mem::replace(v, value)),
+                Child::Node { .. } => unreachable!("flat roots hold entries"),
             }
-            branch => branch.insert(entry, 0, garbage),
+        } else if root.len() < FLAT_MAX {
+            let end = root.len();
+            splice(root, end, Some(Child::Entry { id, value }), 0, garbage);
+            None
+        } else {
+            // The flat root is full: turn it into a branch.
+            let (mut bitmap, mut branch): (u32, Arc<[Child]>) = (0, Arc::new([]));
+            for child in root.iter().cloned() {
+                let Child::Entry { id, value } = child else {
+                    unreachable!("flat roots hold entries")
+                };
+                insert(&mut bitmap, &mut branch, id, value, 0, garbage);
+            }
+            insert(&mut bitmap, &mut branch, id, value, 0, garbage);
+            garbage.push(std::mem::replace(root, branch));
+            self.bitmap = bitmap;
+            None
         };
         if old.is_none() {
             self.len += 1;
@@ -226,41 +184,31 @@ impl Map {
 
     /// Removes `id`; returns the value it had.
     pub fn remove(&mut self, id: VarId, garbage: &mut Garbage) -> Option<Value> {
-        // Look first: a miss must not copy a shared path.
-        if !self.contains(id) {
-            return None;
-        }
-        let root = self.root.as_mut().expect("non-empty map has a root");
-        let old = match make_mut(root, garbage) {
-            Node::Flat(entries) => {
-                let i = entries
-                    .iter()
-                    .position(|e| e.id == id)
-                    .expect("looked up above");
-                Some(entries.swap_remove(i).value)
-            }
-            branch => branch.remove(id, 0, garbage),
-        };
-        debug_assert!(old.is_some());
+        let root = self.root.as_mut()?;
+        let old = if self.bitmap != 0 {
+            remove(&mut self.bitmap, root, id, 0, garbage)
+        } else {
+            let pos = root.iter().position(|c| c.is_entry_of(id))?;
+            let Child::Entry { value, .. } = &root[pos] else {
+                unreachable!("flat roots hold entries")
+            };
+            let old = value.clone();
+            splice(root, pos, None, 1, garbage);
+            Some(old)
+        }?;
         self.len -= 1;
         if self.len == 0 {
             garbage.extend(self.root.take());
+            self.bitmap = 0;
         }
-        old
+        Some(old)
     }
 
     /// Every entry, in no particular order.
     pub fn iter(&self) -> Iter<'_> {
-        let mut iter = Iter {
-            flat: [].iter(),
-            stack: Vec::new(),
-        };
-        match self.root.as_deref() {
-            None => {}
-            Some(Node::Flat(entries)) => iter.flat = entries.iter(),
-            Some(Node::Branch { slots, .. }) => iter.stack.push(slots.iter()),
+        Iter {
+            stack: self.root.iter().map(|root| root.iter()).collect(),
         }
-        iter
     }
 
     /// The ids whose values differ between two versions (set to another
@@ -271,7 +219,7 @@ impl Map {
         }
         let mut ids: Vec<VarId> = after
             .iter()
-            .filter(|(id, v)| before.get(*id).is_none_or(|b| !same_value(b, v)))
+            .filter(|(id, v)| before.get(*id).is_none_or(|b| !Value::ptr_eq(b, v)))
             .map(|(id, _)| id)
             .collect();
         ids.extend(
@@ -294,100 +242,185 @@ impl Map {
     }
 }
 
-impl Node {
-    /// Inserts into a branch at `shift`; returns the replaced value.
-    fn insert(&mut self, entry: Entry, shift: u32, garbage: &mut Garbage) -> Option<Value> {
-        let Node::Branch { bitmap, slots } = self else {
-            unreachable!("flat nodes are roots")
-        };
-        let bit = bit_at(entry.id, shift);
-        let pos = position(*bitmap, bit);
-        if *bitmap & bit == 0 {
-            *bitmap |= bit;
-            slots.reserve_exact(1);
-            slots.insert(pos, Child::Entry(entry));
-            return None;
-        }
-        match &mut slots[pos] {
-            Child::Entry(e) if e.id == entry.id => {
-                Some(std::mem::replace(&mut e.value, entry.value))
-            }
-            Child::Entry(existing) => {
-                let existing = existing.clone();
-                slots[pos] = Child::Node(Arc::new(Node::pair(existing, entry, shift + BITS)));
-                None
-            }
-            Child::Node(node) => make_mut(node, garbage).insert(entry, shift + BITS, garbage),
-        }
+/// Looks `id` up under a root node.
+#[inline]
+fn lookup(root: &[Child], bitmap: u32, id: VarId) -> Option<&Value> {
+    if bitmap == 0 {
+        return root.iter().find_map(|child| match child {
+            Child::Entry { id: i, value } if *i == id => Some(value),
+            _ => None,
+        });
     }
+    find(bitmap, root, id, 0)
+}
 
-    /// A branch at `shift` holding two entries with different ids.
-    fn pair(a: Entry, b: Entry, shift: u32) -> Node {
-        let (bit_a, bit_b) = (bit_at(a.id, shift), bit_at(b.id, shift));
-        if bit_a == bit_b {
-            let child = Node::pair(a, b, shift + BITS);
-            return Node::Branch {
-                bitmap: bit_a,
-                slots: vec![Child::Node(Arc::new(child))],
-            };
-        }
-        let slots = if bit_a < bit_b {
-            vec![Child::Entry(a), Child::Entry(b)]
-        } else {
-            vec![Child::Entry(b), Child::Entry(a)]
-        };
-        Node::Branch {
-            bitmap: bit_a | bit_b,
-            slots,
-        }
+/// A map's root without a lifetime: a copy of the fields a lookup starts
+/// from, so a read goes from the thread-local straight to the root's slots.
+#[derive(Clone, Copy)]
+pub(crate) struct RawRoot {
+    slots: NonNull<Child>,
+    len: usize,
+    bitmap: u32,
+}
+
+impl RawRoot {
+    /// The root of an empty map.
+    pub(crate) const EMPTY: RawRoot = RawRoot {
+        slots: NonNull::dangling(),
+        len: 0,
+        bitmap: 0,
+    };
+
+    /// Looks `id` up.
+    ///
+    /// # Safety
+    ///
+    /// The root must be that of a map version that is alive and unchanged
+    /// for `'a`.
+    #[inline]
+    pub(crate) unsafe fn get<'a>(self, id: VarId) -> Option<&'a Value> {
+        // SAFETY: the pointer and length are those of a live root slice
+        // (caller), or dangling and 0 for an empty map.
+        let root = unsafe { std::slice::from_raw_parts(self.slots.as_ptr(), self.len) };
+        lookup(root, self.bitmap, id)
     }
+}
 
-    /// Removes a present `id` from a branch at `shift`, collapsing a child
-    /// left holding a single entry into that entry (so the trie stays as
-    /// shallow as its contents require).
-    fn remove(&mut self, id: VarId, shift: u32, garbage: &mut Garbage) -> Option<Value> {
-        let Node::Branch { bitmap, slots } = self else {
-            unreachable!("flat nodes are roots")
-        };
+impl Child {
+    #[inline]
+    fn is_entry_of(&self, id: VarId) -> bool {
+        matches!(self, Child::Entry { id: i, .. } if *i == id)
+    }
+}
+
+/// Looks `id` up in the branch `(bitmap, slots)` at `shift`.
+#[inline]
+fn find(mut bitmap: u32, mut slots: &[Child], id: VarId, mut shift: u32) -> Option<&Value> {
+    loop {
         let bit = bit_at(id, shift);
-        if *bitmap & bit == 0 {
+        if bitmap & bit == 0 {
             return None;
         }
-        let pos = position(*bitmap, bit);
-        match &mut slots[pos] {
-            Child::Entry(e) if e.id == id => {
-                *bitmap &= !bit;
-                let Child::Entry(e) = slots.remove(pos) else {
-                    unreachable!()
-                };
-                Some(e.value)
-            }
-            Child::Entry(_) => None,
-            Child::Node(node) => {
-                let child = make_mut(node, garbage);
-                let old = child.remove(id, shift + BITS, garbage);
-                if let Node::Branch {
-                    slots: child_slots, ..
-                } = child
-                {
-                    if child_slots.len() == 1 && matches!(child_slots[0], Child::Entry(_)) {
-                        let only = child_slots.pop().expect("one slot");
-                        let emptied = std::mem::replace(&mut slots[pos], only);
-                        let Child::Node(emptied) = emptied else {
-                            unreachable!()
-                        };
-                        garbage.push(emptied);
-                    }
-                }
-                old
-            }
+        match &slots[position(bitmap, bit)] {
+            Child::Entry { id: i, value } => return (*i == id).then_some(value),
+            Child::Node {
+                bitmap: b,
+                slots: s,
+            } => (bitmap, slots, shift) = (*b, s, shift + BITS),
         }
     }
 }
 
+/// Inserts into the branch `(bitmap, slots)` at `shift`; returns the replaced
+/// value.
+fn insert(
+    bitmap: &mut u32,
+    slots: &mut Arc<[Child]>,
+    id: VarId,
+    value: Value,
+    shift: u32,
+    garbage: &mut Garbage,
+) -> Option<Value> {
+    let bit = bit_at(id, shift);
+    let pos = position(*bitmap, bit);
+    if *bitmap & bit == 0 {
+        *bitmap |= bit;
+        splice(slots, pos, Some(Child::Entry { id, value }), 0, garbage);
+        return None;
+    }
+    let node = make_mut(slots, garbage);
+    match &mut node[pos] {
+        Child::Entry { id: i, value: v } if *i == id => Some(std::mem::replace(v, value)),
+        Child::Entry { .. } => {
+            // Two ids share this level's bits: a branch one level down
+            // holds both. (The clone is dropped with the old slot, so this
+            // releases no value.)
+            let existing = node[pos].clone();
+            node[pos] = pair(existing, Child::Entry { id, value }, shift + BITS);
+            None
+        }
+        Child::Node {
+            bitmap: b,
+            slots: s,
+        } => insert(b, s, id, value, shift + BITS, garbage),
+    }
+}
+
+/// A branch at `shift` holding two entries with different ids.
+fn pair(a: Child, b: Child, shift: u32) -> Child {
+    let id = |c: &Child| match c {
+        Child::Entry { id, .. } => *id,
+        Child::Node { .. } => unreachable!("pairs are made of entries"),
+    };
+    let (bit_a, bit_b) = (bit_at(id(&a), shift), bit_at(id(&b), shift));
+    if bit_a == bit_b {
+        return Child::Node {
+            bitmap: bit_a,
+            slots: Arc::new([pair(a, b, shift + BITS)]),
+        };
+    }
+    let slots: Arc<[Child]> = if bit_a < bit_b {
+        Arc::new([a, b])
+    } else {
+        Arc::new([b, a])
+    };
+    Child::Node {
+        bitmap: bit_a | bit_b,
+        slots,
+    }
+}
+
+/// Removes `id` from the branch `(bitmap, slots)` at `shift`, collapsing a
+/// child left holding a single entry into that entry (so the trie stays as
+/// shallow as its contents require). A miss copies nothing.
+fn remove(
+    bitmap: &mut u32,
+    slots: &mut Arc<[Child]>,
+    id: VarId,
+    shift: u32,
+    garbage: &mut Garbage,
+) -> Option<Value> {
+    let bit = bit_at(id, shift);
+    if *bitmap & bit == 0 {
+        return None;
+    }
+    let pos = position(*bitmap, bit);
+    match &slots[pos] {
+        Child::Entry { id: i, value } if *i == id => {
+            let old = value.clone();
+            *bitmap &= !bit;
+            splice(slots, pos, None, 1, garbage);
+            return Some(old);
+        }
+        Child::Entry { .. } => return None,
+        // Look first: a miss must not copy a shared path.
+        Child::Node {
+            bitmap: b,
+            slots: s,
+        } => {
+            find(*b, s, id, shift + BITS)?;
+        }
+    }
+    let node = make_mut(slots, garbage);
+    let Child::Node {
+        bitmap: b,
+        slots: s,
+    } = &mut node[pos]
+    else {
+        unreachable!("matched above")
+    };
+    let old = remove(b, s, id, shift + BITS, garbage);
+    if let [only @ Child::Entry { .. }] = &**s {
+        let only = only.clone();
+        if let Child::Node { slots: emptied, .. } = std::mem::replace(&mut node[pos], only) {
+            garbage.push(emptied);
+        }
+    }
+    old
+}
+
 /// Iterator over a map's entries as `(id, value)`.
 pub struct Iter<'a> {
-    flat: std::slice::Iter<'a, Entry>,
     stack: Vec<std::slice::Iter<'a, Child>>,
 }
 
@@ -395,20 +428,14 @@ impl<'a> Iterator for Iter<'a> {
     type Item = (VarId, &'a Value);
 
     fn next(&mut self) -> Option<Self::Item> {
-        if let Some(e) = self.flat.next() {
-            return Some((e.id, &e.value));
-        }
         loop {
             let top = self.stack.last_mut()?;
             match top.next() {
                 None => {
                     self.stack.pop();
                 }
-                Some(Child::Entry(e)) => return Some((e.id, &e.value)),
-                Some(Child::Node(node)) => match &**node {
-                    Node::Branch { slots, .. } => self.stack.push(slots.iter()),
-                    Node::Flat(_) => unreachable!("flat nodes are roots"),
-                },
+                Some(Child::Entry { id, value }) => return Some((*id, value)),
+                Some(Child::Node { slots, .. }) => self.stack.push(slots.iter()),
             }
         }
     }

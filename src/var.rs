@@ -8,12 +8,12 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::context::{current_id, with_current_mut, with_value};
 use crate::error::{LookupError, ResetError};
-use crate::map::{Slot, Value, VarId, downcast, downcast_unchecked, same_value};
+use crate::map::{Value, VarId};
 
 /// A context variable: a key to a value that lives in the current
 /// [`Context`](crate::Context), not in the variable.
@@ -43,6 +43,29 @@ pub struct ContextVar<T> {
 }
 
 static NEXT_VAR: AtomicU64 = AtomicU64::new(1);
+
+/// Every variable's name, by id, for [`Context::names`](crate::Context::names).
+/// Values do not carry their variable's name, which keeps a context small;
+/// the price is 16 bytes here per variable ever given an id.
+static NAMES: RwLock<Vec<&'static str>> = RwLock::new(Vec::new());
+
+fn record_name(id: VarId, name: &'static str) {
+    let mut names = NAMES.write().unwrap_or_else(|e| e.into_inner());
+    let i = usize::try_from(id).expect("variable ids fit in usize");
+    if names.len() <= i {
+        names.resize(i + 1, "");
+    }
+    names[i] = name;
+}
+
+/// The name of the variable with id `id`.
+pub(crate) fn name_of(id: VarId) -> &'static str {
+    let names = NAMES.read().unwrap_or_else(|e| e.into_inner());
+    usize::try_from(id)
+        .ok()
+        .and_then(|i| names.get(i).copied())
+        .unwrap_or("")
+}
 
 impl<T> ContextVar<T> {
     /// A variable without a default.
@@ -113,6 +136,9 @@ impl<T> ContextVar<T> {
     #[cold]
     fn assign_id(&self) -> VarId {
         let fresh = NEXT_VAR.fetch_add(1, Ordering::Relaxed);
+        // Named before it is published, so any id a context holds has a
+        // name (an id lost to a racing thread keeps an unused one).
+        record_name(fresh, self.name);
         match self
             .id
             .compare_exchange(0, fresh, Ordering::Relaxed, Ordering::Relaxed)
@@ -140,7 +166,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     #[inline]
     pub fn with<R>(&self, f: impl FnOnce(Option<&T>) -> R) -> R {
         with_value(self.id(), |value| match value {
-            Some(value) => f(Some(&self.slot(value).value)),
+            Some(value) => f(Some(self.value(value))),
             None => f(self.default.as_ref()),
         })
     }
@@ -185,7 +211,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
         T: Clone,
     {
         with_value(self.id(), |value| match value {
-            Some(value) => self.slot(value).value.clone(),
+            Some(value) => self.value(value).clone(),
             None => default,
         })
     }
@@ -208,17 +234,14 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// ```
     pub fn set(&self, value: T) -> Token<T> {
         let id = self.id();
-        let value: Value = Arc::new(Slot {
-            name: self.name,
-            value,
-        });
+        let value = Value::new(value);
         let (context, old) = with_current_mut(self.name, |t| {
             let old = t.map.insert(id, value, t.garbage);
             // In a generator's layer, a value that shows through from the
             // caller is not the layer's own: the token records none, as
             // PEP 568's top logical context would.
             let inherited = match (&old, t.outer) {
-                (Some(old), Some(outer)) => outer.get(id).is_some_and(|o| same_value(o, old)),
+                (Some(old), Some(outer)) => outer.get(id).is_some_and(|o| Value::ptr_eq(o, old)),
                 _ => false,
             };
             (t.id, if inherited { None } else { old })
@@ -299,12 +322,12 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     }
 
     #[inline]
-    fn slot<'a>(&self, value: &'a Value) -> &'a Slot<T> {
+    fn value<'a>(&self, value: &'a Value) -> &'a T {
         // SAFETY: `value` was found under this variable's id, and only this
-        // variable stores values under it, always as `Slot<T>` (module
+        // variable stores values under it, always as a `T` (module
         // invariant). Skipping the `TypeId` check saves an indirect call on
         // every read (see BENCHMARKS.md).
-        unsafe { downcast_unchecked::<T>(value) }
+        unsafe { value.downcast_unchecked::<T>() }
     }
 }
 
@@ -383,9 +406,8 @@ impl<T: 'static> Token<T> {
     /// ```
     pub fn old_value(&self) -> Option<&T> {
         self.old.as_ref().map(|v| {
-            &downcast::<T>(v)
+            v.downcast::<T>()
                 .expect("a variable's id always maps to its type")
-                .value
         })
     }
 

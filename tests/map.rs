@@ -4,25 +4,20 @@
 //! versions, and persistence of every earlier version.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use contextvars::map::{Garbage, Map, Slot, Value};
+use contextvars::map::{Garbage, Map, Value};
 
 fn value(v: u64) -> Value {
-    Arc::new(Slot {
-        name: "v",
-        value: v,
-    })
+    Value::new(v)
 }
 
 fn read(map: &Map, id: u64) -> Option<u64> {
-    map.get(id)
-        .map(|v| contextvars::map::downcast::<u64>(v).unwrap().value)
+    map.get(id).map(|v| *v.downcast::<u64>().unwrap())
 }
 
 fn contents(map: &Map) -> HashMap<u64, u64> {
     map.iter()
-        .map(|(id, v)| (id, contextvars::map::downcast::<u64>(v).unwrap().value))
+        .map(|(id, v)| (id, *v.downcast::<u64>().unwrap()))
         .collect()
 }
 
@@ -72,12 +67,12 @@ fn test_hamt_stress_against_hashmap() {
         if rng.next() % 3 == 0 {
             let got = map
                 .remove(key, &mut g)
-                .map(|v| contextvars::map::downcast::<u64>(&v).unwrap().value);
+                .map(|v| *v.downcast::<u64>().unwrap());
             assert_eq!(got, model.remove(&key), "remove {key} at step {step}");
         } else {
             let got = map
                 .insert(key, value(step), &mut g)
-                .map(|v| contextvars::map::downcast::<u64>(&v).unwrap().value);
+                .map(|v| *v.downcast::<u64>().unwrap());
             assert_eq!(got, model.insert(key, step), "insert {key} at step {step}");
         }
         assert_eq!(map.len(), model.len());

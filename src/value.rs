@@ -1,0 +1,166 @@
+//! [`Value`], the box a context keeps one variable's value in: type-erased,
+//! reference-counted, and one pointer wide.
+//!
+//! It is an `Arc<dyn Any>` cut down to what a context needs. The handle is a
+//! thin pointer to a header (a strong count and a per-type vtable) followed by
+//! the value, so a map entry is 16 bytes, and a read that knows the type goes
+//! straight from the handle to the value: no vtable load to find the value's
+//! offset, as a fat `Arc<dyn _>` needs. There is no weak count, so dropping a
+//! handle is one atomic operation, not two.
+//!
+//! **Invariant:** the strong count is the number of live handles, and the box
+//! is freed exactly once, by the handle that takes the count to zero, after
+//! every other handle's last access (release decrement, acquire fence: the
+//! protocol of `std::sync::Arc`). The vtable is the one of the type the box was
+//! made with, so a checked downcast is sound, and an unchecked one is sound
+//! whenever the caller knows that type.
+
+use std::any::TypeId;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering, fence};
+
+/// What every box starts with, whatever the value's type.
+#[repr(C)]
+struct Header {
+    strong: AtomicUsize,
+    vtable: &'static VTable,
+}
+
+/// A box: the header, then the value (`repr(C)`, so a pointer to the box is a
+/// pointer to its header).
+#[repr(C)]
+struct Boxed<T> {
+    header: Header,
+    value: T,
+}
+
+/// What a handle that has forgotten `T` still needs to know about it.
+struct VTable {
+    type_id: fn() -> TypeId,
+    /// Frees a box whose count has reached zero.
+    free: unsafe fn(NonNull<Header>),
+}
+
+struct VTableOf<T>(std::marker::PhantomData<T>);
+
+impl<T: 'static> VTableOf<T> {
+    const VTABLE: VTable = VTable {
+        type_id: TypeId::of::<T>,
+        free: free::<T>,
+    };
+}
+
+/// # Safety
+///
+/// `ptr` must come from `Value::new::<T>` and have no live handle left.
+unsafe fn free<T>(ptr: NonNull<Header>) {
+    // SAFETY: the box was made by `Box::new(Boxed::<T>)` (caller) and nobody
+    // else can reach it any more.
+    drop(unsafe { Box::from_raw(ptr.cast::<Boxed<T>>().as_ptr()) });
+}
+
+/// A shared, type-erased value.
+///
+/// ```
+/// use contextvars::map::Value;
+///
+/// let a = Value::new(7u64);
+/// let b = a.clone();
+/// assert!(Value::ptr_eq(&a, &b));
+/// assert_eq!(b.downcast::<u64>(), Some(&7));
+/// assert_eq!(b.downcast::<u32>(), None);
+/// ```
+pub struct Value {
+    ptr: NonNull<Header>,
+}
+
+// SAFETY: a `Value` is made only from `T: Send + Sync` (`Value::new`), hands
+// out only `&T`, and drops `T` on whichever thread lets go of it last, as
+// `Arc<T>` does, which is `Send + Sync` for such `T`.
+unsafe impl Send for Value {}
+// SAFETY: as above.
+unsafe impl Sync for Value {}
+
+impl Value {
+    /// Boxes `value`.
+    pub fn new<T: Send + Sync + 'static>(value: T) -> Value {
+        let boxed = Box::new(Boxed {
+            header: Header {
+                strong: AtomicUsize::new(1),
+                vtable: &VTableOf::<T>::VTABLE,
+            },
+            value,
+        });
+        Value {
+            ptr: NonNull::from(Box::leak(boxed)).cast(),
+        }
+    }
+
+    #[inline]
+    fn header(&self) -> &Header {
+        // SAFETY: this handle keeps the box alive.
+        unsafe { self.ptr.as_ref() }
+    }
+
+    /// The value, if it is a `T`.
+    #[inline]
+    pub fn downcast<T: 'static>(&self) -> Option<&T> {
+        if (self.header().vtable.type_id)() == TypeId::of::<T>() {
+            // SAFETY: just checked.
+            Some(unsafe { self.downcast_unchecked() })
+        } else {
+            None
+        }
+    }
+
+    /// The value as a `T`, unchecked (checked in debug builds).
+    ///
+    /// # Safety
+    ///
+    /// The value must be a `T`. Within this crate that holds for any value a
+    /// context stores under a variable's id: only that variable writes under
+    /// its id, and it writes its own `T` (see `var`).
+    #[inline]
+    pub(crate) unsafe fn downcast_unchecked<T: 'static>(&self) -> &T {
+        debug_assert!((self.header().vtable.type_id)() == TypeId::of::<T>());
+        // SAFETY: the box is a `Boxed<T>` (caller), kept alive by this handle,
+        // and only ever read through shared references.
+        unsafe { &(*self.ptr.cast::<Boxed<T>>().as_ptr()).value }
+    }
+
+    /// Whether both handles are to the same box (not merely equal values).
+    #[inline]
+    pub fn ptr_eq(a: &Value, b: &Value) -> bool {
+        a.ptr == b.ptr
+    }
+}
+
+impl Clone for Value {
+    #[inline]
+    fn clone(&self) -> Value {
+        // Relaxed, as in `Arc`: a new handle comes from an existing one, which
+        // already orders the box's creation before this thread's accesses.
+        let old = self.header().strong.fetch_add(1, Ordering::Relaxed);
+        if old > isize::MAX as usize {
+            // Leaked handles by the billion; wrapping would free a live box.
+            std::process::abort();
+        }
+        Value { ptr: self.ptr }
+    }
+}
+
+impl Drop for Value {
+    #[inline]
+    fn drop(&mut self) {
+        if self.header().strong.fetch_sub(1, Ordering::Release) != 1 {
+            return;
+        }
+        // Pairs with the release decrements of the other handles, so their
+        // reads of the value happen before it is dropped.
+        fence(Ordering::Acquire);
+        let free = self.header().vtable.free;
+        // SAFETY: the count reached zero, so this was the last handle, and the
+        // vtable is the one of the box's own type.
+        unsafe { free(self.ptr) }
+    }
+}
