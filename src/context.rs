@@ -16,7 +16,7 @@
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::fmt;
 use std::hint::spin_loop;
-use std::ptr;
+use std::ptr::{self, NonNull};
 use std::sync::atomic::AtomicU64;
 
 use crate::ContextVar;
@@ -76,26 +76,68 @@ struct Current {
     /// The current context's map root, kept in step with it (by `enter` and
     /// after every write), so a read goes from here straight to the root.
     root: Cell<RawRoot>,
-    /// How many `ContextVar::with` borrows into the current map are live on
-    /// this thread. While any is, writes must copy rather than mutate in place.
+    /// The version of `root`, in the high 32 bits (the low ones are 0),
+    /// bumped whenever `root` is: a lookup cached under an older version is
+    /// stale. Never 0.
+    version: Cell<u64>,
+    /// Recent lookups, by variable id (direct-mapped).
+    cache: [Cell<Cached>; CACHE_SLOTS],
+    /// Twice the number of `ContextVar::with` borrows into the current map
+    /// live on this thread (while any is, writes must copy rather than
+    /// mutate in place), plus [`MOURNING`] if `GRAVEYARD` holds anything: one
+    /// word, so ending a borrow is one decrement and one comparison.
     readers: Cell<usize>,
-    /// Whether `GRAVEYARD` holds anything.
-    mourning: Cell<bool>,
 }
+
+/// The bit of `Current::readers` that says `GRAVEYARD` holds something.
+const MOURNING: usize = 1;
+/// One borrow in `Current::readers`.
+const READER: usize = 2;
 
 thread_local! {
     static CURRENT: Current = const {
         Current {
             ctx: Cell::new(ptr::null()),
             root: Cell::new(RawRoot::EMPTY),
+            version: Cell::new(FIRST_VERSION),
+            cache: [const { Cell::new(Cached::NONE) }; CACHE_SLOTS],
             readers: Cell::new(0),
-            mourning: Cell::new(false),
         }
     };
     static BASE: Base = Base(Context { base: true, ..Context::from_map(next_id(), Map::default(), true) });
     /// Map versions kept alive for `with` borrows that may still point into
     /// them; emptied when the last borrow ends.
     static GRAVEYARD: RefCell<Vec<Map>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How many lookups each thread remembers.
+const CACHE_SLOTS: usize = 16;
+
+/// `Current::version` counts in steps of this, so that a version and an id
+/// below 2^32 combine into one word with an `|`.
+const VERSION_STEP: u64 = 1 << 32;
+const FIRST_VERSION: u64 = VERSION_STEP;
+
+/// One remembered lookup: the value box (`None`: no value) that the variable
+/// with id `tag & 0xffff_ffff` has in the current map as of version
+/// `tag & !0xffff_ffff`. (Variable ids stay below 2^32; see `var`.)
+///
+/// This is CPython's `ContextVar` cache (`var_cached_tsver`), kept per thread
+/// instead of per variable: a hit reads the thread-local and then the value,
+/// skipping the map, whatever its size. Two words, so a slot is found with a
+/// mask and checked with one comparison.
+#[derive(Clone, Copy)]
+struct Cached {
+    tag: u64,
+    value: Option<NonNull<()>>,
+}
+
+impl Cached {
+    /// Matches no lookup: versions are never 0.
+    const NONE: Cached = Cached {
+        tag: 0,
+        value: None,
+    };
 }
 
 impl Current {
@@ -119,6 +161,14 @@ impl Current {
             unsafe { (*(*ctx).map.get()).raw_root() }
         };
         self.root.set(root);
+        let next = self.version.get().wrapping_add(VERSION_STEP);
+        if next == 0 {
+            // Versions wrapped (after 2^32 switches and writes): forget all,
+            // so that no slot from the last round can match again.
+            wrap_versions(self);
+        } else {
+            self.version.set(next);
+        }
     }
 }
 
@@ -480,7 +530,7 @@ struct Reading;
 impl Reading {
     #[inline]
     fn start() -> Reading {
-        CURRENT.with(|cur| cur.readers.set(cur.readers.get() + 1));
+        CURRENT.with(|cur| cur.readers.set(cur.readers.get() + READER));
         Reading
     }
 }
@@ -489,9 +539,9 @@ impl Drop for Reading {
     #[inline]
     fn drop(&mut self) {
         let bury = CURRENT.with(|cur| {
-            let left = cur.readers.get() - 1;
+            let left = cur.readers.get() - READER;
             cur.readers.set(left);
-            left == 0 && cur.mourning.get()
+            left == MOURNING
         });
         if bury {
             bury_parked_versions();
@@ -502,7 +552,7 @@ impl Drop for Reading {
 #[cold]
 #[inline(never)]
 fn bury_parked_versions() {
-    CURRENT.with(|cur| cur.mourning.set(false));
+    CURRENT.with(|cur| cur.readers.set(cur.readers.get() & !MOURNING));
     let dead = GRAVEYARD.with(|g| std::mem::take(&mut *g.borrow_mut()));
     drop(dead);
 }
@@ -511,16 +561,48 @@ fn bury_parked_versions() {
 /// atomics or clones. The reference stays valid for all of `f`, even if `f`
 /// writes to the context: while `f` runs, writes copy instead of mutating.
 #[inline]
-pub(crate) fn with_value<R>(id: VarId, f: impl FnOnce(Option<&Value>) -> R) -> R {
-    let root = CURRENT.with(|cur| cur.root.get());
+///
+/// `id` may be 0, for a variable not given an id yet: that never hits the
+/// cache (no slot's tag holds id 0), and `assign` then gives it one.
+pub(crate) fn with_value<R>(
+    id: VarId,
+    hint: usize,
+    assign: impl FnOnce() -> VarId,
+    f: impl FnOnce(Option<&Value>) -> R,
+) -> R {
+    let found = CURRENT.with(|cur| {
+        // `hint` (the variable's address) only picks the slot, so finding
+        // it does not wait for `id` to load; `id` decides a hit.
+        let slot = &cur.cache[(hint >> 4) % CACHE_SLOTS];
+        let cached = slot.get();
+        if cached.tag == cur.version.get() | id {
+            cached.value
+        } else {
+            look_up(cur, slot, if id == 0 { assign() } else { id })
+        }
+    });
     let _reading = Reading::start();
+    // SAFETY: `found` is in the current map as of the current version: the
+    // map holds a handle to it until it is written, and every write bumps
+    // the version. The `readers` count makes every write during `f` copy the
+    // nodes and park the old version in `GRAVEYARD`, so the box `f` borrows
+    // is neither mutated nor freed until `f` returns.
+    let value = found.map(|raw| unsafe { Value::borrow_raw(raw) });
+    f(value.as_deref())
+}
+
+/// A cache miss: looks `id` up in the current map and remembers the answer
+/// in `slot`.
+#[cold]
+#[inline(never)]
+fn look_up(cur: &Current, slot: &Cell<Cached>, id: VarId) -> Option<NonNull<()>> {
     // SAFETY: `root` is the current map's (or an empty one), and the current
     // context is alive (`run` borrows it until it resets the pointer; the
-    // base context clears the pointer when it is dropped) and written only
-    // by this thread. The `readers` count makes every write during `f` copy
-    // the nodes and park the old version in `GRAVEYARD`, so what `f`
-    // borrows is neither mutated nor freed until `f` returns.
-    f(unsafe { root.get(id) })
+    // base context clears the pointer when it is dropped).
+    let value = unsafe { cur.root.get().get(id) }.map(Value::as_raw);
+    let tag = cur.version.get() | id;
+    slot.set(Cached { tag, value });
+    value
 }
 
 /// The current context, opened for one write.
@@ -550,7 +632,7 @@ pub(crate) fn with_current_mut<R>(var: &'static str, f: impl FnOnce(Target<'_>) 
     if ctx.base {
         crate::bleed::check_base_write(var);
     }
-    if CURRENT.with(|cur| cur.readers.get()) > 0 {
+    if CURRENT.with(|cur| cur.readers.get()) >= READER {
         park_current_version(ctx);
     }
     // Declared in this order so that, also on unwinding, the read cache is
@@ -572,6 +654,15 @@ pub(crate) fn with_current_mut<R>(var: &'static str, f: impl FnOnce(Target<'_>) 
     drop(refresh);
     drop(garbage);
     result
+}
+
+#[cold]
+#[inline(never)]
+fn wrap_versions(cur: &Current) {
+    for slot in &cur.cache {
+        slot.set(Cached::NONE);
+    }
+    cur.version.set(FIRST_VERSION);
 }
 
 /// Refreshes the read cache after a write, when dropped.
@@ -603,7 +694,7 @@ fn park_current_version(ctx: &Context) {
     // SAFETY: this thread is the only writer of its current context.
     let version = unsafe { (*ctx.map.get()).clone() };
     GRAVEYARD.with(|g| g.borrow_mut().push(version));
-    CURRENT.with(|cur| cur.mourning.set(true));
+    CURRENT.with(|cur| cur.readers.set(cur.readers.get() | MOURNING));
 }
 
 /// The id of the current context, if the thread has one yet.
@@ -666,4 +757,28 @@ where
 {
     let mut ctx = copy_context();
     move || ctx.run_exclusive(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// After 2^32 bumps the version wraps; every cached lookup must be
+    /// forgotten then, or a slot from the last round could match again.
+    #[test]
+    fn wrapping_versions_forget_every_cached_lookup() {
+        static V: ContextVar<u32> = ContextVar::new("v");
+        let ctx = Context::new();
+        ctx.run(|| {
+            V.set(1);
+            CURRENT.with(|cur| cur.version.set(0u64.wrapping_sub(VERSION_STEP)));
+            assert_eq!(V.get(), Ok(1)); // cached under the last version
+            V.set(2); // bumps the version: wraps
+            CURRENT.with(|cur| {
+                assert_eq!(cur.version.get(), FIRST_VERSION);
+                assert!(cur.cache.iter().all(|slot| slot.get().tag == 0));
+            });
+            assert_eq!(V.get(), Ok(2));
+        });
+    }
 }

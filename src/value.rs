@@ -128,6 +128,24 @@ impl Value {
         unsafe { &(*self.ptr.cast::<Boxed<T>>().as_ptr()).value }
     }
 
+    /// The box, without giving up this handle.
+    #[inline]
+    pub(crate) fn as_raw(&self) -> NonNull<()> {
+        self.ptr.cast()
+    }
+
+    /// A handle to the box at `raw` that does not own a count (so dropping
+    /// it does nothing).
+    ///
+    /// # Safety
+    ///
+    /// `raw` must come from [`as_raw`](Value::as_raw) of a handle that stays
+    /// alive while the result is used.
+    #[inline]
+    pub(crate) unsafe fn borrow_raw(raw: NonNull<()>) -> std::mem::ManuallyDrop<Value> {
+        std::mem::ManuallyDrop::new(Value { ptr: raw.cast() })
+    }
+
     /// Whether both handles are to the same box (not merely equal values).
     #[inline]
     pub fn ptr_eq(a: &Value, b: &Value) -> bool {

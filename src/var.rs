@@ -44,6 +44,9 @@ pub struct ContextVar<T> {
 
 static NEXT_VAR: AtomicU64 = AtomicU64::new(1);
 
+/// Ids are below this (the read cache packs one into 32 bits).
+const MAX_VARS: u64 = 1 << 32;
+
 /// Every variable's name, by id, for [`Context::names`](crate::Context::names).
 /// Values do not carry their variable's name, which keeps a context small;
 /// the price is 16 bytes here per variable ever given an id.
@@ -125,6 +128,19 @@ impl<T> ContextVar<T> {
         self.default.as_ref()
     }
 
+    /// Where the variable is, to spread variables over the read cache's
+    /// slots without waiting for the id to load.
+    #[inline]
+    fn hint(&self) -> usize {
+        std::ptr::from_ref(self).addr()
+    }
+
+    /// The id, or 0 if it has none yet.
+    #[inline]
+    fn raw_id(&self) -> VarId {
+        self.id.load(Ordering::Relaxed)
+    }
+
     #[inline]
     pub(crate) fn id(&self) -> VarId {
         match self.id.load(Ordering::Relaxed) {
@@ -136,6 +152,13 @@ impl<T> ContextVar<T> {
     #[cold]
     fn assign_id(&self) -> VarId {
         let fresh = NEXT_VAR.fetch_add(1, Ordering::Relaxed);
+        // The read cache packs an id into 32 bits (`context::Cached`).
+        assert!(
+            fresh < MAX_VARS,
+            "contextvars: more than {MAX_VARS} context variables were created; \
+             `{}` cannot get an id",
+            self.name
+        );
         // Named before it is published, so any id a context holds has a
         // name (an id lost to a racing thread keeps an unused one).
         record_name(fresh, self.name);
@@ -165,10 +188,15 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// ```
     #[inline]
     pub fn with<R>(&self, f: impl FnOnce(Option<&T>) -> R) -> R {
-        with_value(self.id(), |value| match value {
-            Some(value) => f(Some(self.value(value))),
-            None => f(self.default.as_ref()),
-        })
+        with_value(
+            self.raw_id(),
+            self.hint(),
+            || self.id(),
+            |value| match value {
+                Some(value) => f(Some(self.value(value))),
+                None => f(self.default.as_ref()),
+            },
+        )
     }
 
     /// The variable's value in the current context, else its default.
@@ -210,10 +238,15 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     where
         T: Clone,
     {
-        with_value(self.id(), |value| match value {
-            Some(value) => self.value(value).clone(),
-            None => default,
-        })
+        with_value(
+            self.raw_id(),
+            self.hint(),
+            || self.id(),
+            |value| match value {
+                Some(value) => self.value(value).clone(),
+                None => default,
+            },
+        )
     }
 
     /// Sets the variable's value in the current context, and returns a
