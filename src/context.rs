@@ -211,6 +211,7 @@ pub(crate) fn next_id() -> u64 {
 struct WriteLock<'a>(Option<&'a AtomicBool>);
 
 impl Drop for WriteLock<'_> {
+    #[inline]
     fn drop(&mut self) {
         if let Some(lock) = self.0 {
             lock.store(false, Ordering::Release);
@@ -449,6 +450,7 @@ impl Context {
         self.map.into_inner()
     }
 
+    #[inline]
     fn write_lock(&self) -> WriteLock<'_> {
         if self.private {
             return WriteLock(None);

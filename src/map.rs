@@ -38,7 +38,27 @@ const MASK: u64 = (1 << BITS) - 1;
 
 /// Nodes (and the values they held) released by a write, to be dropped by the
 /// caller once it is safe to run arbitrary destructors.
-pub type Garbage = Vec<Arc<[Child]>>;
+///
+/// Most writes release nothing, so an empty list is a `None` that costs
+/// nothing to make or drop.
+#[derive(Default)]
+pub struct Garbage(Option<Vec<Arc<[Child]>>>);
+
+impl Garbage {
+    /// An empty list.
+    pub const fn new() -> Garbage {
+        Garbage(None)
+    }
+
+    /// Drops everything in the list now.
+    pub fn clear(&mut self) {
+        self.0 = None;
+    }
+
+    fn push(&mut self, node: Arc<[Child]>) {
+        self.0.get_or_insert_with(Vec::new).push(node);
+    }
+}
 
 /// One slot of a node.
 #[derive(Clone)]
@@ -78,6 +98,15 @@ fn make_mut<'a>(node: &'a mut Arc<[Child]>, garbage: &mut Garbage) -> &'a mut [C
         let copy: Arc<[Child]> = node.iter().cloned().collect();
         garbage.push(std::mem::replace(node, copy));
     }
+    unique_mut(node).expect("a fresh copy has one handle")
+}
+
+/// Gives mutable access to a node that nobody else holds.
+#[inline]
+fn unique_mut(node: &mut Arc<[Child]>) -> Option<&mut [Child]> {
+    if Arc::strong_count(node) != 1 {
+        return None;
+    }
     // Pairs with the release decrement of whoever dropped the last other
     // handle, so their reads of the node happen before our writes.
     fence(Ordering::Acquire);
@@ -86,7 +115,7 @@ fn make_mut<'a>(node: &'a mut Arc<[Child]>, garbage: &mut Garbage) -> &'a mut [C
     // else can reach it or make a new handle to it while we hold `&mut`.
     // This is `Arc::get_mut` without its compare-and-swap on the weak count,
     // which only guards against `Weak` upgrades (see BENCHMARKS.md).
-    unsafe { &mut *(Arc::as_ptr(node) as *mut [Child]) }
+    Some(unsafe { &mut *(Arc::as_ptr(node) as *mut [Child]) })
 }
 
 /// Replaces `node` by a copy with `insert` put at `pos` and `remove` slots
@@ -145,7 +174,45 @@ impl Map {
     }
 
     /// Sets `id` to `value`; returns the value it replaces.
+    #[inline]
     pub fn insert(&mut self, id: VarId, value: Value, garbage: &mut Garbage) -> Option<Value> {
+        // The common write replaces a value this map holds alone: in place,
+        // with no copy and no garbage.
+        match self.slot_mut(id) {
+            Some(slot) => Some(std::mem::replace(slot, value)),
+            None => self.insert_slow(id, value, garbage),
+        }
+    }
+
+    /// The value of `id`, if the whole path to it is held by this map alone
+    /// (so it can be written in place).
+    #[inline]
+    fn slot_mut(&mut self, id: VarId) -> Option<&mut Value> {
+        let root = unique_mut(self.root.as_mut()?)?;
+        if self.bitmap == 0 {
+            return root.iter_mut().find_map(|child| match child {
+                Child::Entry { id: i, value } if *i == id => Some(value),
+                _ => None,
+            });
+        }
+        let (mut bitmap, mut slots, mut shift) = (self.bitmap, root, 0);
+        loop {
+            let bit = bit_at(id, shift);
+            if bitmap & bit == 0 {
+                return None;
+            }
+            match &mut slots[position(bitmap, bit)] {
+                Child::Entry { id: i, value } => return (*i == id).then_some(value),
+                Child::Node {
+                    bitmap: b,
+                    slots: s,
+                } => (bitmap, slots, shift) = (*b, unique_mut(s)?, shift + BITS),
+            }
+        }
+    }
+
+    #[inline(never)]
+    fn insert_slow(&mut self, id: VarId, value: Value, garbage: &mut Garbage) -> Option<Value> {
         let Some(root) = &mut self.root else {
             self.root = Some(Arc::new([Child::Entry { id, value }]));
             self.len = 1;
@@ -198,7 +265,9 @@ impl Map {
         }?;
         self.len -= 1;
         if self.len == 0 {
-            garbage.extend(self.root.take());
+            if let Some(root) = self.root.take() {
+                garbage.push(root);
+            }
             self.bitmap = 0;
         }
         Some(old)
