@@ -50,6 +50,7 @@ pub mod prelude;
 pub mod propagation;
 #[cfg(feature = "rayon")]
 pub mod rayon;
+mod spare;
 #[cfg(feature = "futures")]
 pub mod stream;
 mod sync;

@@ -6,7 +6,8 @@
 //! the value, so a map entry is 16 bytes, and a read that knows the type goes
 //! straight from the handle to the value: no vtable load to find the value's
 //! offset, as a fat `Arc<dyn _>` needs. There is no weak count, so dropping a
-//! handle is one atomic operation, not two.
+//! handle is one atomic operation, not two. Small boxes take their memory
+//! from the thread's spare blocks (`spare`).
 //!
 //! **Invariant:** the strong count is the number of live handles, and the box
 //! is freed exactly once, by the handle that takes the count to zero, after
@@ -15,9 +16,12 @@
 //! made with, so a checked downcast is sound, and an unchecked one is sound
 //! whenever the caller knows that type.
 
+use std::alloc::Layout;
 use std::any::TypeId;
-use std::ptr::NonNull;
+use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicUsize, Ordering, fence};
+
+use crate::spare;
 
 /// What every box starts with, whatever the value's type.
 #[repr(C)]
@@ -50,13 +54,39 @@ impl<T: 'static> VTableOf<T> {
     };
 }
 
+/// The size class of a `Boxed<T>` (see `spare`), or `None` for a box too big
+/// to recycle, which lives in a plain `Box`.
+const fn class<T>() -> Option<usize> {
+    spare::class_of(Layout::new::<Boxed<T>>())
+}
+
 /// # Safety
 ///
 /// `ptr` must come from `Value::new::<T>` and have no live handle left.
 unsafe fn free<T>(ptr: NonNull<Header>) {
-    // SAFETY: the box was made by `Box::new(Boxed::<T>)` (caller) and nobody
-    // else can reach it any more.
-    drop(unsafe { Box::from_raw(ptr.cast::<Boxed<T>>().as_ptr()) });
+    let boxed = ptr.cast::<Boxed<T>>();
+    match const { class::<T>() } {
+        None => {
+            // SAFETY: the box was made by `Box::new` (`Value::new`) and
+            // nobody else can reach it any more.
+            drop(unsafe { Box::from_raw(boxed.as_ptr()) });
+        }
+        Some(class) => {
+            /// Gives the block back also if the value's `drop` panics.
+            struct GiveBack(usize, NonNull<u8>);
+            impl Drop for GiveBack {
+                fn drop(&mut self) {
+                    // SAFETY: the block came from `spare::alloc(self.0)`
+                    // (`Value::new`) and its value is dropped by now.
+                    unsafe { spare::free(self.0, self.1) };
+                }
+            }
+            let _give_back = GiveBack(class, boxed.cast());
+            // SAFETY: `Value::new` wrote a `Boxed<T>` there, and nobody else
+            // can reach it any more.
+            unsafe { ptr::drop_in_place(boxed.as_ptr()) };
+        }
+    }
 }
 
 /// A shared, type-erased value.
@@ -84,16 +114,24 @@ unsafe impl Sync for Value {}
 impl Value {
     /// Boxes `value`.
     pub fn new<T: Send + Sync + 'static>(value: T) -> Value {
-        let boxed = Box::new(Boxed {
+        let boxed = Boxed {
             header: Header {
                 strong: AtomicUsize::new(1),
                 vtable: &VTableOf::<T>::VTABLE,
             },
             value,
-        });
-        Value {
-            ptr: NonNull::from(Box::leak(boxed)).cast(),
-        }
+        };
+        let ptr = match const { class::<T>() } {
+            None => NonNull::from(Box::leak(Box::new(boxed))),
+            Some(class) => {
+                let block = spare::alloc(class).cast::<Boxed<T>>();
+                // SAFETY: a block of the class is big and aligned enough for
+                // a `Boxed<T>` (`spare::class_of`), and nobody else has it.
+                unsafe { block.as_ptr().write(boxed) };
+                block
+            }
+        };
+        Value { ptr: ptr.cast() }
     }
 
     #[inline]
