@@ -457,7 +457,7 @@ fn a_new_variable_at_a_dropped_ones_address_starts_empty() {
 struct Sized<const N: usize, A: Copy + Default + Send + Sync + 'static> {
     _payload: [u8; N],
     _align: A,
-    counted: Arc<Counted>,
+    _counted: Arc<Counted>,
 }
 
 #[repr(align(32))]
@@ -470,7 +470,7 @@ fn values_of_size_are_dropped_once<const N: usize, A: Copy + Default + Send + Sy
     let make = || Sized {
         _payload: [7; N],
         _align: A::default(),
-        counted: Arc::new(Counted::new(&live)),
+        _counted: Arc::new(Counted::new(&live)),
     };
     let ctx = Context::new();
     ctx.run(|| {
