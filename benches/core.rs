@@ -7,7 +7,8 @@
 //! the medians back from `target/criterion/<operation>/<implementation>/<size>`.
 //!
 //! - `get`, `get_default`, `get_missing`, `with`, `get_or`: reads.
-//! - `set_reset`, `scope`, `copy_context`, `run_noop`: writes and switches.
+//! - `set_reset` (of a variable the context holds), `set_reset_new` (of one it
+//!   lacks), `scope`, `copy_context`, `run_noop`: writes and switches.
 //! - peers: `thread_local!` `Cell`/`RefCell`, `tokio::task_local!`,
 //!   `opentelemetry::Context`.
 //! - `read_threads`: reads of one variable from 1 and from 2 threads at once,
@@ -75,6 +76,15 @@ fn writes(c: &mut Criterion) {
         b.iter(|| {
             let token = TARGET.set(black_box(3));
             TARGET.reset(token).unwrap();
+        })
+    });
+    // A variable the context lacks: the set adds an entry, the reset removes
+    // it (CPython's HAMT allocates for both; here the context's own root has
+    // room for it after the first round).
+    per_size(c, "set_reset_new", |b| {
+        b.iter(|| {
+            let token = MISSING.set(black_box(3));
+            MISSING.reset(token).unwrap();
         })
     });
     // The same in the thread's own base context (no `run`): it is private to

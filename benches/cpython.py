@@ -60,6 +60,7 @@ def main():
         "get_missing": "try:\n    m_.get()\nexcept LookupError:\n    pass",
         "get_or": "t_.get(0)",
         "set_reset": "tok = t_.set(3); t_.reset(tok)",
+        "set_reset_new": "tok = m_.set(3); m_.reset(tok)",
         "copy_context": "cc_()",
         "run_noop": "other.run(noop_)",
         # A C-level callable: `run` without a Python frame for the callee.

@@ -257,6 +257,7 @@ OPERATIONS = [
     ("with", "`with`"),
     ("get_or", "`get_or`"),
     ("set_reset", "`set` + `reset`"),
+    ("set_reset_new", "`set` + `reset`, a variable the context lacks"),
     ("scope", "`scope` (no-op body)"),
     ("copy_context", "`copy_context`"),
     ("run_noop", "`Context::run(noop)`"),

@@ -19,6 +19,7 @@
 //! [`Garbage`] list rather than dropped on the spot, so that no value's
 //! destructor runs while the caller holds the context's write lock.
 
+use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
@@ -39,25 +40,55 @@ const MASK: u64 = (1 << BITS) - 1;
 /// Nodes (and the values they held) released by a write, to be dropped by the
 /// caller once it is safe to run arbitrary destructors.
 ///
-/// Most writes release nothing, so an empty list is a `None` that costs
-/// nothing to make or drop.
+/// Most writes release nothing and most others one node (a copied flat
+/// root), so the first node is kept inline and only further ones in a `Vec`:
+/// making, filling with one node and dropping the list allocates nothing.
+/// (`ManuallyDrop` keeps the compiler from adding out-of-line drops of the
+/// fields after `Drop::drop` has emptied them.)
 #[derive(Default)]
-pub struct Garbage(Option<Vec<Arc<[Child]>>>);
+pub struct Garbage {
+    first: ManuallyDrop<Option<Arc<[Child]>>>,
+    /// Empty unless `first` is taken.
+    rest: ManuallyDrop<Vec<Arc<[Child]>>>,
+}
 
 impl Garbage {
     /// An empty list.
     pub const fn new() -> Garbage {
-        Garbage(None)
+        Garbage {
+            first: ManuallyDrop::new(None),
+            rest: ManuallyDrop::new(Vec::new()),
+        }
     }
 
     /// Drops everything in the list now.
     pub fn clear(&mut self) {
-        self.0 = None;
+        if self.first.is_some() {
+            release(self.first.take(), std::mem::take(&mut *self.rest));
+        }
     }
 
     fn push(&mut self, node: Arc<[Child]>) {
-        self.0.get_or_insert_with(Vec::new).push(node);
+        if self.first.is_none() {
+            *self.first = Some(node);
+        } else {
+            self.rest.push(node);
+        }
     }
+}
+
+impl Drop for Garbage {
+    #[inline]
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn release(first: Option<Arc<[Child]>>, rest: Vec<Arc<[Child]>>) {
+    drop(first);
+    drop(rest);
 }
 
 /// One slot of a node.
@@ -69,13 +100,22 @@ pub enum Child {
     /// `bitmap`, bit `b` standing for the ids whose 5 bits at that level's
     /// shift equal `b`.
     Node { bitmap: u32, slots: Arc<[Child]> },
+    /// Room in a flat root past its entries, so that adding a variable and
+    /// removing it again (a `set` and `reset` of a variable the context did
+    /// not hold) need no allocation once the root is the map's own.
+    Vacant,
 }
+
+// Entries are as small as the id and the value handle allow, and the third
+// variant costs nothing.
+const _: () = assert!(std::mem::size_of::<Child>() == 24);
 
 /// A persistent map from [`VarId`] to [`Value`]. `Clone` is O(1).
 #[derive(Clone, Default)]
 pub struct Map {
-    /// The root node: `None` when empty; flat (entries in no particular
-    /// order) when `bitmap` is 0; otherwise a branch.
+    /// The root node: `None` when empty; flat when `bitmap` is 0 (its first
+    /// `len` slots are the entries, in no particular order, and the rest are
+    /// [`Child::Vacant`]); otherwise a branch.
     root: Option<Arc<[Child]>>,
     bitmap: u32,
     len: u32,
@@ -137,6 +177,18 @@ fn splice(
     garbage.push(std::mem::replace(node, spliced));
 }
 
+/// Replaces the flat root `node`, whose first `len` slots are entries, by a
+/// copy of them followed by `entry`, with room for `room` entries in all.
+fn grow(node: &mut Arc<[Child]>, len: usize, entry: Child, room: usize, garbage: &mut Garbage) {
+    let grown: Arc<[Child]> = node[..len]
+        .iter()
+        .cloned()
+        .chain(std::iter::once(entry))
+        .chain(std::iter::repeat_n(Child::Vacant, room - len - 1))
+        .collect();
+    garbage.push(std::mem::replace(node, grown));
+}
+
 impl Map {
     /// How many entries the map has.
     #[inline]
@@ -153,13 +205,24 @@ impl Map {
     /// The value of `id`.
     #[inline]
     pub fn get(&self, id: VarId) -> Option<&Value> {
-        lookup(self.root.as_deref().unwrap_or(&[]), self.bitmap, id)
+        lookup(self.root_slots(), self.bitmap, id)
+    }
+
+    /// The root's slots a lookup reads: a flat root's entries without the
+    /// vacant room after them, or all of a branch.
+    #[inline]
+    fn root_slots(&self) -> &[Child] {
+        match &self.root {
+            None => &[],
+            Some(root) if self.bitmap == 0 => &root[..self.len as usize],
+            Some(root) => root,
+        }
     }
 
     /// The root, as the thread-local read cache keeps it (see `context`).
     #[inline]
     pub(crate) fn raw_root(&self) -> RawRoot {
-        let root = self.root.as_deref().unwrap_or(&[]);
+        let root = self.root_slots();
         RawRoot {
             slots: NonNull::from(root).cast(),
             len: root.len(),
@@ -190,10 +253,12 @@ impl Map {
     fn slot_mut(&mut self, id: VarId) -> Option<&mut Value> {
         let root = unique_mut(self.root.as_mut()?)?;
         if self.bitmap == 0 {
-            return root.iter_mut().find_map(|child| match child {
-                Child::Entry { id: i, value } if *i == id => Some(value),
-                _ => None,
-            });
+            return root[..self.len as usize]
+                .iter_mut()
+                .find_map(|child| match child {
+                    Child::Entry { id: i, value } if *i == id => Some(value),
+                    _ => None,
+                });
         }
         let (mut bitmap, mut slots, mut shift) = (self.bitmap, root, 0);
         loop {
@@ -207,6 +272,7 @@ impl Map {
                     bitmap: b,
                     slots: s,
                 } => (bitmap, slots, shift) = (*b, unique_mut(s)?, shift + BITS),
+                Child::Vacant => return None,
             }
         }
     }
@@ -218,23 +284,35 @@ impl Map {
             self.len = 1;
             return None;
         };
+        let len = self.len as usize;
         let old = if self.bitmap != 0 {
             insert(&mut self.bitmap, root, id, value, 0, garbage)
-        } else if let Some(pos) = root.iter().position(|c| c.is_entry_of(id)) {
+        } else if let Some(pos) = root[..len].iter().position(|c| c.is_entry_of(id)) {
             match &mut make_mut(root, garbage)[pos] {
                 Child::Entry { value: v, .. } => Some(std::mem::replace(v, value)),
-                Child::Node { .. } => unreachable!("flat roots hold entries"),
+                _ => unreachable!("a flat root's first `len` slots are entries"),
             }
-        } else if root.len() < FLAT_MAX {
-            let end = root.len();
-            splice(root, end, Some(Child::Entry { id, value }), 0, garbage);
+        } else if len < FLAT_MAX {
+            let entry = Child::Entry { id, value };
+            match unique_mut(root) {
+                Some(slots) if len < slots.len() => slots[len] = entry,
+                // The root is this map's own and full: double its room, as
+                // a map written here is likely written again.
+                Some(slots) => {
+                    let room = (2 * slots.len()).clamp(1, FLAT_MAX);
+                    grow(root, len, entry, room, garbage);
+                }
+                // Shared: a copy with just the room it needs, as most copies
+                // differ from their original by a variable or two.
+                None => grow(root, len, entry, len + 1, garbage),
+            }
             None
         } else {
             // The flat root is full: turn it into a branch.
             let (mut bitmap, mut branch): (u32, Arc<[Child]>) = (0, Arc::new([]));
-            for child in root.iter().cloned() {
+            for child in root[..len].iter().cloned() {
                 let Child::Entry { id, value } = child else {
-                    unreachable!("flat roots hold entries")
+                    unreachable!("a flat root's first `len` slots are entries")
                 };
                 insert(&mut bitmap, &mut branch, id, value, 0, garbage);
             }
@@ -252,19 +330,40 @@ impl Map {
     /// Removes `id`; returns the value it had.
     pub fn remove(&mut self, id: VarId, garbage: &mut Garbage) -> Option<Value> {
         let root = self.root.as_mut()?;
+        let len = self.len as usize;
         let old = if self.bitmap != 0 {
             remove(&mut self.bitmap, root, id, 0, garbage)
         } else {
-            let pos = root.iter().position(|c| c.is_entry_of(id))?;
-            let Child::Entry { value, .. } = &root[pos] else {
-                unreachable!("flat roots hold entries")
-            };
-            let old = value.clone();
-            splice(root, pos, None, 1, garbage);
-            Some(old)
+            let pos = root[..len].iter().position(|c| c.is_entry_of(id))?;
+            if let Some(slots) = unique_mut(root) {
+                // In place: the last entry fills the gap and its slot
+                // becomes room (kept even when the map is left empty).
+                slots.swap(pos, len - 1);
+                match std::mem::replace(&mut slots[len - 1], Child::Vacant) {
+                    Child::Entry { value, .. } => Some(value),
+                    _ => unreachable!("a flat root's first `len` slots are entries"),
+                }
+            } else {
+                let Child::Entry { value, .. } = &root[pos] else {
+                    unreachable!("a flat root's first `len` slots are entries")
+                };
+                let old = value.clone();
+                let rest: Arc<[Child]> = root[..pos]
+                    .iter()
+                    .chain(&root[pos + 1..len])
+                    .cloned()
+                    .collect();
+                garbage.push(std::mem::replace(root, rest));
+                Some(old)
+            }
         }?;
         self.len -= 1;
-        if self.len == 0 {
+        if self.len == 0
+            && self
+                .root
+                .as_ref()
+                .is_some_and(|root| root.is_empty() || self.bitmap != 0)
+        {
             if let Some(root) = self.root.take() {
                 garbage.push(root);
             }
@@ -376,6 +475,8 @@ fn find(mut bitmap: u32, mut slots: &[Child], id: VarId, mut shift: u32) -> Opti
                 bitmap: b,
                 slots: s,
             } => (bitmap, slots, shift) = (*b, s, shift + BITS),
+            // Only flat roots have room, and lookups stop before it.
+            Child::Vacant => return None,
         }
     }
 }
@@ -412,6 +513,7 @@ fn insert(
             bitmap: b,
             slots: s,
         } => insert(b, s, id, value, shift + BITS, garbage),
+        Child::Vacant => unreachable!("branches have no vacant slots"),
     }
 }
 
@@ -419,7 +521,7 @@ fn insert(
 fn pair(a: Child, b: Child, shift: u32) -> Child {
     let id = |c: &Child| match c {
         Child::Entry { id, .. } => *id,
-        Child::Node { .. } => unreachable!("pairs are made of entries"),
+        _ => unreachable!("pairs are made of entries"),
     };
     let (bit_a, bit_b) = (bit_at(id(&a), shift), bit_at(id(&b), shift));
     if bit_a == bit_b {
@@ -461,7 +563,7 @@ fn remove(
             splice(slots, pos, None, 1, garbage);
             return Some(old);
         }
-        Child::Entry { .. } => return None,
+        Child::Entry { .. } | Child::Vacant => return None,
         // Look first: a miss must not copy a shared path.
         Child::Node {
             bitmap: b,
@@ -505,6 +607,7 @@ impl<'a> Iterator for Iter<'a> {
                 }
                 Some(Child::Entry { id, value }) => return Some((*id, value)),
                 Some(Child::Node { slots, .. }) => self.stack.push(slots.iter()),
+                Some(Child::Vacant) => {}
             }
         }
     }

@@ -96,6 +96,57 @@ fn test_hamt_stress_against_hashmap() {
 }
 
 #[test]
+fn small_maps_written_in_place_and_shared_stay_persistent() {
+    // Small maps (flat roots, written in place while unique, with room left
+    // by removals) against a model, with copies taken and dropped at random
+    // so writes alternate between the in-place and the copying paths. Every
+    // live copy is checked after every write.
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let mut g = Garbage::new();
+    let rounds = if cfg!(miri) { 20 } else { 2_000 };
+    for _ in 0..rounds {
+        let mut map = Map::default();
+        let mut model: HashMap<u64, u64> = HashMap::new();
+        let mut copies: Vec<(Map, HashMap<u64, u64>)> = Vec::new();
+        for step in 0..40 {
+            let r = rng.next();
+            // Six ids: up to four stay flat, five or more make a branch.
+            let key = 1 + (r >> 8) % 6;
+            match r % 8 {
+                0 => copies.push((map.clone(), model.clone())),
+                1 if !copies.is_empty() => {
+                    let i = (r >> 16) as usize % copies.len();
+                    copies.swap_remove(i);
+                }
+                2..=4 => {
+                    let got = map
+                        .remove(key, &mut g)
+                        .map(|v| *v.downcast::<u64>().unwrap());
+                    assert_eq!(got, model.remove(&key), "remove {key} at step {step}");
+                }
+                _ => {
+                    let got = map
+                        .insert(key, value(step), &mut g)
+                        .map(|v| *v.downcast::<u64>().unwrap());
+                    assert_eq!(got, model.insert(key, step), "insert {key} at step {step}");
+                }
+            }
+            g.clear();
+            assert_eq!(map.len(), model.len());
+            assert_eq!(map.is_empty(), model.is_empty());
+            assert_eq!(contents(&map), model);
+            for id in 1..=6 {
+                assert_eq!(read(&map, id), model.get(&id).copied(), "id {id}");
+            }
+            for (copy, expected) in &copies {
+                assert_eq!(&contents(copy), expected);
+                assert_eq!(copy.len(), expected.len());
+            }
+        }
+    }
+}
+
+#[test]
 fn test_hamt_delete_down_to_empty() {
     let mut g = Garbage::new();
     let mut map = Map::default();
