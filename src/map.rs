@@ -5,7 +5,10 @@
 //! variable's id itself: ids are unique integers, so there is no hashing and no
 //! collision node — two ids always part ways within 64 bits. Maps with at most
 //! [`FLAT_MAX`] entries keep a flat root scanned linearly, which is what nearly
-//! every real context is.
+//! every real context is. A flat root that is the map's own keeps room for
+//! entries after its last ([`Child::Vacant`]), so a variable added and removed
+//! again, as `set` and `reset` of a variable the context lacks do, costs no
+//! allocation after the first time.
 //!
 //! Each node is one exact-size allocation, an `Arc<[Child]>`, and a branch's
 //! bitmap is kept beside the pointer to it (in its parent's slot, or in the

@@ -3,10 +3,11 @@
 //!
 //! It is an `Arc<dyn Any>` cut down to what a context needs. The handle is a
 //! thin pointer to a header (a strong count and a per-type vtable) followed by
-//! the value, so a map entry is 16 bytes, and a read that knows the type goes
-//! straight from the handle to the value: no vtable load to find the value's
-//! offset, as a fat `Arc<dyn _>` needs. There is no weak count, so dropping a
-//! handle is one atomic operation, not two. Small boxes take their memory
+//! the value, so a map entry is the id and one pointer, and a read that knows
+//! the type goes straight from the handle to the value: no vtable load to find
+//! the value's offset, as a fat `Arc<dyn _>` needs. There is no weak count, so
+//! dropping a shared handle is one atomic operation, not two, and dropping the
+//! only one is none. Small boxes take their memory
 //! from the thread's spare blocks (`spare`).
 //!
 //! **Invariant:** the strong count is the number of live handles, and the box

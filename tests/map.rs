@@ -103,7 +103,7 @@ fn small_maps_written_in_place_and_shared_stay_persistent() {
     // live copy is checked after every write.
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let mut g = Garbage::new();
-    let rounds = if cfg!(miri) { 20 } else { 2_000 };
+    let rounds = if cfg!(miri) { 4 } else { 2_000 };
     for _ in 0..rounds {
         let mut map = Map::default();
         let mut model: HashMap<u64, u64> = HashMap::new();
