@@ -622,6 +622,7 @@ pub(crate) struct Target<'a> {
 /// context if there is no current context yet. Everything `f` returns or
 /// leaves in the garbage is dropped only after the lock is released, so no
 /// value's destructor runs under it.
+#[inline]
 pub(crate) fn with_current_mut<R>(var: &'static str, f: impl FnOnce(Target<'_>) -> R) -> R {
     // Tiny closures around the thread-local, so each access inlines to a
     // thread-pointer load (as on the read path).
@@ -700,6 +701,7 @@ fn park_current_version(ctx: &Context) {
 }
 
 /// The id of the current context, if the thread has one yet.
+#[inline]
 pub(crate) fn current_id() -> Option<u64> {
     CURRENT.with(|cur| {
         let ctx = cur.ctx.get();

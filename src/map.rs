@@ -65,6 +65,7 @@ impl Garbage {
     }
 
     /// Drops everything in the list now.
+    #[inline]
     pub fn clear(&mut self) {
         if self.first.is_some() {
             release(self.first.take(), std::mem::take(&mut *self.rest));
@@ -180,16 +181,40 @@ fn splice(
     garbage.push(std::mem::replace(node, spliced));
 }
 
-/// Replaces the flat root `node`, whose first `len` slots are entries, by a
-/// copy of them followed by `entry`, with room for `room` entries in all.
-fn grow(node: &mut Arc<[Child]>, len: usize, entry: Child, room: usize, garbage: &mut Garbage) {
-    let grown: Arc<[Child]> = node[..len]
-        .iter()
-        .cloned()
+/// Replaces `node`, whose first `len` slots are children, by a node with
+/// `entry` put at `pos` among them and room for `room` children in all.
+fn grow(
+    node: &mut Arc<[Child]>,
+    len: usize,
+    pos: usize,
+    entry: Child,
+    room: usize,
+    garbage: &mut Garbage,
+) {
+    let vacant = std::iter::repeat_n(Child::Vacant, room - len - 1);
+    let Some(slots) = unique_mut(node) else {
+        let grown: Arc<[Child]> = node[..pos]
+            .iter()
+            .cloned()
+            .chain(std::iter::once(entry))
+            .chain(node[pos..len].iter().cloned())
+            .chain(vacant)
+            .collect();
+        garbage.push(std::mem::replace(node, grown));
+        return;
+    };
+    // The map's own node: move the children over rather than clone them (a
+    // clone and a drop are two atomic operations per child). What is left
+    // is room alone, so it is freed here: no value's `Drop` runs.
+    let (head, tail) = slots[..len].split_at_mut(pos);
+    let grown: Arc<[Child]> = head
+        .iter_mut()
+        .map(Child::take)
         .chain(std::iter::once(entry))
-        .chain(std::iter::repeat_n(Child::Vacant, room - len - 1))
+        .chain(tail.iter_mut().map(Child::take))
+        .chain(vacant)
         .collect();
-    garbage.push(std::mem::replace(node, grown));
+    drop(std::mem::replace(node, grown));
 }
 
 impl Map {
@@ -303,11 +328,11 @@ impl Map {
                 // a map written here is likely written again.
                 Some(slots) => {
                     let room = (2 * slots.len()).clamp(1, FLAT_MAX);
-                    grow(root, len, entry, room, garbage);
+                    grow(root, len, len, entry, room, garbage);
                 }
                 // Shared: a copy with just the room it needs, as most copies
                 // differ from their original by a variable or two.
-                None => grow(root, len, entry, len + 1, garbage),
+                None => grow(root, len, len, entry, len + 1, garbage),
             }
             None
         } else {
@@ -361,11 +386,13 @@ impl Map {
             }
         }?;
         self.len -= 1;
+        // An emptied map keeps a flat root's room (for the next `set`), but
+        // not a former branch's: that is up to 32 slots held for nothing.
         if self.len == 0
             && self
                 .root
                 .as_ref()
-                .is_some_and(|root| root.is_empty() || self.bitmap != 0)
+                .is_some_and(|root| root.is_empty() || root.len() > FLAT_MAX)
         {
             if let Some(root) = self.root.take() {
                 garbage.push(root);
@@ -458,6 +485,21 @@ impl RawRoot {
 }
 
 impl Child {
+    /// The value, if this is an entry.
+    #[inline]
+    fn value(&self) -> Option<&Value> {
+        match self {
+            Child::Entry { value, .. } => Some(value),
+            _ => None,
+        }
+    }
+
+    /// Moves the child out, leaving room in its place.
+    #[inline]
+    fn take(&mut self) -> Child {
+        std::mem::replace(self, Child::Vacant)
+    }
+
     #[inline]
     fn is_entry_of(&self, id: VarId) -> bool {
         matches!(self, Child::Entry { id: i, .. } if *i == id)
@@ -497,8 +539,17 @@ fn insert(
     let bit = bit_at(id, shift);
     let pos = position(*bitmap, bit);
     if *bitmap & bit == 0 {
+        let count = bitmap.count_ones() as usize;
         *bitmap |= bit;
-        splice(slots, pos, Some(Child::Entry { id, value }), 0, garbage);
+        let entry = Child::Entry { id, value };
+        match unique_mut(slots) {
+            // Room left by a removal: shift the later children up into it.
+            Some(node) if count < node.len() => {
+                node[pos..=count].rotate_right(1);
+                node[pos] = entry;
+            }
+            _ => grow(slots, count, pos, entry, count + 1, garbage),
+        }
         return None;
     }
     let node = make_mut(slots, garbage);
@@ -506,9 +557,8 @@ fn insert(
         Child::Entry { id: i, value: v } if *i == id => Some(std::mem::replace(v, value)),
         Child::Entry { .. } => {
             // Two ids share this level's bits: a branch one level down
-            // holds both. (The clone is dropped with the old slot, so this
-            // releases no value.)
-            let existing = node[pos].clone();
+            // holds both.
+            let existing = node[pos].take();
             node[pos] = pair(existing, Child::Entry { id, value }, shift + BITS);
             None
         }
@@ -516,7 +566,7 @@ fn insert(
             bitmap: b,
             slots: s,
         } => insert(b, s, id, value, shift + BITS, garbage),
-        Child::Vacant => unreachable!("branches have no vacant slots"),
+        Child::Vacant => unreachable!("a branch's first slots are its children"),
     }
 }
 
@@ -560,11 +610,21 @@ fn remove(
     }
     let pos = position(*bitmap, bit);
     match &slots[pos] {
-        Child::Entry { id: i, value } if *i == id => {
-            let old = value.clone();
+        Child::Entry { id: i, .. } if *i == id => {
+            let count = bitmap.count_ones() as usize;
             *bitmap &= !bit;
-            splice(slots, pos, None, 1, garbage);
-            return Some(old);
+            let Some(node) = unique_mut(slots) else {
+                let old = slots[pos].value().cloned();
+                splice(slots, pos, None, 1, garbage);
+                return old;
+            };
+            // The map's own node: close the gap in place, leaving room at
+            // the end for the next insertion.
+            node[pos..count].rotate_left(1);
+            return match node[count - 1].take() {
+                Child::Entry { value, .. } => Some(value),
+                _ => unreachable!("matched above"),
+            };
         }
         Child::Entry { .. } | Child::Vacant => return None,
         // Look first: a miss must not copy a shared path.
@@ -584,10 +644,18 @@ fn remove(
         unreachable!("matched above")
     };
     let old = remove(b, s, id, shift + BITS, garbage);
-    if let [only @ Child::Entry { .. }] = &**s {
-        let only = only.clone();
+    if b.count_ones() == 1 && matches!(s[0], Child::Entry { .. }) {
+        let (only, moved) = match unique_mut(s) {
+            Some(emptied) => (emptied[0].take(), true),
+            None => (s[0].clone(), false),
+        };
         if let Child::Node { slots: emptied, .. } = std::mem::replace(&mut node[pos], only) {
-            garbage.push(emptied);
+            if moved {
+                // Nothing but room is left in it: no value's `Drop` runs.
+                drop(emptied);
+            } else {
+                garbage.push(emptied);
+            }
         }
     }
     old

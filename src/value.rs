@@ -77,6 +77,7 @@ unsafe fn free<T>(ptr: NonNull<Header>) {
             /// Gives the block back also if the value's `drop` panics.
             struct GiveBack(usize, NonNull<u8>);
             impl Drop for GiveBack {
+                #[inline]
                 fn drop(&mut self) {
                     // SAFETY: the block came from `spare::alloc(self.0)`
                     // (`Value::new`) and its value is dropped by now.
@@ -207,9 +208,11 @@ impl Clone for Value {
     }
 }
 
-impl Drop for Value {
+impl Value {
+    /// Whether this handle is the last: if so, the box is to be freed now
+    /// (and the count is left as it is).
     #[inline]
-    fn drop(&mut self) {
+    fn release(&self) -> bool {
         // A count of 1 is this handle alone, and no other can appear (a new
         // handle is cloned from an existing one), so the box is freed without
         // the decrement: an atomic read-modify-write costs about 9 ns on the
@@ -220,15 +223,42 @@ impl Drop for Value {
         let strong = &self.header().strong;
         if strong.load(Ordering::Acquire) != 1 {
             if strong.fetch_sub(1, Ordering::Release) != 1 {
-                return;
+                return false;
             }
             // Pairs with the release decrements of the other handles, so
             // their reads of the value happen before it is dropped.
             fence(Ordering::Acquire);
         }
-        let free = self.header().vtable.free;
-        // SAFETY: the count reached zero, so this was the last handle, and the
-        // vtable is the one of the box's own type.
-        unsafe { free(self.ptr) }
+        true
+    }
+
+    /// Drops this handle, knowing the value's type: the same as `drop`, but
+    /// the box is freed by a direct (inlinable) call rather than through the
+    /// vtable, which a `reset` notices.
+    ///
+    /// # Safety
+    ///
+    /// The value must be a `T`.
+    #[inline]
+    pub(crate) unsafe fn drop_as<T: 'static>(self) {
+        let this = std::mem::ManuallyDrop::new(self);
+        if this.release() {
+            debug_assert!((this.header().vtable.type_id)() == TypeId::of::<T>());
+            // SAFETY: this was the last handle, and the value is a `T`
+            // (caller).
+            unsafe { free::<T>(this.ptr) }
+        }
+    }
+}
+
+impl Drop for Value {
+    #[inline]
+    fn drop(&mut self) {
+        if self.release() {
+            let free = self.header().vtable.free;
+            // SAFETY: this was the last handle, and the vtable is the one of
+            // the box's own type.
+            unsafe { free(self.ptr) }
+        }
     }
 }

@@ -323,7 +323,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
         let Token { old, context, .. } = token;
         // Whatever the map lets go of is returned and dropped here, after
         // the context's lock is released.
-        let _replaced = with_current_mut(self.name, |t| {
+        let replaced = with_current_mut(self.name, |t| {
             debug_assert_eq!(t.id, context);
             // In a generator's layer, "no value of its own" means the
             // caller's value shows through again.
@@ -332,6 +332,11 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
                 None => t.map.remove(id, t.garbage),
             }
         });
+        if let Some(replaced) = replaced {
+            // SAFETY: it was stored under this variable's id, so it is a `T`
+            // (as in `value`).
+            unsafe { replaced.drop_as::<T>() };
+        }
         Ok(())
     }
 

@@ -101,6 +101,7 @@ fn small_maps_written_in_place_and_shared_stay_persistent() {
     // by removals) against a model, with copies taken and dropped at random
     // so writes alternate between the in-place and the copying paths. Every
     // live copy is checked after every write.
+    const KEYS: [u64; 9] = [1, 2, 3, 4, 5, 6, 1 + 32, 1 + 64, 1 + 32 * 32 * 32];
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let mut g = Garbage::new();
     let rounds = if cfg!(miri) { 4 } else { 2_000 };
@@ -108,10 +109,11 @@ fn small_maps_written_in_place_and_shared_stay_persistent() {
         let mut map = Map::default();
         let mut model: HashMap<u64, u64> = HashMap::new();
         let mut copies: Vec<(Map, HashMap<u64, u64>)> = Vec::new();
-        for step in 0..40 {
+        for step in 0..60 {
             let r = rng.next();
-            // Six ids: up to four stay flat, five or more make a branch.
-            let key = 1 + (r >> 8) % 6;
+            // Up to four entries stay flat, five or more make a branch, and
+            // ids sharing their low bits with 1 make branches below it.
+            let key = KEYS[(r >> 8) as usize % KEYS.len()];
             match r % 8 {
                 0 => copies.push((map.clone(), model.clone())),
                 1 if !copies.is_empty() => {
@@ -135,7 +137,7 @@ fn small_maps_written_in_place_and_shared_stay_persistent() {
             assert_eq!(map.len(), model.len());
             assert_eq!(map.is_empty(), model.is_empty());
             assert_eq!(contents(&map), model);
-            for id in 1..=6 {
+            for id in KEYS {
                 assert_eq!(read(&map, id), model.get(&id).copied(), "id {id}");
             }
             for (copy, expected) in &copies {
