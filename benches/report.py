@@ -305,6 +305,8 @@ def other_tables(ns):
         ("… `contextvars::tokio::spawn`, current-thread", "spawn/contextvars/current_thread"),
         ("spawn + await no-op, `tokio::spawn`, multi-thread", "spawn/tokio/multi_thread"),
         ("… `contextvars::tokio::spawn`, multi-thread", "spawn/contextvars/multi_thread"),
+        ("floor: `Arc` clone + drop (two atomic read-modify-writes)", "floor/arc_clone_drop/1"),
+        ("floor: compare-and-swap + release store (a flag taken and released)", "floor/cas_release/1"),
         ("`get`, 1 thread, per read", "read_threads/contextvars/1"),
         ("`get`, 2 threads, aggregate per read", "read_threads/contextvars/2"),
         ("`Cell` read, 1 thread, per read", "read_threads/thread_local_cell/1"),

@@ -327,6 +327,7 @@ impl Context {
     /// Runs `f` inside this context through a unique borrow: no other handle
     /// can reach the context meanwhile, so entering takes no `entered` flag
     /// and writes take no lock (the context is private for the duration).
+    #[inline]
     pub(crate) fn run_exclusive<R>(&mut self, f: impl FnOnce() -> R) -> R {
         let was_private = std::mem::replace(&mut self.private, true);
         let this: *mut Context = self;
@@ -498,6 +499,7 @@ struct Exit<'a> {
 }
 
 impl Drop for Exit<'_> {
+    #[inline]
     fn drop(&mut self) {
         CURRENT.with(|cur| cur.enter(self.prev));
         self.ctx.entered.store(false, Ordering::Release);
@@ -513,6 +515,7 @@ struct ExitExclusive {
 }
 
 impl Drop for ExitExclusive {
+    #[inline]
     fn drop(&mut self) {
         CURRENT.with(|cur| cur.enter(self.prev));
         // SAFETY: `ctx` comes from the `&mut Context` that `run_exclusive`
