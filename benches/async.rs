@@ -8,7 +8,8 @@
 //! - `spawn/*`: spawning and awaiting a no-op task, `tokio::spawn` against
 //!   `contextvars::tokio::spawn` (which also copies the current context), from
 //!   a task whose context holds 10 variables, on a current-thread and on a
-//!   multi-thread runtime.
+//!   multi-thread runtime; and `tokio::spawn` of a no-op padded to the size
+//!   of a `Context`, to tell tokio's cost of a bigger task from ours.
 
 use std::future::Future;
 use std::hint::black_box;
@@ -127,6 +128,18 @@ fn spawns(c: &mut Criterion) {
         let rt = runtime(flavor);
         g.bench_function(BenchmarkId::new("tokio", flavor), |b| {
             b.iter_custom(|iters| spawn_loop(&rt, iters, || tokio::spawn(async {})))
+        });
+        // The same no-op carrying as many bytes as a `Context`: how much of
+        // the difference is tokio moving and allocating a bigger task.
+        g.bench_function(BenchmarkId::new("tokio_padded", flavor), |b| {
+            b.iter_custom(|iters| {
+                spawn_loop(&rt, iters, || {
+                    let pad = [0u8; std::mem::size_of::<contextvars::Context>()];
+                    tokio::spawn(async move {
+                        black_box(&pad);
+                    })
+                })
+            })
         });
         // Needs the `tokio` feature (`benches/run.sh` enables every feature);
         // the rest of this file measures without it.

@@ -188,6 +188,7 @@ impl Drop for Base {
 
 /// Context ids are handed out in blocks per thread so creating a context does
 /// not contend on a shared counter.
+#[inline]
 pub(crate) fn next_id() -> u64 {
     const BLOCK: u64 = 1024;
     static NEXT_BLOCK: AtomicU64 = AtomicU64::new(1);
@@ -230,6 +231,7 @@ impl Context {
         Context::from_map(next_id(), Map::default(), false)
     }
 
+    #[inline]
     pub(crate) fn from_map(id: u64, map: Map, private: bool) -> Context {
         Context {
             id,
@@ -726,11 +728,13 @@ pub(crate) fn current_id() -> Option<u64> {
 /// assert_eq!(ctx.get(&N), Some(1));
 /// assert_eq!(ctx.run(|| N.get()), Ok(1));
 /// ```
+#[inline]
 pub fn copy_context() -> Context {
     Context::from_map(next_id(), current_map(), false)
 }
 
 /// An O(1) copy of the current context's map.
+#[inline]
 pub(crate) fn current_map() -> Map {
     CURRENT.with(|cur| {
         let ctx = cur.ctx.get();
