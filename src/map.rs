@@ -5,10 +5,10 @@
 //! variable's id itself: ids are unique integers, so there is no hashing and no
 //! collision node — two ids always part ways within 64 bits. Maps with at most
 //! [`FLAT_MAX`] entries keep a flat root scanned linearly, which is what nearly
-//! every real context is. A flat root that is the map's own keeps room for
-//! entries after its last ([`Child::Vacant`]), so a variable added and removed
-//! again, as `set` and `reset` of a variable the context lacks do, costs no
-//! allocation after the first time.
+//! every real context is. A node that is the map's own keeps room after its
+//! last child ([`Child::Vacant`], left by removals, and a flat root grows by
+//! doubling), so a variable added and removed again, as `set` and `reset` of
+//! a variable the context lacks do, costs no allocation after the first time.
 //!
 //! Each node is one exact-size allocation, an `Arc<[Child]>`, and a branch's
 //! bitmap is kept beside the pointer to it (in its parent's slot, or in the
@@ -104,9 +104,11 @@ pub enum Child {
     /// `bitmap`, bit `b` standing for the ids whose 5 bits at that level's
     /// shift equal `b`.
     Node { bitmap: u32, slots: Arc<[Child]> },
-    /// Room in a flat root past its entries, so that adding a variable and
-    /// removing it again (a `set` and `reset` of a variable the context did
-    /// not hold) need no allocation once the root is the map's own.
+    /// Room in a node after its children (a branch's children are its first
+    /// `bitmap.count_ones()` slots, a flat root's its first `len`), so that
+    /// adding a variable and removing it again (a `set` and `reset` of a
+    /// variable the context did not hold) need no allocation once the node
+    /// is the map's own. Lookups never reach it.
     Vacant,
 }
 
