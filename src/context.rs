@@ -567,10 +567,10 @@ fn bury_parked_versions() {
 /// Calls `f` with the current context's value for `id`, without locks,
 /// atomics or clones. The reference stays valid for all of `f`, even if `f`
 /// writes to the context: while `f` runs, writes copy instead of mutating.
-#[inline]
 ///
 /// `id` may be 0, for a variable not given an id yet: that never hits the
 /// cache (no slot's tag holds id 0), and `assign` then gives it one.
+#[inline]
 pub(crate) fn with_value<R>(
     id: VarId,
     hint: usize,
