@@ -81,8 +81,8 @@ fn writes(c: &mut Criterion) {
         })
     });
     // A variable the context lacks: the set adds an entry, the reset removes
-    // it (CPython's HAMT allocates for both; here the context's own root has
-    // room for it after the first round).
+    // it (CPython's HAMT allocates for both; here the context's own nodes
+    // keep room for it after the first round).
     per_size(c, "set_reset_new", |b| {
         b.iter(|| {
             let token = MISSING.set(black_box(3));

@@ -189,14 +189,30 @@ fn build(room: usize, children: impl Iterator<Item = Child>) -> Arc<[Child]> {
     unsafe { node.assume_init() }
 }
 
-/// Replaces the shared `node`, whose first `len` slots are children, by a
-/// copy without the child at `pos` (and without room).
-fn without(node: &mut Arc<[Child]>, len: usize, pos: usize, garbage: &mut Garbage) {
-    let rest = build(
-        len - 1,
-        node[..pos].iter().chain(&node[pos + 1..len]).cloned(),
-    );
-    garbage.push(std::mem::replace(node, rest));
+/// Takes the entry at `pos` out of `node`, whose first `len` slots are
+/// children, and returns its value. A node this map holds alone closes the
+/// gap in place and keeps the freed slot as room for the next insertion; a
+/// shared one is replaced by a copy without the entry (and without room).
+fn take_entry(
+    node: &mut Arc<[Child]>,
+    len: usize,
+    pos: usize,
+    garbage: &mut Garbage,
+) -> Option<Value> {
+    let Some(slots) = unique_mut(node) else {
+        let old = node[pos].value().cloned();
+        let rest = build(
+            len - 1,
+            node[..pos].iter().chain(&node[pos + 1..len]).cloned(),
+        );
+        garbage.push(std::mem::replace(node, rest));
+        return old;
+    };
+    slots[pos..len].rotate_left(1);
+    match slots[len - 1].take() {
+        Child::Entry { value, .. } => Some(value),
+        _ => unreachable!("`pos` holds an entry"),
+    }
 }
 
 /// Replaces `node`, whose first `len` slots are children, by a node with
@@ -381,22 +397,7 @@ impl Map {
             remove(&mut self.bitmap, root, id, 0, garbage)
         } else {
             let pos = root[..len].iter().position(|c| c.is_entry_of(id))?;
-            if let Some(slots) = unique_mut(root) {
-                // In place: the last entry fills the gap and its slot
-                // becomes room (kept even when the map is left empty).
-                slots.swap(pos, len - 1);
-                match std::mem::replace(&mut slots[len - 1], Child::Vacant) {
-                    Child::Entry { value, .. } => Some(value),
-                    _ => unreachable!("a flat root's first `len` slots are entries"),
-                }
-            } else {
-                let Child::Entry { value, .. } = &root[pos] else {
-                    unreachable!("a flat root's first `len` slots are entries")
-                };
-                let old = value.clone();
-                without(root, len, pos, garbage);
-                Some(old)
-            }
+            take_entry(root, len, pos, garbage)
         }?;
         self.len -= 1;
         // An emptied map keeps a flat root's room (for the next `set`), but
@@ -533,7 +534,8 @@ fn find(mut bitmap: u32, mut slots: &[Child], id: VarId, mut shift: u32) -> Opti
                 bitmap: b,
                 slots: s,
             } => (bitmap, slots, shift) = (*b, s, shift + BITS),
-            // Only flat roots have room, and lookups stop before it.
+            // Room follows a node's children, and positions point at
+            // children: never reached.
             Child::Vacant => return None,
         }
     }
@@ -626,18 +628,7 @@ fn remove(
         Child::Entry { id: i, .. } if *i == id => {
             let count = bitmap.count_ones() as usize;
             *bitmap &= !bit;
-            let Some(node) = unique_mut(slots) else {
-                let old = slots[pos].value().cloned();
-                without(slots, count, pos, garbage);
-                return old;
-            };
-            // The map's own node: close the gap in place, leaving room at
-            // the end for the next insertion.
-            node[pos..count].rotate_left(1);
-            return match node[count - 1].take() {
-                Child::Entry { value, .. } => Some(value),
-                _ => unreachable!("matched above"),
-            };
+            return take_entry(slots, count, pos, garbage);
         }
         Child::Entry { .. } | Child::Vacant => return None,
         // Look first: a miss must not copy a shared path.

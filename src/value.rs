@@ -7,8 +7,8 @@
 //! the type goes straight from the handle to the value: no vtable load to find
 //! the value's offset, as a fat `Arc<dyn _>` needs. There is no weak count, so
 //! dropping a shared handle is one atomic operation, not two, and dropping the
-//! only one is none. Small boxes take their memory
-//! from the thread's spare blocks (`spare`).
+//! only one is none. Small boxes take their memory from the thread's spare
+//! blocks (`spare`).
 //!
 //! **Invariant:** the strong count is the number of live handles, and the box
 //! is freed exactly once, by the last handle (the one that finds the count at
@@ -215,8 +215,9 @@ impl Value {
     fn release(&self) -> bool {
         // A count of 1 is this handle alone, and no other can appear (a new
         // handle is cloned from an existing one), so the box is freed without
-        // the decrement: an atomic read-modify-write costs about 9 ns on the
-        // benchmark machine, a load next to nothing. That is the common case,
+        // the decrement: an atomic read-modify-write costs about 2 ns on the
+        // benchmark machine (BENCHMARKS.md, floor rows), a load next to
+        // nothing. That is the common case,
         // a value replaced or reset in the only context that held it. The
         // acquire load pairs with the release decrements of the handles
         // dropped before, as the fence below does.
