@@ -13,16 +13,20 @@
 //! the lock. A context is current on at most one thread because entering it
 //! takes its `entered` flag, which `run` releases on the way out.
 
-use std::cell::{Cell, RefCell, UnsafeCell};
+use std::cell::{Cell, UnsafeCell};
 use std::fmt;
 use std::hint::spin_loop;
+use std::mem::ManuallyDrop;
 use std::ptr::{self, NonNull};
+use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
+use std::task::Waker;
 
 use crate::ContextVar;
 use crate::error::AlreadyEntered;
+use crate::generator::Frame;
 use crate::map::{Garbage, Map, RawRoot, Value, VarId};
-use crate::sync::{AtomicBool, Ordering};
+use crate::sync::{AtomicBool, AtomicUsize, Ordering};
 
 /// A mapping from context variables to values: the state one logical flow of
 /// work (a request, a task, a job) carries with it.
@@ -49,27 +53,45 @@ use crate::sync::{AtomicBool, Ordering};
 /// ```
 pub struct Context {
     id: u64,
-    entered: AtomicBool,
+    /// Who has this context entered through a shared borrow (`run`, a poll
+    /// of an `Arc<Context>`): 0 for nobody, else that thread's [`token`],
+    /// with [`WAITING`] set while polls of other tasks wait for their turn.
+    state: AtomicUsize,
     lock: AtomicBool,
-    /// The thread's base context is never reachable from another thread, so
-    /// its writes skip the lock.
+    /// Whether no other thread can reach this context now: a thread's base
+    /// context always, any other while entered through a unique borrow
+    /// (`run_exclusive`). Writes to a private context skip the lock.
     private: bool,
     /// Whether this is a thread's base context (see `bleed`).
     base: bool,
     map: UnsafeCell<Map>,
-    /// For a generator's layer (see `layer`): the caller's map that the
-    /// layer's own values sit on; `None` for every other context.
-    outer: Option<Box<Map>>,
+    /// For a resumption of a generator (see `generator`): its own values
+    /// and the caller's map under them; `None` for every other context.
+    frame: UnsafeCell<Option<Box<Frame>>>,
 }
 
-// SAFETY: `map` is the only field without its own synchronisation. It is
-// written only by the thread on which this context is current, holding `lock`
-// (or, for a `private` base context, by the one thread that can reach it at
-// all); every reader on another thread takes `lock` first; and `entered` (an
-// acquire/release flag) makes a context current on one thread at a time and
-// orders one thread's writes before the next thread's entry. The values in the
-// map are `Send + Sync`.
+// SAFETY: `map` and `frame` are the only fields without their own
+// synchronisation. They are written only by the thread on which this context
+// is current, holding `lock` (or, while `private`, by the one thread that can
+// reach the context at all); every reader on another thread takes `lock`
+// first; and `state` (acquire/release) makes a context current on one thread
+// at a time and orders one thread's writes before the next thread's entry.
+// The values in the map are `Send + Sync`.
 unsafe impl Sync for Context {}
+
+/// The bit of `Context::state` that says polls wait in [`WAITERS`] for the
+/// context to be left. Thread tokens are addresses of a word-aligned
+/// thread-local, so their low bit is free.
+const WAITING: usize = 1;
+
+/// Wakers of polls that found their `Arc<Context>` entered on another thread,
+/// by context id: woken all at once when it is left. Touched only when
+/// polls contend for one context.
+static WAITERS: Mutex<Vec<(u64, Waker)>> = Mutex::new(Vec::new());
+
+/// How many times dropping a context empties it again when destructors of
+/// its values keep setting new values in it (see `Context::release`).
+const RELEASE_ROUNDS: usize = 16;
 
 struct Current {
     ctx: Cell<*const Context>,
@@ -84,13 +106,13 @@ struct Current {
     cache: [Cell<Cached>; CACHE_SLOTS],
     /// Twice the number of `ContextVar::with` borrows into the current map
     /// live on this thread (while any is, writes must copy rather than
-    /// mutate in place), plus [`MOURNING`] if `GRAVEYARD` holds anything: one
+    /// mutate in place), plus [`PARKED_BIT`] if `PARKED` holds anything: one
     /// word, so ending a borrow is one decrement and one comparison.
     readers: Cell<usize>,
 }
 
-/// The bit of `Current::readers` that says `GRAVEYARD` holds something.
-const MOURNING: usize = 1;
+/// The bit of `Current::readers` that says `PARKED` holds something.
+const PARKED_BIT: usize = 1;
 /// One borrow in `Current::readers`.
 const READER: usize = 2;
 
@@ -104,10 +126,13 @@ thread_local! {
             readers: Cell::new(0),
         }
     };
-    static BASE: Base = Base(Context { base: true, ..Context::from_map(next_id(), Map::default(), true) });
+    static BASE: Base = Base(Context::base());
+    /// A base context made after `BASE` was torn down (see `enter_base`).
+    static LATE_BASE: LateBase = const { LateBase(Cell::new(ptr::null_mut())) };
     /// Map versions kept alive for `with` borrows that may still point into
-    /// them; emptied when the last borrow ends.
-    static GRAVEYARD: RefCell<Vec<Map>> = const { RefCell::new(Vec::new()) };
+    /// them; emptied when the last borrow ends. No destructor (it is empty
+    /// whenever no borrow is live), so it works during thread teardown too.
+    static PARKED: Cell<ManuallyDrop<Vec<Map>>> = const { Cell::new(ManuallyDrop::new(Vec::new())) };
 }
 
 /// How many lookups each thread remembers.
@@ -156,7 +181,7 @@ impl Current {
         let root = if ctx.is_null() {
             RawRoot::EMPTY
         } else {
-            // SAFETY: a current context is alive (see `with_value`) and only
+            // SAFETY: a current context is alive (see `read_current`) and only
             // this thread writes its map.
             unsafe { (*(*ctx).map.get()).raw_root() }
         };
@@ -172,17 +197,49 @@ impl Current {
     }
 }
 
+/// This thread's token for `Context::state`: the address of its `CURRENT`,
+/// unique among live threads, never 0, and with the [`WAITING`] bit clear.
+#[inline]
+fn token(cur: &Current) -> usize {
+    ptr::from_ref(cur).addr()
+}
+
 /// The thread's base context, dropped at thread exit.
 struct Base(Context);
 
 impl Drop for Base {
     fn drop(&mut self) {
+        // `CURRENT` has no destructor, so it is still there; after this the
+        // context's own `Drop` releases its values inside it (see
+        // `Context::release`), so their destructors can use variables.
         let this: *const Context = &self.0;
-        let _ = CURRENT.try_with(|cur| {
+        CURRENT.with(|cur| {
             if cur.ctx.get() == this {
                 cur.enter(ptr::null());
             }
         });
+    }
+}
+
+/// A base context made on the heap for writes that come after the thread's
+/// `BASE` was torn down (from another thread-local's destructor); freed by
+/// this thread-local's own destructor, if it can still register one.
+struct LateBase(Cell<*mut Context>);
+
+impl Drop for LateBase {
+    fn drop(&mut self) {
+        let ctx = self.0.replace(ptr::null_mut());
+        if ctx.is_null() {
+            return;
+        }
+        CURRENT.with(|cur| {
+            if cur.ctx.get() == ctx.cast_const() {
+                cur.enter(ptr::null());
+            }
+        });
+        // SAFETY: made by `Box::into_raw` in `enter_base`, and no longer
+        // current, so nothing else points at it.
+        drop(unsafe { Box::from_raw(ctx) });
     }
 }
 
@@ -235,22 +292,34 @@ impl Context {
     pub(crate) fn from_map(id: u64, map: Map, private: bool) -> Context {
         Context {
             id,
-            entered: AtomicBool::new(false),
+            state: AtomicUsize::new(0),
             lock: AtomicBool::new(false),
             private,
             base: false,
             map: UnsafeCell::new(map),
-            outer: None,
+            frame: UnsafeCell::new(None),
         }
     }
 
-    /// A context for one resumption of a generator's layer: `map` is `outer`
-    /// with the layer's own values on top.
-    pub(crate) fn layered(id: u64, map: Map, outer: Map) -> Context {
-        Context {
-            outer: Some(Box::new(outer)),
-            ..Context::from_map(id, map, false)
-        }
+    /// A thread's base context: private, and marked for the misuse check.
+    fn base() -> Context {
+        let mut base = Context::from_map(next_id(), Map::default(), true);
+        base.base = true;
+        base
+    }
+
+    /// A context for one resumption of a generator with id `id`: `map` is
+    /// the caller's map with the generator's own values on top, which
+    /// `frame` keeps apart.
+    pub(crate) fn for_generator(id: u64, map: Map, frame: Frame) -> Context {
+        let mut ctx = Context::from_map(id, map, false);
+        *ctx.frame.get_mut() = Some(Box::new(frame));
+        ctx
+    }
+
+    /// The generator frame of a context made by `for_generator`.
+    pub(crate) fn frame_mut(&mut self) -> Option<&mut Frame> {
+        self.frame.get_mut().as_deref_mut()
     }
 
     /// An independent copy, O(1): it starts with this context's current
@@ -314,16 +383,103 @@ impl Context {
     /// });
     /// ```
     pub fn try_run<R>(&self, f: impl FnOnce() -> R) -> Result<R, AlreadyEntered> {
-        if self
-            .entered
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
+        let Some(_exit) = self.try_enter() else {
             return Err(AlreadyEntered { context: self.id });
-        }
-        let prev = CURRENT.with(|cur| cur.enter(self));
-        let _exit = Exit { ctx: self, prev };
+        };
         Ok(f())
+    }
+
+    /// Enters the context through a shared borrow, if nobody has it entered;
+    /// the guard leaves it.
+    #[inline]
+    fn try_enter(&self) -> Option<Exit<'_>> {
+        CURRENT.with(|cur| {
+            self.state
+                .compare_exchange(0, token(cur), Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+                .then(|| Exit {
+                    ctx: self,
+                    prev: cur.enter(self),
+                })
+        })
+    }
+
+    /// For a poll of a shared context: runs `f` inside it if it is free
+    /// (`Ok(Some)`); if another thread has it entered, arranges for `waker`
+    /// to be woken when it is left and returns `Ok(None)`; if this thread
+    /// has it entered already, that is the `AlreadyEntered` error (waiting
+    /// would never end).
+    pub(crate) fn run_or_wait<R>(
+        &self,
+        waker: &Waker,
+        f: impl FnOnce() -> R,
+    ) -> Result<Option<R>, AlreadyEntered> {
+        loop {
+            if let Some(_exit) = self.try_enter() {
+                return Ok(Some(f()));
+            }
+            if self.entered_here() {
+                return Err(AlreadyEntered { context: self.id });
+            }
+            if self.wait_turn(waker) {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Runs `f` inside this shared context, waiting (blocking the thread)
+    /// while another thread has it entered; for drops, which cannot return
+    /// `Pending`. If this thread has it entered already, `f` runs as it is:
+    /// the context is this thread's (and, normally, the current one).
+    pub(crate) fn run_blocking<R>(&self, f: impl FnOnce() -> R) -> R {
+        let mut spins = 0u32;
+        loop {
+            if let Some(_exit) = self.try_enter() {
+                return f();
+            }
+            if self.entered_here() {
+                return f();
+            }
+            backoff(&mut spins);
+        }
+    }
+
+    /// Whether this thread has the context entered through a shared borrow.
+    fn entered_here(&self) -> bool {
+        let state = self.state.load(Ordering::Relaxed);
+        CURRENT.with(|cur| state & !WAITING == token(cur))
+    }
+
+    /// Registers `waker` to be woken when the context is left; `false` if it
+    /// was left meanwhile (try to enter again).
+    #[cold]
+    fn wait_turn(&self, waker: &Waker) -> bool {
+        let mut waiters = WAITERS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.load(Ordering::Relaxed);
+        loop {
+            if state == 0 {
+                return false;
+            }
+            // Under the `WAITERS` lock: `Exit` clears the state first and
+            // takes the lock after, so it either sees this bit and then our
+            // waker, or has cleared the state and we try again.
+            match self.state.compare_exchange_weak(
+                state,
+                state | WAITING,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => state = now,
+            }
+        }
+        let known = waiters
+            .iter()
+            .any(|(id, w)| *id == self.id && w.will_wake(waker));
+        if !known {
+            waiters.push((self.id, waker.clone()));
+        }
+        true
     }
 
     /// Runs `f` inside this context through a unique borrow: no other handle
@@ -448,11 +604,6 @@ impl Context {
         f(unsafe { &*self.map.get() })
     }
 
-    /// Takes the map out of a context that is not entered anywhere.
-    pub(crate) fn into_map(self) -> Map {
-        self.map.into_inner()
-    }
-
     #[inline]
     fn write_lock(&self) -> WriteLock<'_> {
         if self.private {
@@ -465,14 +616,58 @@ impl Context {
             .is_err()
         {
             // Holders never run user code under the lock, so it is short.
-            spins += 1;
-            if spins < 64 {
-                spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
+            backoff(&mut spins);
         }
         WriteLock(Some(&self.lock))
+    }
+
+    /// Drops the context's values inside the context itself, so that their
+    /// destructors read and write this context, never the one the dropper
+    /// happens to be in (a worker's, a caller's). They run after the values
+    /// were taken out: they read defaults, and what they set is dropped in
+    /// turn, round after round until nothing is left.
+    #[cold]
+    #[inline(never)]
+    fn release(&mut self) {
+        for _ in 0..RELEASE_ROUNDS {
+            let map = std::mem::take(self.map.get_mut());
+            let frame = self.frame.get_mut().take();
+            if map.is_empty() && frame.is_none() {
+                return;
+            }
+            self.run_exclusive(move || drop((map, frame)));
+        }
+        // Destructors that set values whose destructors set values, without
+        // end: stop rather than loop forever, and say so.
+        let left = std::mem::take(self.map.get_mut());
+        eprintln!(
+            "contextvars: the values of context #{} kept setting new values while being dropped \
+             ({} left after {RELEASE_ROUNDS} rounds); they are leaked",
+            self.id,
+            left.len()
+        );
+        std::mem::forget(left);
+    }
+}
+
+impl Drop for Context {
+    #[inline]
+    fn drop(&mut self) {
+        // A context whose root another map shares (a copy that never wrote)
+        // drops no value: skip the switch.
+        if self.frame.get_mut().is_some() || self.map.get_mut().owns_root() {
+            self.release();
+        }
+    }
+}
+
+/// Waits a little longer each time: spinning first, then yielding.
+fn backoff(spins: &mut u32) {
+    *spins += 1;
+    if *spins < 64 {
+        spin_loop();
+    } else {
+        std::thread::yield_now();
     }
 }
 
@@ -504,8 +699,30 @@ impl Drop for Exit<'_> {
     #[inline]
     fn drop(&mut self) {
         CURRENT.with(|cur| cur.enter(self.prev));
-        self.ctx.entered.store(false, Ordering::Release);
+        let state = self.ctx.state.swap(0, Ordering::Release);
+        if state & WAITING != 0 {
+            wake_waiters(self.ctx.id);
+        }
     }
+}
+
+/// Wakes the polls waiting for context `id` to be left.
+#[cold]
+#[inline(never)]
+fn wake_waiters(id: u64) {
+    let woken: Vec<Waker> = {
+        let mut waiters = WAITERS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut woken = Vec::new();
+        waiters.retain(|(of, waker)| {
+            if *of == id {
+                woken.push(waker.clone());
+            }
+            *of != id
+        });
+        woken
+    };
+    // Outside the lock: a waker is user code.
+    woken.into_iter().for_each(Waker::wake);
 }
 
 /// Restores the previous context when `run_exclusive` ends, returns or
@@ -545,23 +762,22 @@ impl Reading {
 impl Drop for Reading {
     #[inline]
     fn drop(&mut self) {
-        let bury = CURRENT.with(|cur| {
+        let last = CURRENT.with(|cur| {
             let left = cur.readers.get() - READER;
             cur.readers.set(left);
-            left == MOURNING
+            left == PARKED_BIT
         });
-        if bury {
-            bury_parked_versions();
+        if last {
+            free_parked_versions();
         }
     }
 }
 
 #[cold]
 #[inline(never)]
-fn bury_parked_versions() {
-    CURRENT.with(|cur| cur.readers.set(cur.readers.get() & !MOURNING));
-    let dead = GRAVEYARD.with(|g| std::mem::take(&mut *g.borrow_mut()));
-    drop(dead);
+fn free_parked_versions() {
+    CURRENT.with(|cur| cur.readers.set(cur.readers.get() & !PARKED_BIT));
+    drop(ManuallyDrop::into_inner(PARKED.take()));
 }
 
 /// Calls `f` with the current context's value for `id`, without locks,
@@ -571,7 +787,7 @@ fn bury_parked_versions() {
 /// `id` may be 0, for a variable not given an id yet: that never hits the
 /// cache (no slot's tag holds id 0), and `assign` then gives it one.
 #[inline]
-pub(crate) fn with_value<R>(
+pub(crate) fn read_current<R>(
     id: VarId,
     hint: usize,
     assign: impl FnOnce() -> VarId,
@@ -592,7 +808,7 @@ pub(crate) fn with_value<R>(
     // SAFETY: `found` is in the current map as of the current version: the
     // map holds a handle to it until it is written, and every write bumps
     // the version. The `readers` count makes every write during `f` copy the
-    // nodes and park the old version in `GRAVEYARD`, so the box `f` borrows
+    // nodes and park the old version in `PARKED`, so the box `f` borrows
     // is neither mutated nor freed until `f` returns.
     let value = found.map(|raw| unsafe { Value::borrow_raw(raw) });
     f(value.as_deref())
@@ -612,15 +828,41 @@ fn look_up(cur: &Current, slot: &Cell<Cached>, id: VarId) -> Option<NonNull<()>>
     value
 }
 
-/// The current context, opened for one write.
-pub(crate) struct Target<'a> {
+/// The current context, opened for one write: what `set` and `reset` see
+/// of it. A generator's resumption context keeps its own values apart from
+/// the caller's under them (see `generator`); these two operations are the
+/// only place that difference shows.
+pub(crate) struct Writer<'a> {
     /// The context's id, which tokens record.
-    pub(crate) id: u64,
-    pub(crate) map: &'a mut Map,
-    /// For a generator's layer, the caller's map under it.
-    pub(crate) outer: Option<&'a Map>,
+    pub(crate) context: u64,
+    map: &'a mut Map,
+    frame: Option<&'a mut Frame>,
     /// Nodes the write lets go of, dropped after the lock is released.
-    pub(crate) garbage: &'a mut Garbage,
+    garbage: &'a mut Garbage,
+}
+
+impl Writer<'_> {
+    /// Sets `id` to `value`; returns the value it replaces *of this
+    /// context's own* (what a token records).
+    #[inline]
+    pub(crate) fn insert(&mut self, id: VarId, value: Value) -> Option<Value> {
+        match &mut self.frame {
+            None => self.map.insert(id, value, self.garbage),
+            Some(frame) => frame.insert(self.map, id, value, self.garbage),
+        }
+    }
+
+    /// Gives `id` back its value `old` of this context's own (`None`: none),
+    /// as `reset` does; returns the value that goes, to be dropped once the
+    /// write is over.
+    #[inline]
+    pub(crate) fn restore(&mut self, id: VarId, old: Option<Value>) -> Option<Value> {
+        match (&mut self.frame, old) {
+            (None, Some(old)) => self.map.insert(id, old, self.garbage),
+            (None, None) => self.map.remove(id, self.garbage),
+            (Some(frame), old) => frame.restore(self.map, id, old, self.garbage),
+        }
+    }
 }
 
 /// Runs `f` on the current context for writing, creating the thread's base
@@ -628,14 +870,14 @@ pub(crate) struct Target<'a> {
 /// leaves in the garbage is dropped only after the lock is released, so no
 /// value's destructor runs under it.
 #[inline]
-pub(crate) fn with_current_mut<R>(var: &'static str, f: impl FnOnce(Target<'_>) -> R) -> R {
+pub(crate) fn write_current<R>(var: &'static str, f: impl FnOnce(Writer<'_>) -> R) -> R {
     // Tiny closures around the thread-local, so each access inlines to a
     // thread-pointer load (as on the read path).
     let mut ctx = CURRENT.with(|cur| cur.ctx.get());
     if ctx.is_null() {
         ctx = enter_base();
     }
-    // SAFETY: as in `with_value`, a current context is alive.
+    // SAFETY: as in `read_current`, a current context is alive.
     let ctx = unsafe { &*ctx };
     if ctx.base {
         crate::bleed::check_base_write(var);
@@ -650,12 +892,13 @@ pub(crate) fn with_current_mut<R>(var: &'static str, f: impl FnOnce(Target<'_>) 
     let result = {
         let _lock = ctx.write_lock();
         // SAFETY: this thread is the only writer (the context is current
-        // here) and holds the lock that other readers take.
-        let map = unsafe { &mut *ctx.map.get() };
-        f(Target {
-            id: ctx.id,
+        // here) and holds the lock that other readers take; `frame` is
+        // written under the same rule.
+        let (map, frame) = unsafe { (&mut *ctx.map.get(), (*ctx.frame.get()).as_deref_mut()) };
+        f(Writer {
+            context: ctx.id,
             map,
-            outer: ctx.outer.as_deref(),
+            frame,
             garbage: &mut garbage,
         })
     };
@@ -684,12 +927,30 @@ impl Drop for Refresh {
 }
 
 /// Makes the thread's base context current (creating it on first use).
+///
+/// After the thread's `BASE` was torn down (a write from another
+/// thread-local's destructor), the base is a new context on the heap,
+/// freed by `LATE_BASE`'s destructor; if even that one has run, the context
+/// is leaked (with whatever such late writes put in it) rather than abort
+/// the thread's exit.
 #[cold]
 #[inline(never)]
 fn enter_base() -> *const Context {
-    let base = BASE
-        .try_with(|base| &base.0 as *const Context)
-        .expect("contextvars: cannot set a context variable while this thread is being torn down");
+    let base = match BASE.try_with(|base| &base.0 as *const Context) {
+        Ok(base) => base,
+        Err(_) => {
+            let late = Box::into_raw(Box::new(Context::base()));
+            let _ = LATE_BASE.try_with(|slot| {
+                let older = slot.0.replace(late);
+                if !older.is_null() {
+                    // SAFETY: made here earlier and no longer current
+                    // (the thread had no current context).
+                    drop(unsafe { Box::from_raw(older) });
+                }
+            });
+            late
+        }
+    };
     CURRENT.with(|cur| cur.enter(base));
     base
 }
@@ -701,8 +962,10 @@ fn enter_base() -> *const Context {
 fn park_current_version(ctx: &Context) {
     // SAFETY: this thread is the only writer of its current context.
     let version = unsafe { (*ctx.map.get()).clone() };
-    GRAVEYARD.with(|g| g.borrow_mut().push(version));
-    CURRENT.with(|cur| cur.readers.set(cur.readers.get() | MOURNING));
+    let mut parked = PARKED.take();
+    parked.push(version);
+    PARKED.set(parked);
+    CURRENT.with(|cur| cur.readers.set(cur.readers.get() | PARKED_BIT));
 }
 
 /// The id of the current context, if the thread has one yet.
@@ -710,7 +973,7 @@ fn park_current_version(ctx: &Context) {
 pub(crate) fn current_id() -> Option<u64> {
     CURRENT.with(|cur| {
         let ctx = cur.ctx.get();
-        // SAFETY: as in `with_value`, a current context is alive.
+        // SAFETY: as in `read_current`, a current context is alive.
         (!ctx.is_null()).then(|| unsafe { (*ctx).id })
     })
 }
@@ -766,8 +1029,29 @@ pub fn wrap<F, R>(f: F) -> impl FnOnce() -> R
 where
     F: FnOnce() -> R,
 {
-    let mut ctx = copy_context();
-    move || ctx.run_exclusive(f)
+    let mut wrapped = Wrapped {
+        ctx: copy_context(),
+        f: Some(f),
+    };
+    move || {
+        let f = wrapped.f.take().expect("called once");
+        wrapped.ctx.run_exclusive(f)
+    }
+}
+
+/// A callback and its context: a callback that is dropped without being
+/// called (a pool shut down, a job cancelled) is dropped inside its context.
+struct Wrapped<F> {
+    ctx: Context,
+    f: Option<F>,
+}
+
+impl<F> Drop for Wrapped<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.f.take() {
+            self.ctx.run_exclusive(|| drop(f));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -119,3 +119,57 @@ impl fmt::Display for AlreadyEntered {
 }
 
 impl std::error::Error for AlreadyEntered {}
+
+/// A [`ContextVar::try_reset`](crate::ContextVar::try_reset) that was
+/// refused: the [`ResetError`] and the token, handed back unused so it can
+/// still be reset where it belongs. Nothing was changed.
+///
+/// ```
+/// use contextvars::{ContextVar, ResetError};
+///
+/// static A: ContextVar<i32> = ContextVar::new("a");
+/// static B: ContextVar<i32> = ContextVar::new("b");
+/// let token = A.set(1);
+/// let failed = B.try_reset(token).unwrap_err();
+/// assert!(failed.to_string().contains("`b`"));
+/// assert!(matches!(failed.error(), ResetError::DifferentVar { .. }));
+/// A.reset(failed.into_token()).unwrap();
+/// ```
+pub struct ResetFailed<T> {
+    pub(crate) error: ResetError,
+    pub(crate) token: crate::Token<T>,
+}
+
+impl<T> ResetFailed<T> {
+    /// Why the token was refused.
+    pub fn error(&self) -> &ResetError {
+        &self.error
+    }
+
+    /// The token, unused.
+    pub fn into_token(self) -> crate::Token<T> {
+        self.token
+    }
+
+    /// The error, dropping the token (which changes nothing).
+    pub fn into_error(self) -> ResetError {
+        self.error
+    }
+}
+
+impl<T> fmt::Debug for ResetFailed<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResetFailed")
+            .field("error", &self.error)
+            .field("token_var", &self.token.var_name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> fmt::Display for ResetFailed<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl<T> std::error::Error for ResetFailed<T> {}

@@ -9,21 +9,31 @@
 //! does. A future awaited inline, without either, simply runs in whatever
 //! context its parent is polled in, and its `set`s are its parent's.
 //!
+//! Dropping a `WithContext` (cancellation, `abort`, a losing `select!`
+//! branch, runtime shutdown) drops the inner future inside its context too,
+//! so its destructors see the task's values and write the task's context.
+//!
+//! Many tasks may share one `Arc<Context>`: a poll that finds it entered on
+//! another thread waits its turn (it returns `Pending` and is woken when the
+//! context is left), as asyncio's tasks sharing a context take turns.
+//!
 //! **Invariant:** the context is entered only for the duration of one `poll`
-//! call, never across a suspension point.
+//! (or the drop), never across a suspension point.
 
 use std::fmt;
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
+use std::task::{Context as TaskContext, Poll, Waker};
 
 use crate::context::{Context, copy_context};
 
 /// What a [`WithContext`] future can be polled in: an owned [`Context`]
 /// (entered exclusively: no other handle to it can exist, so entering it
 /// takes no atomic flag and writes to it take no lock), or a shared
-/// `Arc<Context>` (entered like [`Context::run`]).
+/// `Arc<Context>` (entered like [`Context::run`]; a poll that finds it
+/// entered on another thread waits its turn).
 ///
 /// This trait is sealed; it is implemented for exactly those two types.
 ///
@@ -42,9 +52,14 @@ pub trait ContextHandle: sealed::Sealed {
     /// The context itself.
     fn context(&self) -> &Context;
 
-    /// Runs `f` inside the context.
+    /// Runs one poll, `f`, inside the context (or arranges for `waker` to
+    /// be woken when it is this poll's turn).
     #[doc(hidden)]
-    fn enter<R>(&mut self, f: impl FnOnce() -> R) -> R;
+    fn poll_in<R>(&mut self, waker: &Waker, f: impl FnOnce() -> Poll<R>) -> Poll<R>;
+
+    /// Runs the drop of the future, `f`, inside the context.
+    #[doc(hidden)]
+    fn drop_in(&mut self, f: impl FnOnce());
 }
 
 mod sealed {
@@ -59,8 +74,12 @@ impl ContextHandle for Context {
     }
 
     #[inline]
-    fn enter<R>(&mut self, f: impl FnOnce() -> R) -> R {
+    fn poll_in<R>(&mut self, _: &Waker, f: impl FnOnce() -> Poll<R>) -> Poll<R> {
         self.run_exclusive(f)
+    }
+
+    fn drop_in(&mut self, f: impl FnOnce()) {
+        self.run_exclusive(f);
     }
 }
 
@@ -70,11 +89,21 @@ impl ContextHandle for Arc<Context> {
     }
 
     #[inline]
-    fn enter<R>(&mut self, f: impl FnOnce() -> R) -> R {
-        match self.try_run(f) {
-            Ok(r) => r,
-            Err(e) => panic!("contextvars: cannot poll future: {e}"),
+    fn poll_in<R>(&mut self, waker: &Waker, f: impl FnOnce() -> Poll<R>) -> Poll<R> {
+        match self.run_or_wait(waker, f) {
+            Ok(Some(poll)) => poll,
+            Ok(None) => Poll::Pending,
+            Err(e) => panic!(
+                "contextvars: cannot poll a future inside a context this thread has entered \
+                 already (it would wait for itself): {e}"
+            ),
         }
+    }
+
+    /// Waits (blocking) while another thread has the context entered: a drop
+    /// cannot return `Pending`, and polls hold a context only briefly.
+    fn drop_in(&mut self, f: impl FnOnce()) {
+        self.run_blocking(f);
     }
 }
 
@@ -104,8 +133,11 @@ pub trait FutureExt: Future + Sized {
     /// `Arc<Context>` (then the future's changes are visible through the
     /// `Arc` afterwards, as with `asyncio.create_task(coro, context=ctx)`).
     ///
-    /// Polling panics with the [`AlreadyEntered`](crate::AlreadyEntered)
-    /// message if `ctx` is entered elsewhere at that moment.
+    /// A poll that finds a shared `ctx` entered on another thread returns
+    /// `Pending` and is woken when it is left; one that finds it entered on
+    /// its own thread (a nested entry, which would wait for itself) panics
+    /// with the [`AlreadyEntered`](crate::AlreadyEntered) message. Dropping
+    /// the returned future drops `self` inside `ctx` as well.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -124,7 +156,10 @@ pub trait FutureExt: Future + Sized {
     /// assert!(HITS.get().is_err());
     /// ```
     fn with_context<C: ContextHandle>(self, ctx: C) -> WithContext<Self, C> {
-        WithContext { future: self, ctx }
+        WithContext {
+            future: ManuallyDrop::new(self),
+            ctx,
+        }
     }
 
     /// Polls this future inside a copy of the current context, taken now.
@@ -165,8 +200,9 @@ impl<F: Future> FutureExt for F {}
 /// assert_eq!(task.context().len(), 0);
 /// ```
 #[must_use = "futures do nothing unless polled"]
-pub struct WithContext<F, C> {
-    future: F,
+pub struct WithContext<F, C: ContextHandle> {
+    /// Dropped by hand, inside `ctx` (see `Drop`).
+    future: ManuallyDrop<F>,
     ctx: C,
 }
 
@@ -194,7 +230,15 @@ impl<F, C: ContextHandle> WithContext<F, C> {
     /// assert!(ctx.is_empty());
     /// ```
     pub fn into_parts(self) -> (F, C) {
-        (self.future, self.ctx)
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never used or dropped again, so each field is
+        // moved out exactly once.
+        unsafe {
+            (
+                ManuallyDrop::take(&mut this.future),
+                std::ptr::read(&this.ctx),
+            )
+        }
     }
 }
 
@@ -204,11 +248,21 @@ impl<F: Future, C: ContextHandle> Future for WithContext<F, C> {
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
         // SAFETY: `future` is structurally pinned: it is never moved out of
         // a pinned `WithContext` (`into_parts` takes `self` by value, which
-        // needs an unpinned or `Unpin` wrapper), and `ctx` is never pinned.
+        // needs an unpinned or `Unpin` wrapper), it is dropped in place
+        // (`Drop`), and `ctx` is never pinned.
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: as above; `this.future` stays where it is.
-        let future = unsafe { Pin::new_unchecked(&mut this.future) };
-        this.ctx.enter(|| future.poll(cx))
+        let future = unsafe { Pin::new_unchecked(&mut *this.future) };
+        this.ctx.poll_in(cx.waker(), || future.poll(cx))
+    }
+}
+
+impl<F, C: ContextHandle> Drop for WithContext<F, C> {
+    fn drop(&mut self) {
+        let future = &mut self.future;
+        // SAFETY: dropped once, here, in place (a pinned future is dropped
+        // where it was pinned), and never used after.
+        self.ctx.drop_in(|| unsafe { ManuallyDrop::drop(future) });
     }
 }
 

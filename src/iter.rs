@@ -8,9 +8,11 @@
 //! one, unless the iterator has set that variable itself.
 //!
 //! **Invariant:** the caller's context is the same before and after every
-//! `next`, whatever the iterator does (see `layer`).
+//! `next`, and after its drop, whatever the iterator does (see `generator`).
 
-use crate::layer::Layer;
+use std::mem::ManuallyDrop;
+
+use crate::generator::Generator;
 
 /// Extension methods for iterators.
 ///
@@ -46,8 +48,8 @@ pub trait IteratorExt: Iterator + Sized {
     /// ```
     fn isolated(self) -> Isolated<Self> {
         Isolated {
-            iter: self,
-            layer: Layer::new(),
+            iter: ManuallyDrop::new(self),
+            generator: Generator::new(),
         }
     }
 }
@@ -65,8 +67,9 @@ impl<I: Iterator> IteratorExt for I {}
 /// ```
 #[must_use = "iterators are lazy and do nothing unless consumed"]
 pub struct Isolated<I> {
-    iter: I,
-    layer: Layer,
+    /// Dropped by hand, inside the generator's own context.
+    iter: ManuallyDrop<I>,
+    generator: Generator,
 }
 
 impl<I: Iterator> Iterator for Isolated<I> {
@@ -74,7 +77,7 @@ impl<I: Iterator> Iterator for Isolated<I> {
 
     fn next(&mut self) -> Option<I::Item> {
         let iter = &mut self.iter;
-        self.layer.resume(|| iter.next())
+        self.generator.resume(|| iter.next())
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -82,10 +85,22 @@ impl<I: Iterator> Iterator for Isolated<I> {
     }
 }
 
+impl<I> Drop for Isolated<I> {
+    /// Drops the iterator inside its own layer, as one more resumption: its
+    /// destructors see the generator's values and the caller's, and what
+    /// they set or reset stays in the layer.
+    fn drop(&mut self) {
+        let iter = &mut self.iter;
+        // SAFETY: `iter` is dropped once, here, and not used after.
+        self.generator
+            .resume(|| unsafe { ManuallyDrop::drop(iter) });
+    }
+}
+
 impl<I: std::fmt::Debug> std::fmt::Debug for Isolated<I> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Isolated")
-            .field("iter", &self.iter)
+            .field("iter", &*self.iter)
             .finish_non_exhaustive()
     }
 }

@@ -41,8 +41,8 @@ mod bleed;
 mod context;
 mod error;
 pub mod future;
+mod generator;
 pub mod iter;
-mod layer;
 #[doc(hidden)]
 pub mod map;
 pub mod prelude;
@@ -65,7 +65,7 @@ mod value;
 mod var;
 
 pub use context::{Context, copy_context, wrap};
-pub use error::{AlreadyEntered, LookupError, ResetError};
+pub use error::{AlreadyEntered, LookupError, ResetError, ResetFailed};
 pub use var::{ContextVar, Token};
 
 /// The README's examples, compiled and run as doctests.

@@ -443,6 +443,15 @@ impl Map {
         ids
     }
 
+    /// Whether dropping this map may drop a value or a node: only when no
+    /// other map shares its root (otherwise a drop is one decrement).
+    #[inline]
+    pub(crate) fn owns_root(&self) -> bool {
+        self.root
+            .as_ref()
+            .is_some_and(|root| Arc::strong_count(root) == 1)
+    }
+
     /// Whether both maps are the same version (one is an unchanged copy of
     /// the other).
     pub fn ptr_eq(&self, other: &Map) -> bool {

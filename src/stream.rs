@@ -8,14 +8,16 @@
 //! by the caller.
 //!
 //! **Invariant:** the caller's context is the same before and after every
-//! `poll_next`, whatever the stream does.
+//! `poll_next`, and after its drop, whatever the stream does.
 
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
 use futures_core::Stream;
 
-use crate::layer::Layer;
+use std::mem::ManuallyDrop;
+
+use crate::generator::Generator;
 
 /// Extension methods for streams.
 ///
@@ -47,8 +49,8 @@ pub trait StreamExt: Stream + Sized {
     /// ```
     fn isolated(self) -> IsolatedStream<Self> {
         IsolatedStream {
-            stream: self,
-            layer: Layer::new(),
+            stream: ManuallyDrop::new(self),
+            generator: Generator::new(),
         }
     }
 }
@@ -65,8 +67,9 @@ impl<S: Stream> StreamExt for S {}
 /// ```
 #[must_use = "streams do nothing unless polled"]
 pub struct IsolatedStream<S> {
-    stream: S,
-    layer: Layer,
+    /// Dropped by hand, inside the generator's own context.
+    stream: ManuallyDrop<S>,
+    generator: Generator,
 }
 
 impl<S: Stream> Stream for IsolatedStream<S> {
@@ -74,16 +77,28 @@ impl<S: Stream> Stream for IsolatedStream<S> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<S::Item>> {
         // SAFETY: `stream` is structurally pinned: `IsolatedStream` never
-        // moves it out or hands out `&mut` to it except pinned, here; `layer`
-        // is not pinned.
+        // moves it out or hands out `&mut` to it except pinned, here, and
+        // drops it in place (`Drop`); `generator` is not pinned.
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: as above.
-        let stream = unsafe { Pin::new_unchecked(&mut this.stream) };
-        this.layer.resume(|| stream.poll_next(cx))
+        let stream = unsafe { Pin::new_unchecked(&mut *this.stream) };
+        this.generator.resume(|| stream.poll_next(cx))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         self.stream.size_hint()
+    }
+}
+
+impl<S> Drop for IsolatedStream<S> {
+    /// Drops the stream inside its own layer, as one more resumption (see
+    /// `Isolated`'s drop).
+    fn drop(&mut self) {
+        let stream = &mut self.stream;
+        // SAFETY: dropped once, here, in place (so a pinned stream is
+        // dropped where it was pinned), and not used after.
+        self.generator
+            .resume(|| unsafe { ManuallyDrop::drop(stream) });
     }
 }
 

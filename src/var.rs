@@ -11,8 +11,8 @@ use std::marker::PhantomData;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::context::{current_id, with_current_mut, with_value};
-use crate::error::{LookupError, ResetError};
+use crate::context::{current_id, read_current, write_current};
+use crate::error::{LookupError, ResetError, ResetFailed};
 use crate::map::{Value, VarId};
 
 /// A context variable: a key to a value that lives in the current
@@ -188,7 +188,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// ```
     #[inline]
     pub fn with<R>(&self, f: impl FnOnce(Option<&T>) -> R) -> R {
-        with_value(
+        read_current(
             self.raw_id(),
             self.hint(),
             || self.id(),
@@ -238,7 +238,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     where
         T: Clone,
     {
-        with_value(
+        read_current(
             self.raw_id(),
             self.hint(),
             || self.id(),
@@ -268,17 +268,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     pub fn set(&self, value: T) -> Token<T> {
         let id = self.id();
         let value = Value::new(value);
-        let (context, old) = with_current_mut(self.name, |t| {
-            let old = t.map.insert(id, value, t.garbage);
-            // In a generator's layer, a value that shows through from the
-            // caller is not the layer's own: the token records none, as
-            // PEP 568's top logical context would.
-            let inherited = match (&old, t.outer) {
-                (Some(old), Some(outer)) => outer.get(id).is_some_and(|o| Value::ptr_eq(o, old)),
-                _ => false,
-            };
-            (t.id, if inherited { None } else { old })
-        });
+        let (context, old) = write_current(self.name, |mut w| (w.context, w.insert(id, value)));
         Token {
             var: self.name,
             var_id: id,
@@ -310,27 +300,48 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// assert!(err.to_string().contains("different context"));
     /// ```
     pub fn reset(&self, token: Token<T>) -> Result<(), ResetError> {
+        self.try_reset(token).map_err(ResetFailed::into_error)
+    }
+
+    /// [`reset`](ContextVar::reset), which on error hands the token back (in
+    /// the [`ResetFailed`]), so it can still be used where it belongs, as a
+    /// Python token stays usable after a failed `reset`.
+    ///
+    /// # Errors
+    ///
+    /// As `reset`; nothing changes.
+    ///
+    /// ```
+    /// use contextvars::{ContextVar, ResetError, copy_context};
+    ///
+    /// static N: ContextVar<u32> = ContextVar::new("n");
+    /// let token = N.set(1);
+    /// // In another context the token is refused, and given back ...
+    /// let failed = copy_context().run(|| N.try_reset(token)).unwrap_err();
+    /// assert!(matches!(failed.error(), ResetError::DifferentContext { .. }));
+    /// // ... to be used where it was made.
+    /// N.reset(failed.into_token()).unwrap();
+    /// assert!(N.get().is_err());
+    /// ```
+    pub fn try_reset(&self, token: Token<T>) -> Result<(), ResetFailed<T>> {
         let id = self.id();
         if token.var_id != id {
-            return Err(ResetError::DifferentVar {
+            let error = ResetError::DifferentVar {
                 var: self.name,
                 token_var: token.var,
-            });
+            };
+            return Err(ResetFailed { error, token });
         }
         if current_id() != Some(token.context) {
-            return Err(ResetError::DifferentContext { var: self.name });
+            let error = ResetError::DifferentContext { var: self.name };
+            return Err(ResetFailed { error, token });
         }
         let Token { old, context, .. } = token;
         // Whatever the map lets go of is returned and dropped here, after
         // the context's lock is released.
-        let replaced = with_current_mut(self.name, |t| {
-            debug_assert_eq!(t.id, context);
-            // In a generator's layer, "no value of its own" means the
-            // caller's value shows through again.
-            match old.or_else(|| t.outer.and_then(|outer| outer.get(id)).cloned()) {
-                Some(old) => t.map.insert(id, old, t.garbage),
-                None => t.map.remove(id, t.garbage),
-            }
+        let replaced = write_current(self.name, |mut w| {
+            debug_assert_eq!(w.context, context);
+            w.restore(id, old)
         });
         if let Some(replaced) = replaced {
             // SAFETY: it was stored under this variable's id, so it is a `T`
@@ -431,6 +442,20 @@ pub struct Token<T> {
     _type: PhantomData<fn() -> T>,
 }
 
+impl<T> Token<T> {
+    /// The name of the variable that made this token.
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    ///
+    /// static N: ContextVar<u32> = ContextVar::new("n");
+    /// assert_eq!(N.set(1).var_name(), "n");
+    /// ```
+    pub fn var_name(&self) -> &'static str {
+        self.var
+    }
+}
+
 impl<T: 'static> Token<T> {
     /// The value the variable had before the `set`; `None` if it had none
     /// (Python's `Token.MISSING`).
@@ -447,18 +472,6 @@ impl<T: 'static> Token<T> {
             v.downcast::<T>()
                 .expect("a variable's id always maps to its type")
         })
-    }
-
-    /// The name of the variable that made this token.
-    ///
-    /// ```
-    /// use contextvars::ContextVar;
-    ///
-    /// static N: ContextVar<u32> = ContextVar::new("n");
-    /// assert_eq!(N.set(1).var_name(), "n");
-    /// ```
-    pub fn var_name(&self) -> &'static str {
-        self.var
     }
 }
 
