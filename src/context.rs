@@ -309,12 +309,30 @@ impl Context {
     }
 
     /// A context for one resumption of a generator with id `id`: `map` is
-    /// the caller's map with the generator's own values on top, which
-    /// `frame` keeps apart.
+    /// the generator's own values, `frame` holds the caller's under them.
     pub(crate) fn for_generator(id: u64, map: Map, frame: Frame) -> Context {
         let mut ctx = Context::from_map(id, map, false);
         *ctx.frame.get_mut() = Some(Box::new(frame));
         ctx
+    }
+
+    /// A generator's resumption context: the caller's value of `id`, which
+    /// reads fall through to when the generator has none of its own.
+    ///
+    /// # Safety
+    ///
+    /// Only on the thread where the context is current (the frame's writer).
+    #[cold]
+    unsafe fn outer_value(&self, id: VarId) -> Option<&Value> {
+        // SAFETY: caller.
+        unsafe { &*self.frame.get() }
+            .as_deref()
+            .and_then(|frame| frame.outer_value(id))
+    }
+
+    /// The map of a context not entered anywhere.
+    pub(crate) fn map_mut(&mut self) -> &mut Map {
+        self.map.get_mut()
     }
 
     /// The generator frame of a context made by `for_generator`.
@@ -822,45 +840,45 @@ fn look_up(cur: &Current, slot: &Cell<Cached>, id: VarId) -> Option<NonNull<()>>
     // SAFETY: `root` is the current map's (or an empty one), and the current
     // context is alive (`run` borrows it until it resets the pointer; the
     // base context clears the pointer when it is dropped).
-    let value = unsafe { cur.root.get().get(id) }.map(Value::as_raw);
+    let mut value = unsafe { cur.root.get().get(id) };
+    if value.is_none() {
+        // SAFETY: as above; the frame, like the map, is written only by
+        // this thread while its context is current.
+        value = unsafe { cur.ctx.get().as_ref().and_then(|ctx| ctx.outer_value(id)) };
+    }
+    let value = value.map(Value::as_raw);
     let tag = cur.version.get() | id;
     slot.set(Cached { tag, value });
     value
 }
 
 /// The current context, opened for one write: what `set` and `reset` see
-/// of it. A generator's resumption context keeps its own values apart from
-/// the caller's under them (see `generator`); these two operations are the
-/// only place that difference shows.
+/// of it. (In a generator's resumption context this is the generator's own
+/// map: what it sets and resets is its own, and reads fall through to the
+/// caller's values; see `generator`.)
 pub(crate) struct Writer<'a> {
     /// The context's id, which tokens record.
     pub(crate) context: u64,
     map: &'a mut Map,
-    frame: Option<&'a mut Frame>,
     /// Nodes the write lets go of, dropped after the lock is released.
     garbage: &'a mut Garbage,
 }
 
 impl Writer<'_> {
-    /// Sets `id` to `value`; returns the value it replaces *of this
-    /// context's own* (what a token records).
+    /// Sets `id` to `value`; returns the value it replaces (what a token
+    /// records).
     #[inline]
     pub(crate) fn insert(&mut self, id: VarId, value: Value) -> Option<Value> {
-        match &mut self.frame {
-            None => self.map.insert(id, value, self.garbage),
-            Some(frame) => frame.insert(self.map, id, value, self.garbage),
-        }
+        self.map.insert(id, value, self.garbage)
     }
 
-    /// Gives `id` back its value `old` of this context's own (`None`: none),
-    /// as `reset` does; returns the value that goes, to be dropped once the
-    /// write is over.
+    /// Gives `id` back its value `old` (`None`: no value), as `reset` does;
+    /// returns the value that goes, to be dropped once the write is over.
     #[inline]
     pub(crate) fn restore(&mut self, id: VarId, old: Option<Value>) -> Option<Value> {
-        match (&mut self.frame, old) {
-            (None, Some(old)) => self.map.insert(id, old, self.garbage),
-            (None, None) => self.map.remove(id, self.garbage),
-            (Some(frame), old) => frame.restore(self.map, id, old, self.garbage),
+        match old {
+            Some(old) => self.map.insert(id, old, self.garbage),
+            None => self.map.remove(id, self.garbage),
         }
     }
 }
@@ -892,13 +910,11 @@ pub(crate) fn write_current<R>(var: &'static str, f: impl FnOnce(Writer<'_>) -> 
     let result = {
         let _lock = ctx.write_lock();
         // SAFETY: this thread is the only writer (the context is current
-        // here) and holds the lock that other readers take; `frame` is
-        // written under the same rule.
-        let (map, frame) = unsafe { (&mut *ctx.map.get(), (*ctx.frame.get()).as_deref_mut()) };
+        // here) and holds the lock that other readers take.
+        let map = unsafe { &mut *ctx.map.get() };
         f(Writer {
             context: ctx.id,
             map,
-            frame,
             garbage: &mut garbage,
         })
     };
@@ -1002,11 +1018,14 @@ pub(crate) fn current_map() -> Map {
     CURRENT.with(|cur| {
         let ctx = cur.ctx.get();
         if ctx.is_null() {
-            Map::default()
-        } else {
-            // SAFETY: a current context is alive and only this thread writes
-            // it, so reading it here needs no lock.
-            unsafe { (*(*ctx).map.get()).clone() }
+            return Map::default();
+        }
+        // SAFETY: a current context is alive and only this thread writes
+        // it (map and frame), so reading it here needs no lock.
+        let (map, frame) = unsafe { (&*(*ctx).map.get(), &*(*ctx).frame.get()) };
+        match frame {
+            None => map.clone(),
+            Some(frame) => frame.merged(map),
         }
     })
 }

@@ -2,21 +2,23 @@
 //! mechanism behind `isolated()` iterators and streams, and the one place
 //! that knows its rules.
 //!
-//! Each resumption runs in a context of its own whose map is the caller's
-//! *current* map with the generator's own values on top. That context keeps
-//! the two apart (a [`Frame`]): a `set` records in its token only a value of
-//! the generator's own (a value that shows through from the caller is not
-//! one), and a reset back to "no value" lets the caller's value show through
-//! again. After the resumption, the generator keeps the frame's own values,
-//! moved out of it, so a resumption costs O(the generator's own values and
-//! changes), whatever the size of the caller's map.
+//! Each resumption runs in a context of its own whose map holds only the
+//! generator's own values; its [`Frame`] keeps the caller's *current* map
+//! under them. So `set` and `reset` inside the generator are plain writes
+//! of its own map (a token records only a value of the generator's own, and
+//! a reset back to "no value" removes it), and a read that finds no own
+//! value falls through to the caller's (`Context::outer_value`, on the read
+//! cache's miss path). A copy of the resumption's context
+//! (`copy_context()`, a spawn) is the caller's map with the own values
+//! merged on top ([`Frame::merged`]). A resumption therefore costs
+//! O(1) plus its own writes, whatever the size of the caller's map.
 //!
 //! **Invariant:** every resumption, and the generator's drop, runs in a
-//! context with the generator's one id whose map is exactly the caller's map
-//! with the generator's own values on top; so a token made in one resumption
-//! resets in a later one, a caller's token is `DifferentContext` inside, and
-//! the generator's values (and the destructors of what it replaces) are
-//! dropped inside that context, never in the caller's.
+//! context with the generator's one id that shows exactly the caller's
+//! values with the generator's own on top; so a token made in one
+//! resumption resets in a later one, a caller's token is `DifferentContext`
+//! inside, and the generator's values (and the destructors of what it
+//! replaces) are dropped inside that context, never in the caller's.
 
 use crate::context::{Context, current_map, next_id};
 use crate::map::{Garbage, Map, Value, VarId};
@@ -27,55 +29,33 @@ pub(crate) struct Generator {
     own: Map,
 }
 
-/// A resumption's view of the generator: its own values and the caller's
-/// map under them, kept by the resumption's [`Context`].
+/// What a resumption's context keeps beside the generator's own values.
 pub(crate) struct Frame {
     /// The caller's map, as of the resumption.
     outer: Map,
-    /// The generator's own values.
-    own: Map,
-    /// The generator's own values as of the resumption, given back to it if
-    /// the resumption panics.
+    /// The generator's own values as of the resumption: given back to it if
+    /// the resumption panics; otherwise what the resumption replaced of them
+    /// is released from here inside the layer.
     before: Map,
 }
 
 impl Frame {
-    /// `set` inside a resumption: `map` (the caller's map with the own
-    /// values on top) and the own values both take `value`; the token gets
-    /// the generator's own old value, never one of the caller's.
-    pub(crate) fn insert(
-        &mut self,
-        map: &mut Map,
-        id: VarId,
-        value: Value,
-        garbage: &mut Garbage,
-    ) -> Option<Value> {
-        // Never the last handle to what it replaces: that is either an own
-        // value (also in `own`) or the caller's (also in `outer`).
-        drop(map.insert(id, value.clone(), garbage));
-        self.own.insert(id, value, garbage)
+    /// The caller's value of `id`.
+    pub(crate) fn outer_value(&self, id: VarId) -> Option<&Value> {
+        self.outer.get(id)
     }
 
-    /// `reset` inside a resumption: gives `id` back the own value `old`, or,
-    /// with `None`, lets the caller's value (if any) show through again.
-    /// Returns the value that goes, to be dropped by the caller.
-    pub(crate) fn restore(
-        &mut self,
-        map: &mut Map,
-        id: VarId,
-        old: Option<Value>,
-        garbage: &mut Garbage,
-    ) -> Option<Value> {
-        let shown = old.clone().or_else(|| self.outer.get(id).cloned());
-        // Not the last handle to what goes: `own` still holds it.
-        drop(match shown {
-            Some(shown) => map.insert(id, shown, garbage),
-            None => map.remove(id, garbage),
-        });
-        match old {
-            Some(old) => self.own.insert(id, old, garbage),
-            None => self.own.remove(id, garbage),
+    /// The caller's map with `own` on top: what a copy of the resumption's
+    /// context holds.
+    pub(crate) fn merged(&self, own: &Map) -> Map {
+        let mut merged = self.outer.clone();
+        // Whatever the inserts copy is shared with the caller's map or with
+        // `own`, so dropping it here runs no destructor.
+        let mut garbage = Garbage::new();
+        for (id, value) in own.iter() {
+            merged.insert(id, value.clone(), &mut garbage);
         }
+        merged
     }
 }
 
@@ -97,27 +77,30 @@ impl Generator {
         };
         let result = resumption.ctx.run_exclusive(f);
         resumption.finished = true;
+        // What the resumption replaced of the generator's own values is
+        // released inside the layer, with the layer's values in place: its
+        // destructors read them, and what they set stays in the layer. (If
+        // the own values are unchanged, `before` shares them: nothing to do.)
+        let frame = resumption
+            .ctx
+            .frame_mut()
+            .expect("a generator context has a frame");
+        if frame.before.owns_root() {
+            let before = std::mem::take(&mut frame.before);
+            resumption.ctx.run_exclusive(|| drop(before));
+        }
         result
     }
 
-    /// A context for one resumption (or the drop) of the generator, in the
-    /// current caller's context.
+    /// A context for one resumption (or the drop) of the generator, over the
+    /// current caller's context; it takes the own values until `Resumption`
+    /// gives them back.
     fn context(&mut self) -> Context {
-        let outer = current_map();
-        let mut map = outer.clone();
-        // Copies of the caller's nodes along the own values' paths: what the
-        // garbage holds is shared with the caller, so dropping it here runs
-        // no destructor.
-        let mut garbage = Garbage::new();
-        for (id, value) in self.own.iter() {
-            map.insert(id, value.clone(), &mut garbage);
-        }
         let frame = Frame {
-            outer,
+            outer: current_map(),
             before: self.own.clone(),
-            own: std::mem::take(&mut self.own),
         };
-        Context::for_generator(self.id, map, frame)
+        Context::for_generator(self.id, std::mem::take(&mut self.own), frame)
     }
 }
 
@@ -143,15 +126,14 @@ struct Resumption<'a> {
 
 impl Drop for Resumption<'_> {
     fn drop(&mut self) {
-        let frame = self
-            .ctx
-            .frame_mut()
-            .expect("a generator context has a frame");
-        let kept = if self.finished {
-            &mut frame.own
+        self.generator.own = if self.finished {
+            std::mem::take(self.ctx.map_mut())
         } else {
-            &mut frame.before
+            let frame = self
+                .ctx
+                .frame_mut()
+                .expect("a generator context has a frame");
+            std::mem::take(&mut frame.before)
         };
-        self.generator.own = std::mem::take(kept);
     }
 }
