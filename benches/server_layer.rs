@@ -22,16 +22,34 @@ fn request() -> http::Request<()> {
         .unwrap()
 }
 
+/// The request id a response carries, with or without the layer's body.
+trait Id {
+    fn id(&self) -> u64;
+}
+
+impl Id for u64 {
+    fn id(&self) -> u64 {
+        *self
+    }
+}
+
+impl Id for contextvars::tower::ContextBody<u64> {
+    fn id(&self) -> u64 {
+        *self.get_ref()
+    }
+}
+
 /// Calls the service once and polls its (immediately ready) future.
-fn call<S: Service<http::Request<()>, Response = u64, Error = Infallible>>(
-    svc: &mut S,
-    req: http::Request<()>,
-) -> u64 {
+fn call<B, S>(svc: &mut S, req: http::Request<()>) -> u64
+where
+    S: Service<http::Request<()>, Response = http::Response<B>, Error = Infallible>,
+    B: Id,
+{
     let mut cx = TaskContext::from_waker(Waker::noop());
     let fut = svc.call(req);
     let mut fut = std::pin::pin!(fut);
     match fut.as_mut().poll(&mut cx) {
-        Poll::Ready(r) => r.unwrap(),
+        Poll::Ready(r) => r.unwrap().body().id(),
         Poll::Pending => unreachable!("the handler is ready at once"),
     }
 }
@@ -48,7 +66,7 @@ fn server_layer(c: &mut Criterion) {
                 .unwrap_or(0);
             baggage as u64
         });
-        Ok::<_, Infallible>(id)
+        Ok::<_, Infallible>(http::Response::new(id))
     });
     let mut group = c.benchmark_group("server_layer");
     let mut bare = handler;
