@@ -266,7 +266,7 @@ impl Propagator {
     /// let mut incoming = http::HeaderMap::new();
     /// incoming.insert("baggage", "request_id=1,team=blue;ttl=3".parse().unwrap());
     ///
-    /// for (forward, sent) in [(true, "team=blue;ttl=3,request_id=1"), (false, "request_id=1")] {
+    /// for (forward, sent) in [(true, "request_id=1,team=blue;ttl=3"), (false, "request_id=1")] {
     ///     let p = Propagator::new().with_var(&REQUEST_ID).forward_unknown(forward);
     ///     let mut outgoing = http::HeaderMap::new();
     ///     p.extract(&incoming).run(|| p.inject(&mut outgoing));
