@@ -90,7 +90,7 @@ pub fn encode_value(value: &str) -> String {
     out
 }
 
-fn parse_member(raw: &str) -> Result<Member, &'static str> {
+pub(crate) fn parse_member(raw: &str) -> Result<Member, &'static str> {
     let mut parts = raw.split(';');
     let pair = parts.next().unwrap_or_default();
     let (key, value) = pair.split_once('=').ok_or("no `=` between key and value")?;

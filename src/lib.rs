@@ -45,6 +45,8 @@ pub mod iter;
 mod layer;
 #[doc(hidden)]
 pub mod map;
+#[cfg(feature = "opentelemetry")]
+mod opentelemetry;
 pub mod prelude;
 #[cfg(feature = "http")]
 pub mod propagation;

@@ -305,11 +305,7 @@ impl Propagator {
     /// assert_eq!(headers["baggage"], "other=1;ttl=3;private,user=ada%20l");
     /// ```
     pub fn inject(&self, headers: &mut HeaderMap) {
-        let ours: Vec<(&'static str, String)> = self
-            .vars
-            .iter()
-            .filter_map(|t| Some((t.key, (t.encode)()?)))
-            .collect();
+        let ours = self.current();
         let sets = |key: &str| ours.iter().any(|(k, _)| *k == key);
         let joined = joined(headers).into_owned();
         let mut dropped = Dropped::default();
@@ -326,16 +322,12 @@ impl Propagator {
                 &mut dropped,
             );
         }
-        if self.forward {
-            FORWARDED.with(|forwarded| {
-                for raw in forwarded.into_iter().flat_map(|f| f.split(',')) {
-                    let key = raw.split_once('=').map_or(raw, |(k, _)| k).trim();
-                    if !sets(key) && !existing.iter().any(|(_, m)| m.key == key) {
-                        out.push(raw, &mut dropped);
-                    }
-                }
-            });
-        }
+        self.each_forwarded(|raw| {
+            let key = raw.split_once('=').map_or(raw, |(k, _)| k).trim();
+            if !sets(key) && !existing.iter().any(|(_, m)| m.key == key) {
+                out.push(raw, &mut dropped);
+            }
+        });
         dropped.warn("sent");
         headers.remove(BAGGAGE);
         if out.text.is_empty() {
@@ -368,27 +360,45 @@ impl Propagator {
     /// assert!(p.extract(&headers).is_empty());
     /// ```
     pub fn extract(&self, headers: &HeaderMap) -> Context {
-        let mut ctx = Context::new();
         if !headers.contains_key(BAGGAGE) {
-            return ctx;
+            return Context::new();
         }
         let joined = joined(headers);
         let mut dropped = Dropped::default();
         let members = baggage::parse_raw(&joined, &mut dropped);
+        let ctx = self.seed(
+            members
+                .iter()
+                .map(|(raw, m)| (m.key.as_str(), m.value.as_str(), Cow::Borrowed(*raw))),
+            &mut dropped,
+        );
+        dropped.warn("received");
+        ctx
+    }
+
+    /// A fresh context from received members (key, decoded value, text as
+    /// received): registered ones decoded into their variables, the rest
+    /// kept to forward.
+    pub(crate) fn seed<'a>(
+        &self,
+        members: impl Iterator<Item = (&'a str, &'a str, Cow<'a, str>)>,
+        dropped: &mut Dropped,
+    ) -> Context {
+        let mut ctx = Context::new();
         ctx.enter(|| {
             let mut forwarded = String::new();
-            for (raw, member) in &members {
-                match self.vars.iter().find(|t| t.key == member.key) {
+            for (key, value, raw) in members {
+                match self.vars.iter().find(|t| t.key == key) {
                     Some(travel) => {
-                        if let Err(why) = (travel.decode)(&member.value) {
-                            dropped.unparsed(&member.key, &why);
+                        if let Err(why) = (travel.decode)(value) {
+                            dropped.unparsed(key, &why);
                         }
                     }
                     None if self.forward => {
                         if !forwarded.is_empty() {
                             forwarded.push(',');
                         }
-                        forwarded.push_str(raw);
+                        forwarded.push_str(&raw);
                     }
                     None => {}
                 }
@@ -397,8 +407,29 @@ impl Propagator {
                 FORWARDED.set(forwarded);
             }
         });
-        dropped.warn("received");
         ctx
+    }
+
+    /// The current values of the registered variables (key, value), each
+    /// with a value.
+    pub(crate) fn current(&self) -> Vec<(&'static str, String)> {
+        self.vars
+            .iter()
+            .filter_map(|t| Some((t.key, (t.encode)()?)))
+            .collect()
+    }
+
+    /// Calls `f` with each member the current context forwards (text as
+    /// received), unless this propagator does not forward.
+    pub(crate) fn each_forwarded(&self, mut f: impl FnMut(&str)) {
+        if self.forward {
+            FORWARDED.with(|forwarded| {
+                forwarded
+                    .into_iter()
+                    .flat_map(|s| s.split(','))
+                    .for_each(&mut f)
+            });
+        }
     }
 }
 
