@@ -46,7 +46,7 @@ mod layer;
 #[doc(hidden)]
 pub mod map;
 #[cfg(feature = "opentelemetry")]
-mod opentelemetry;
+pub mod opentelemetry;
 pub mod prelude;
 #[cfg(feature = "http")]
 pub mod propagation;
