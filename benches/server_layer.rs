@@ -1,6 +1,10 @@
-//! The cost of `contextvars::tower::ServerLayer` per request: the same
-//! in-process tower service called with and without the layer, with a
-//! `baggage` header carrying a request id (no sockets).
+//! The cost of a request through `contextvars::tower::ServerLayer`, side by
+//! side in one run with what a user would otherwise build: OpenTelemetry's
+//! baggage propagator `extract` plus its `FutureExt::with_context`, and
+//! tower-http's request-id layers plus a `tracing` span attached with
+//! `.instrument()`; each with and without a `baggage` header, against the
+//! bare service (in process, no sockets). Then `ContextFormat`'s cost per
+//! log event against the same `fmt` format without it.
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -9,64 +13,162 @@ use std::task::{Context as TaskContext, Poll, Waker};
 use contextvars::ContextVar;
 use contextvars::propagation::Propagator;
 use contextvars::tower::ServerLayer;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use opentelemetry::baggage::BaggageExt;
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use tower::{Layer, Service};
+use tracing::Instrument;
 
 static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
 
-fn request() -> http::Request<()> {
-    http::Request::builder()
-        .uri("/work")
-        .header("baggage", "request_id=42,other=x")
-        .body(())
-        .unwrap()
+fn request(baggage: bool) -> http::Request<()> {
+    let mut req = http::Request::builder().uri("/work");
+    if baggage {
+        req = req.header("baggage", "request_id=42,other=x");
+    }
+    req.body(()).unwrap()
 }
 
-/// Calls the service once and polls its (immediately ready) future.
-fn call<S: Service<http::Request<()>, Response = u64, Error = Infallible>>(
-    svc: &mut S,
-    req: http::Request<()>,
-) -> u64 {
+/// Polls a future that is ready at once.
+fn ready<F: Future>(fut: F) -> F::Output {
     let mut cx = TaskContext::from_waker(Waker::noop());
-    let fut = svc.call(req);
-    let mut fut = std::pin::pin!(fut);
-    match fut.as_mut().poll(&mut cx) {
-        Poll::Ready(r) => r.unwrap(),
+    match std::pin::pin!(fut).poll(&mut cx) {
+        Poll::Ready(r) => r,
         Poll::Pending => unreachable!("the handler is ready at once"),
     }
 }
 
+/// Calls the service once and drops the response (its body included).
+fn call<S, B>(svc: &mut S, req: http::Request<()>) -> http::Response<B>
+where
+    S: Service<http::Request<()>, Response = http::Response<B>, Error = Infallible>,
+{
+    ready(svc.call(req)).unwrap()
+}
+
+/// The handler: reads the request id (from whichever place the stack
+/// under test keeps it) and answers it.
+fn handler(id: u64) -> Result<http::Response<u64>, Infallible> {
+    Ok(http::Response::new(black_box(id)))
+}
+
+/// OpenTelemetry's extractor over an `http::HeaderMap` (what
+/// `opentelemetry-http` provides).
+struct Headers<'a>(&'a http::HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
 fn server_layer(c: &mut Criterion) {
-    let handler = tower::service_fn(|req: http::Request<()>| async move {
-        // What a handler would do: read the request id (here: from the
-        // context, or the header when there is no layer).
-        let id = REQUEST_ID.get().unwrap_or_else(|_| {
-            let baggage = req
-                .headers()
-                .get("baggage")
-                .map(|v| v.as_bytes().len())
-                .unwrap_or(0);
-            baggage as u64
-        });
-        Ok::<_, Infallible>(id)
-    });
     let mut group = c.benchmark_group("server_layer");
-    let mut bare = handler;
-    group.bench_function("without", |b| {
-        b.iter_batched(
-            request,
-            |req| black_box(call(&mut bare, req)),
-            criterion::BatchSize::SmallInput,
-        )
-    });
-    let mut layered = ServerLayer::new(Propagator::new().with_var(&REQUEST_ID)).layer(handler);
-    assert_eq!(call(&mut layered, request()), 42);
-    group.bench_function("with", |b| {
-        b.iter_batched(
-            request,
-            |req| black_box(call(&mut layered, req)),
-            criterion::BatchSize::SmallInput,
-        )
+    for baggage in [false, true] {
+        let suffix = if baggage { "baggage" } else { "no_baggage" };
+
+        let mut bare = tower::service_fn(|_req: http::Request<()>| async { handler(0) });
+        group.bench_function(format!("bare/{suffix}"), |b| {
+            b.iter_batched(
+                || request(baggage),
+                |req| call(&mut bare, req),
+                BatchSize::SmallInput,
+            )
+        });
+
+        let mut layered = ServerLayer::new(Propagator::new().with_var(&REQUEST_ID)).layer(
+            tower::service_fn(|_req: http::Request<()>| async { handler(REQUEST_ID.get_or(0)) }),
+        );
+        assert_eq!(*call(&mut layered, request(true)).body().get_ref(), 42);
+        group.bench_function(format!("contextvars/{suffix}"), |b| {
+            b.iter_batched(
+                || request(baggage),
+                |req| call(&mut layered, req),
+                BatchSize::SmallInput,
+            )
+        });
+
+        let propagator = opentelemetry_sdk::propagation::BaggagePropagator::new();
+        let mut otel = tower::service_fn(move |req: http::Request<()>| {
+            let cx = propagator.extract(&Headers(req.headers()));
+            opentelemetry::context::FutureExt::with_context(
+                async {
+                    let id = opentelemetry::Context::map_current(|cx| {
+                        cx.baggage()
+                            .get("request_id")
+                            .and_then(|v| v.as_str().parse().ok())
+                    });
+                    handler(id.unwrap_or(0))
+                },
+                cx,
+            )
+        });
+        assert_eq!(*call(&mut otel, request(true)).body(), 42);
+        group.bench_function(format!("opentelemetry/{suffix}"), |b| {
+            b.iter_batched(
+                || request(baggage),
+                |req| call(&mut otel, req),
+                BatchSize::SmallInput,
+            )
+        });
+
+        let mut request_id = tower::ServiceBuilder::new()
+            .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
+                tower_http::request_id::MakeRequestUuid,
+            ))
+            .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+            .service_fn(|req: http::Request<()>| {
+                let id = req
+                    .extensions()
+                    .get::<tower_http::request_id::RequestId>()
+                    .map(|id| id.header_value().len() as u64)
+                    .unwrap_or(0);
+                async move { handler(id) }
+                    .instrument(tracing::info_span!("request", request_id = id))
+            });
+        group.bench_function(format!("tower_http_request_id/{suffix}"), |b| {
+            b.iter_batched(
+                || request(baggage),
+                |req| call(&mut request_id, req),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+/// A `fmt` subscriber writing to nowhere, with `format` as its event format.
+fn log_to_sink<F>(format: F) -> impl tracing::Subscriber + Send + Sync
+where
+    F: tracing_subscriber::fmt::FormatEvent<
+            tracing_subscriber::Registry,
+            tracing_subscriber::fmt::format::DefaultFields,
+        > + Send
+        + Sync
+        + 'static,
+{
+    tracing_subscriber::fmt()
+        .event_format(format)
+        .with_writer(std::io::sink)
+        .finish()
+}
+
+fn context_format(c: &mut Criterion) {
+    let mut group = c.benchmark_group("log_event");
+    let plain = tracing_subscriber::fmt::format().without_time();
+    let with = contextvars::tracing::ContextFormat::new(plain.clone()).with_var(&REQUEST_ID);
+    REQUEST_ID.scope(42, || {
+        tracing::subscriber::with_default(log_to_sink(plain), || {
+            group.bench_function("fmt", |b| b.iter(|| tracing::info!(n = 1, "handled")));
+        });
+        tracing::subscriber::with_default(log_to_sink(with), || {
+            group.bench_function("fmt_with_context_format", |b| {
+                b.iter(|| tracing::info!(n = 1, "handled"))
+            });
+        });
     });
     group.finish();
 }
@@ -76,6 +178,6 @@ mod common;
 criterion_group! {
     name = benches;
     config = common::config();
-    targets = server_layer
+    targets = server_layer, context_format
 }
 criterion_main!(benches);

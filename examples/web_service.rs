@@ -77,11 +77,11 @@ async fn front_handler(State(back): State<SocketAddr>) -> String {
 async fn serve(app: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = ServerLayer::new(propagator()).layer(app);
+    // As a router layer, so the response body (wrapped to be polled in the
+    // request's context) goes back to axum as an axum `Body`.
+    let app = app.layer(ServerLayer::new(propagator()));
     tokio::spawn(async move {
-        axum::serve(listener, tower::make::Shared::new(app))
-            .await
-            .unwrap();
+        axum::serve(listener, app).await.unwrap();
     });
     addr
 }

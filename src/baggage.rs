@@ -2,9 +2,11 @@
 //! parsed leniently and written strictly (feature `http`).
 //!
 //! Parsing never fails as a whole: a member that is malformed (bad key, no
-//! `=`, bad percent-encoding, a value that is not UTF-8 once decoded) or over
-//! the W3C limits (180 members, 8,192 bytes) is dropped with a `tracing`
-//! warning that names it, and every good member is kept.
+//! `=`, bad percent-encoding, a value that is not UTF-8 once decoded) or that
+//! would take the list past the W3C limits (180 members, 8,192 bytes) is
+//! dropped, costing only itself, and every other member is kept. What one
+//! header loses is reported in one `tracing` warning, with counts and the
+//! first few names.
 //!
 //! **Invariant:** `parse(&encode(members))` returns `members` for any keys
 //! that are tokens and any values (encoding percent-escapes every byte
@@ -88,12 +90,12 @@ pub fn encode_value(value: &str) -> String {
     out
 }
 
-fn parse_member(raw: &str) -> Result<Member, &'static str> {
+pub(crate) fn parse_member(raw: &str) -> Result<Member, &'static str> {
     let mut parts = raw.split(';');
     let pair = parts.next().unwrap_or_default();
     let (key, value) = pair.split_once('=').ok_or("no `=` between key and value")?;
     let key = key.trim();
-    if key.is_empty() || !key.bytes().all(is_tchar) {
+    if !is_key(key) {
         return Err("key is not a token");
     }
     let value = percent_decode(value.trim())?;
@@ -108,8 +110,10 @@ fn parse_member(raw: &str) -> Result<Member, &'static str> {
     })
 }
 
-/// Parses a baggage header. Bad members are dropped (with a warning naming
-/// each), good ones kept, in order; members past the W3C limits are dropped.
+/// Parses a baggage header. Bad members are dropped, good ones kept, in
+/// order; a member that would take the list past the W3C limits is dropped
+/// and costs only itself. Whatever is dropped is reported in one warning
+/// (counts and the first few names), however hostile the header.
 ///
 /// ```
 /// use contextvars::baggage::parse;
@@ -130,31 +134,137 @@ pub fn parse(header: &str) -> Vec<Member> {
 /// assert_eq!(members.len(), 2);
 /// ```
 pub fn parse_bytes(header: &[u8]) -> Vec<Member> {
+    let mut dropped = Dropped::default();
+    let members = parse_raw(header, &mut dropped)
+        .into_iter()
+        .map(|(_, m)| m)
+        .collect();
+    dropped.warn("received");
+    members
+}
+
+/// The members of `header` that are well formed and fit the limits, each
+/// with its text as received (trimmed); the rest are counted in `dropped`.
+///
+/// Past [`MAX_MEMBERS`] the remaining members are only counted, not parsed,
+/// so a hostile header costs one scan.
+pub(crate) fn parse_raw<'a>(header: &'a [u8], dropped: &mut Dropped) -> Vec<(&'a str, Member)> {
     let mut members = Vec::new();
-    let mut bytes = 0;
+    let mut budget = Budget::default();
     for raw in header.split(|&b| b == b',') {
         let Ok(raw) = std::str::from_utf8(raw) else {
-            tracing::warn!(member = %String::from_utf8_lossy(raw), "baggage member dropped: not UTF-8");
+            dropped.malformed(&String::from_utf8_lossy(raw), "not UTF-8");
             continue;
         };
         let raw = raw.trim();
         if raw.is_empty() {
             continue;
         }
-        bytes += raw.len() + usize::from(!members.is_empty());
-        if members.len() == MAX_MEMBERS || bytes > MAX_BYTES {
-            tracing::warn!(
-                member = raw,
-                "baggage member dropped: over the W3C limits of {MAX_MEMBERS} members or {MAX_BYTES} bytes"
-            );
+        if budget.members == MAX_MEMBERS {
+            dropped.over_limits(raw);
             continue;
         }
         match parse_member(raw) {
-            Ok(member) => members.push(member),
-            Err(why) => tracing::warn!(member = raw, "baggage member dropped: {why}"),
+            Ok(member) if budget.take(raw.len()) => members.push((raw, member)),
+            Ok(_) => dropped.over_limits(raw),
+            Err(why) => dropped.malformed(raw, why),
         }
     }
     members
+}
+
+/// The W3C limits, spent member by member: a member that does not fit is
+/// refused without spending anything, so the members after it still can.
+#[derive(Default)]
+pub(crate) struct Budget {
+    members: usize,
+    bytes: usize,
+}
+
+impl Budget {
+    /// Takes room for one member of `len` bytes (plus its `,`), if there is.
+    pub(crate) fn take(&mut self, len: usize) -> bool {
+        let bytes = self.bytes + len + usize::from(self.members > 0);
+        if self.members == MAX_MEMBERS || bytes > MAX_BYTES {
+            return false;
+        }
+        self.members += 1;
+        self.bytes = bytes;
+        true
+    }
+}
+
+/// How many names a warning quotes: enough to find the culprit, bounded so
+/// a hostile header cannot make the log line large.
+const NAMES_QUOTED: usize = 3;
+/// How much of one name a warning quotes.
+const NAME_CHARS: usize = 40;
+
+/// What was dropped from one header, reported as a single warning: a
+/// hostile header must not turn into one log event per member.
+#[derive(Default)]
+pub(crate) struct Dropped {
+    malformed: usize,
+    over_limits: usize,
+    unparsed: usize,
+    names: Vec<String>,
+}
+
+impl Dropped {
+    fn name(&mut self, member: &str, why: &str) {
+        if self.names.len() < NAMES_QUOTED {
+            let key = member.split(['=', ';']).next().unwrap_or_default().trim();
+            let key: String = key.chars().take(NAME_CHARS).collect();
+            self.names.push(format!("{key} ({why})"));
+        }
+    }
+
+    /// A member that is not well formed.
+    pub(crate) fn malformed(&mut self, member: &str, why: &str) {
+        self.malformed += 1;
+        self.name(member, why);
+    }
+
+    /// A well-formed member that does not fit the W3C limits.
+    pub(crate) fn over_limits(&mut self, member: &str) {
+        self.over_limits += 1;
+        self.name(member, "over the W3C limits");
+    }
+
+    /// A registered member whose value does not parse as its variable's type.
+    pub(crate) fn unparsed(&mut self, key: &str, why: &str) {
+        self.unparsed += 1;
+        self.name(key, &format!("value does not parse: {why}"));
+    }
+
+    /// Emits the one warning, if anything was dropped. `what` says which
+    /// side dropped it ("received" or "sent").
+    pub(crate) fn warn(&self, what: &str) {
+        let total = self.malformed + self.over_limits + self.unparsed;
+        if total == 0 {
+            return;
+        }
+        tracing::warn!(
+            dropped = total,
+            malformed = self.malformed,
+            over_limits = self.over_limits,
+            unparsed = self.unparsed,
+            first = ?self.names,
+            "baggage {what}: {total} member(s) dropped (limits: {MAX_MEMBERS} members, {MAX_BYTES} bytes)"
+        );
+    }
+}
+
+/// Whether `key` can be a baggage key: a non-empty RFC 7230 token.
+///
+/// ```
+/// use contextvars::baggage::is_key;
+/// assert!(is_key("request_id"));
+/// assert!(!is_key("tenant id"));
+/// assert!(!is_key("tenánt"));
+/// ```
+pub fn is_key(key: &str) -> bool {
+    !key.is_empty() && key.bytes().all(is_tchar)
 }
 
 /// Writes `key=value` pairs as a baggage header, values percent-encoded.

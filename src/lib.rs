@@ -45,6 +45,8 @@ mod generator;
 pub mod iter;
 #[doc(hidden)]
 pub mod map;
+#[cfg(feature = "opentelemetry")]
+pub mod opentelemetry;
 pub mod prelude;
 #[cfg(feature = "http")]
 pub mod propagation;

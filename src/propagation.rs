@@ -7,25 +7,53 @@
 //! into a `HeaderMap`; [`Propagator::extract`] builds a fresh [`Context`]
 //! from one. Python stops at the process boundary; this is where we do not.
 //!
+//! # What travels, what is dropped
+//!
+//! - A registered variable with a value is sent under its key; one without
+//!   a value sends nothing (a member of that key already on the request
+//!   stays as it is).
+//! - Members on an outgoing request that this propagator does not set are
+//!   kept as they were, properties included.
+//! - Members of an incoming request that this service does not register are
+//!   *forwarded*: kept, as received, in the request's context and sent on
+//!   every outgoing request made while handling it (as OpenTelemetry's
+//!   baggage propagator does), so a variable that A and C register reaches
+//!   C through a B that does not. A service opts out with
+//!   [`Propagator::forward_unknown(false)`](Propagator::forward_unknown):
+//!   on the server side nothing is kept; on a client, nothing is sent.
+//! - Both ends keep to the W3C limits (180 members, 8,192 bytes): a member
+//!   that does not fit is dropped and costs only itself. Malformed members
+//!   and values that do not parse as their variable's type are dropped too.
+//!   Everything one header loses is reported in a single `tracing` warning,
+//!   with counts and the first few names.
+//!
 //! **Invariant:** `extract` never fails and never panics on input: a member
-//! that is malformed or does not parse is dropped with a `tracing` warning,
-//! and every other registered member still arrives.
+//! that is malformed or does not parse is dropped, and every other
+//! registered member still arrives.
 
+use std::borrow::Cow;
 use std::fmt::{self, Display};
 use std::str::FromStr;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue};
 
-use crate::baggage;
+use crate::baggage::{self, Budget, Dropped};
+use crate::future::ContextHandle;
 use crate::{Context, ContextVar};
 
 /// The header name: `baggage`.
 pub const BAGGAGE: &str = "baggage";
 
-type Encode = Box<dyn Fn() -> Option<String> + Send + Sync>;
-type Decode = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+type Encode = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+type Decode = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
+/// The members of the incoming baggage that the receiving service does not
+/// register, as received and joined with `,`: what its outgoing requests
+/// forward.
+static FORWARDED: ContextVar<String> = ContextVar::new("baggage (forwarded)");
+
+#[derive(Clone)]
 struct Travel {
     key: &'static str,
     encode: Encode,
@@ -50,9 +78,33 @@ struct Travel {
 /// let ctx = propagator.extract(&headers);
 /// assert_eq!(ctx.get(&REQUEST_ID), Some(42));
 /// ```
-#[derive(Clone, Default)]
+///
+/// A propagator is cheap to clone, and a clone can be configured further
+/// without affecting the original:
+///
+/// ```
+/// use contextvars::propagation::Propagator;
+/// use contextvars::ContextVar;
+///
+/// static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+/// static TENANT: ContextVar<String> = ContextVar::new("tenant");
+/// let base = Propagator::new().with_var(&REQUEST_ID);
+/// let wider = base.clone().with_var(&TENANT);
+/// assert_eq!((base.keys(), wider.keys()), (vec!["request_id"], vec!["request_id", "tenant"]));
+/// ```
+#[derive(Clone)]
 pub struct Propagator {
     vars: Arc<Vec<Travel>>,
+    forward: bool,
+}
+
+impl Default for Propagator {
+    fn default() -> Propagator {
+        Propagator {
+            vars: Arc::default(),
+            forward: true,
+        }
+    }
 }
 
 impl Propagator {
@@ -68,6 +120,13 @@ impl Propagator {
 
     /// Registers `var` under its own name, written with `Display` and read
     /// with `FromStr`.
+    ///
+    /// # Panics
+    ///
+    /// If the variable's name is not a W3C baggage key (an RFC 7230 token:
+    /// no spaces, no non-ASCII letters), which could be sent but never
+    /// received: register it with [`with_var_as`](Self::with_var_as) under
+    /// a key that is one. The message names the variable.
     ///
     /// ```
     /// use contextvars::propagation::Propagator;
@@ -86,6 +145,10 @@ impl Propagator {
 
     /// Registers `var` under the baggage key `key`.
     ///
+    /// # Panics
+    ///
+    /// If `key` is not a W3C baggage key (see [`baggage::is_key`]).
+    ///
     /// ```
     /// use contextvars::propagation::Propagator;
     /// use contextvars::ContextVar;
@@ -100,9 +163,10 @@ impl Propagator {
         T::Err: Display,
     {
         self.register(
+            var.name(),
             key,
-            Box::new(move || var.with(|v| v.map(T::to_string))),
-            Box::new(move |s| {
+            Arc::new(move || var.with(|v| v.map(T::to_string))),
+            Arc::new(move |s| {
                 let value = s.parse::<T>().map_err(|e| e.to_string())?;
                 var.set(value);
                 Ok(())
@@ -111,6 +175,11 @@ impl Propagator {
     }
 
     /// Registers `var` under its own name, travelling as JSON.
+    ///
+    /// # Panics
+    ///
+    /// If the variable's name is not a W3C baggage key (see
+    /// [`baggage::is_key`]).
     ///
     /// ```
     /// use contextvars::propagation::Propagator;
@@ -132,23 +201,80 @@ impl Propagator {
     {
         self.register(
             var.name(),
-            Box::new(move || var.with(|v| v.and_then(|v| serde_json::to_string(v).ok()))),
-            Box::new(move |s| {
+            var.name(),
+            Arc::new(move || var.with(|v| v.and_then(|v| serde_json::to_string(v).ok()))),
+            Arc::new(move |s| {
                 var.set(serde_json::from_str::<T>(s).map_err(|e| e.to_string())?);
                 Ok(())
             }),
         )
     }
 
-    fn register(mut self, key: &'static str, encode: Encode, decode: Decode) -> Propagator {
-        let vars =
-            Arc::get_mut(&mut self.vars).expect("a propagator is configured before it is shared");
+    fn register(
+        mut self,
+        name: &'static str,
+        key: &'static str,
+        encode: Encode,
+        decode: Decode,
+    ) -> Propagator {
+        // Refused here, where the mistake is made: a key that is not a token
+        // would be sent and then dropped by every receiver, silently.
+        if !baggage::is_key(key) {
+            let suggested: String = key
+                .chars()
+                .map(|c| {
+                    if baggage::is_key(c.encode_utf8(&mut [0; 4])) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            panic!(
+                "context variable {name:?} cannot travel as baggage under the key {key:?}: a W3C \
+                 baggage key is an RFC 7230 token (ASCII letters, digits and !#$%&'*+-.^_`|~; no \
+                 spaces, commas or non-ASCII letters), so every receiver would drop it. Register \
+                 it under a key that is one: `Propagator::with_var_as(\"{suggested}\", &VAR)`"
+            );
+        }
+        // A clone shares the list until it is configured: copy it then.
+        let vars = Arc::make_mut(&mut self.vars);
         vars.retain(|t| t.key != key);
         vars.push(Travel {
             key,
             encode,
             decode,
         });
+        self
+    }
+
+    /// Whether members of an incoming request's baggage that this
+    /// propagator does not register are forwarded on the outgoing requests
+    /// made while handling it (default: yes, as OpenTelemetry's baggage
+    /// propagator does).
+    ///
+    /// On the propagator of a [`ServerLayer`](crate::tower::ServerLayer)
+    /// (or whoever calls [`extract`](Self::extract)), `false` keeps nothing
+    /// to forward; on a client's, `false` sends nothing forwarded, e.g. for
+    /// calls that leave your organisation.
+    ///
+    /// ```
+    /// use contextvars::propagation::Propagator;
+    /// use contextvars::ContextVar;
+    ///
+    /// static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+    /// let mut incoming = http::HeaderMap::new();
+    /// incoming.insert("baggage", "request_id=1,team=blue;ttl=3".parse().unwrap());
+    ///
+    /// for (forward, sent) in [(true, "request_id=1,team=blue;ttl=3"), (false, "request_id=1")] {
+    ///     let p = Propagator::new().with_var(&REQUEST_ID).forward_unknown(forward);
+    ///     let mut outgoing = http::HeaderMap::new();
+    ///     p.extract(&incoming).run(|| p.inject(&mut outgoing));
+    ///     assert_eq!(outgoing["baggage"], sent);
+    /// }
+    /// ```
+    pub fn forward_unknown(mut self, forward: bool) -> Propagator {
+        self.forward = forward;
         self
     }
 
@@ -162,7 +288,10 @@ impl Propagator {
     }
 
     /// Writes the current values of the registered variables into the
-    /// `baggage` header, keeping members of other keys already there.
+    /// `baggage` header, keeping every member it does not set as it was
+    /// (properties included), then the members forwarded from the request
+    /// being handled. The header keeps to the W3C limits: a member that
+    /// does not fit is dropped, with one warning naming it.
     ///
     /// ```
     /// use contextvars::propagation::Propagator;
@@ -171,27 +300,40 @@ impl Propagator {
     /// static USER: ContextVar<String> = ContextVar::new("user");
     /// let p = Propagator::new().with_var(&USER);
     /// let mut headers = http::HeaderMap::new();
-    /// headers.insert("baggage", "other=1".parse().unwrap());
+    /// headers.insert("baggage", "other=1;ttl=3;private".parse().unwrap());
     /// USER.scope("ada l".to_string(), || p.inject(&mut headers));
-    /// assert_eq!(headers["baggage"], "other=1,user=ada%20l");
+    /// assert_eq!(headers["baggage"], "other=1;ttl=3;private,user=ada%20l");
     /// ```
     pub fn inject(&self, headers: &mut HeaderMap) {
-        let mut members: Vec<(String, String)> = collect(headers)
-            .into_iter()
-            .filter(|m| !self.vars.iter().any(|t| t.key == m.key))
-            .map(|m| (m.key, m.value))
-            .collect();
-        members.extend(
-            self.vars
-                .iter()
-                .filter_map(|t| Some((t.key.to_string(), (t.encode)()?))),
-        );
+        let ours = self.current();
+        let sets = |key: &str| ours.iter().any(|(k, _)| *k == key);
+        let joined = joined(headers).into_owned();
+        let mut dropped = Dropped::default();
+        let existing = baggage::parse_raw(&joined, &mut dropped);
+        let mut out = Header::default();
+        for (raw, member) in &existing {
+            if !sets(&member.key) {
+                out.push(raw, &mut dropped);
+            }
+        }
+        for (key, value) in &ours {
+            out.push(
+                &format!("{key}={}", baggage::encode_value(value)),
+                &mut dropped,
+            );
+        }
+        self.each_forwarded(|raw| {
+            let key = raw.split_once('=').map_or(raw, |(k, _)| k).trim();
+            if !sets(key) && !existing.iter().any(|(_, m)| m.key == key) {
+                out.push(raw, &mut dropped);
+            }
+        });
+        dropped.warn("sent");
         headers.remove(BAGGAGE);
-        if members.is_empty() {
+        if out.text.is_empty() {
             return;
         }
-        let header = baggage::encode(members.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        match HeaderValue::from_str(&header) {
+        match HeaderValue::from_str(&out.text) {
             Ok(value) => {
                 headers.insert(BAGGAGE, value);
             }
@@ -202,8 +344,10 @@ impl Propagator {
     }
 
     /// A fresh context holding the registered variables found in the
-    /// `baggage` header(s). Members that are bad or do not parse are dropped
-    /// with a warning; nothing panics.
+    /// `baggage` header(s), and (unless [`forward_unknown(false)`](Self::forward_unknown))
+    /// the members it does not register, for [`inject`](Self::inject) to
+    /// forward. Members that are bad, do not fit the W3C limits or do not
+    /// parse are dropped, reported in one warning; nothing panics.
     ///
     /// ```
     /// use contextvars::propagation::Propagator;
@@ -216,40 +360,121 @@ impl Propagator {
     /// assert!(p.extract(&headers).is_empty());
     /// ```
     pub fn extract(&self, headers: &HeaderMap) -> Context {
-        let ctx = Context::new();
-        let members = collect(headers);
-        ctx.run(|| {
-            for member in &members {
-                let Some(travel) = self.vars.iter().find(|t| t.key == member.key) else { continue };
-                if let Err(why) = (travel.decode)(&member.value) {
-                    tracing::warn!(member = %member.key, "baggage member dropped: value does not parse: {why}");
+        if !headers.contains_key(BAGGAGE) {
+            return Context::new();
+        }
+        let joined = joined(headers);
+        let mut dropped = Dropped::default();
+        let members = baggage::parse_raw(&joined, &mut dropped);
+        let ctx = self.seed(
+            members
+                .iter()
+                .map(|(raw, m)| (m.key.as_str(), m.value.as_str(), Cow::Borrowed(*raw))),
+            &mut dropped,
+        );
+        dropped.warn("received");
+        ctx
+    }
+
+    /// A fresh context from received members (key, decoded value, text as
+    /// received): registered ones decoded into their variables, the rest
+    /// kept to forward.
+    pub(crate) fn seed<'a>(
+        &self,
+        members: impl Iterator<Item = (&'a str, &'a str, Cow<'a, str>)>,
+        dropped: &mut Dropped,
+    ) -> Context {
+        let mut ctx = Context::new();
+        ctx.enter(|| {
+            let mut forwarded = String::new();
+            for (key, value, raw) in members {
+                match self.vars.iter().find(|t| t.key == key) {
+                    Some(travel) => {
+                        if let Err(why) = (travel.decode)(value) {
+                            dropped.unparsed(key, &why);
+                        }
+                    }
+                    None if self.forward => {
+                        if !forwarded.is_empty() {
+                            forwarded.push(',');
+                        }
+                        forwarded.push_str(&raw);
+                    }
+                    None => {}
                 }
+            }
+            if !forwarded.is_empty() {
+                FORWARDED.set(forwarded);
             }
         });
         ctx
     }
+
+    /// The current values of the registered variables (key, value), each
+    /// with a value.
+    pub(crate) fn current(&self) -> Vec<(&'static str, String)> {
+        self.vars
+            .iter()
+            .filter_map(|t| Some((t.key, (t.encode)()?)))
+            .collect()
+    }
+
+    /// Calls `f` with each member the current context forwards (text as
+    /// received), unless this propagator does not forward.
+    pub(crate) fn each_forwarded(&self, mut f: impl FnMut(&str)) {
+        if self.forward {
+            FORWARDED.with(|forwarded| {
+                forwarded
+                    .into_iter()
+                    .flat_map(|s| s.split(','))
+                    .for_each(&mut f)
+            });
+        }
+    }
 }
 
-/// Every member of every `baggage` header, with the limits applied to the
-/// whole.
-fn collect(headers: &HeaderMap) -> Vec<baggage::Member> {
-    let joined: Vec<u8> = headers
-        .get_all(BAGGAGE)
-        .iter()
-        .fold(Vec::new(), |mut all, value| {
-            if !all.is_empty() {
-                all.push(b',');
-            }
-            all.extend_from_slice(value.as_bytes());
-            all
-        });
-    baggage::parse_bytes(&joined)
+/// An outgoing header being built within the W3C limits.
+#[derive(Default)]
+struct Header {
+    text: String,
+    budget: Budget,
+}
+
+impl Header {
+    fn push(&mut self, member: &str, dropped: &mut Dropped) {
+        if !self.budget.take(member.len()) {
+            dropped.over_limits(member);
+            return;
+        }
+        if !self.text.is_empty() {
+            self.text.push(',');
+        }
+        self.text.push_str(member);
+    }
+}
+
+/// Every `baggage` header as one list (several headers are one list).
+fn joined(headers: &HeaderMap) -> Cow<'_, [u8]> {
+    let mut values = headers.get_all(BAGGAGE).iter();
+    let Some(first) = values.next() else {
+        return Cow::Borrowed(&[]);
+    };
+    let Some(second) = values.next() else {
+        return Cow::Borrowed(first.as_bytes());
+    };
+    let mut all = first.as_bytes().to_vec();
+    for value in std::iter::once(second).chain(values) {
+        all.push(b',');
+        all.extend_from_slice(value.as_bytes());
+    }
+    Cow::Owned(all)
 }
 
 impl fmt::Debug for Propagator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Propagator")
             .field("keys", &self.keys())
+            .field("forward_unknown", &self.forward)
             .finish()
     }
 }

@@ -1,22 +1,29 @@
 //! tower layers that carry context across services (feature `tower`).
 //!
 //! [`ServerLayer`] runs every request in its own fresh [`Context`] seeded
-//! from the incoming `baggage` header: the inner service's `call` and every
-//! poll of its future run inside it, so handlers (and whatever they spawn
-//! with this crate's helpers) see the caller's request id without a
-//! parameter. [`ClientLayer`] writes the current values into each outgoing
-//! request's `baggage` header.
+//! from the incoming `baggage` header: the inner service's `call`, every
+//! poll of its future and every poll of the response body run inside it, so
+//! handlers, streamed bodies (and whatever they spawn with this crate's
+//! helpers) see the caller's request id without a parameter — as a Python
+//! ASGI app's streaming body runs in its request's task. [`ClientLayer`]
+//! writes the current values into each outgoing request's `baggage` header,
+//! with the members the request being handled forwards
+//! ([`Propagator::forward_unknown`]).
 //!
 //! **Invariant:** no two requests ever share a context: each gets one made
-//! for it by `extract`, owned by its future.
+//! for it by `extract`, owned by its future and then by its response body,
+//! and dropped inside itself.
 
+use std::mem::ManuallyDrop;
+use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
+use http_body::{Body, Frame, SizeHint};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::Context;
-use crate::future::{FutureExt, WithContext};
+use crate::future::ContextHandle;
 use crate::propagation::Propagator;
 
 /// Server side: each request in a fresh context from its baggage.
@@ -31,11 +38,11 @@ use crate::propagation::Propagator;
 ///
 /// let layer = ServerLayer::new(Propagator::new().with_var(&REQUEST_ID));
 /// let svc = layer.layer(tower::service_fn(|_req: http::Request<()>| async {
-///     Ok::<_, std::convert::Infallible>(REQUEST_ID.get_or(0))
+///     Ok::<_, std::convert::Infallible>(http::Response::new(REQUEST_ID.get_or(0).to_string()))
 /// }));
 /// let req = http::Request::builder().header("baggage", "request_id=7").body(()).unwrap();
-/// let id = futures::executor::block_on(svc.oneshot(req)).unwrap();
-/// assert_eq!(id, 7);
+/// let resp = futures::executor::block_on(svc.oneshot(req)).unwrap();
+/// assert_eq!(resp.body().get_ref(), "7");
 /// ```
 #[derive(Clone, Debug)]
 pub struct ServerLayer {
@@ -71,7 +78,7 @@ impl<S> Layer<S> for ServerLayer {
 /// use tower::Layer;
 /// let layer = contextvars::tower::ServerLayer::new(Default::default());
 /// let _svc: contextvars::tower::Server<_> = layer.layer(tower::service_fn(|_: http::Request<()>| async {
-///     Ok::<_, std::convert::Infallible>(())
+///     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
 /// }));
 /// ```
 #[derive(Clone, Debug)]
@@ -80,22 +87,192 @@ pub struct Server<S> {
     propagator: Propagator,
 }
 
-impl<S, B> Service<http::Request<B>> for Server<S>
+impl<S, B, ResBody> Service<http::Request<B>> for Server<S>
 where
-    S: Service<http::Request<B>>,
+    S: Service<http::Request<B>, Response = http::Response<ResBody>>,
 {
-    type Response = S::Response;
+    type Response = http::Response<ContextBody<ResBody>>;
     type Error = S::Error;
-    type Future = WithContext<S::Future, Context>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let ctx = self.propagator.extract(req.headers());
-        let future = ctx.run(|| self.inner.call(req));
-        future.with_context(ctx)
+        let mut ctx = self.propagator.extract(req.headers());
+        let future = ctx.enter(|| self.inner.call(req));
+        ResponseFuture {
+            future: ManuallyDrop::new(future),
+            ctx: Some(ctx),
+        }
+    }
+}
+
+/// The future of a [`Server`]: polls the inner service's future inside the
+/// request's context, then hands that context to the response body.
+///
+/// ```
+/// use contextvars::tower::{ContextBody, ResponseFuture, ServerLayer};
+/// use tower::{Layer, Service};
+///
+/// let mut svc = ServerLayer::new(Default::default()).layer(tower::service_fn(|_: http::Request<()>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(String::from("hi")))
+/// }));
+/// let future: ResponseFuture<_> = svc.call(http::Request::new(()));
+/// let resp: http::Response<ContextBody<String>> = futures::executor::block_on(future).unwrap();
+/// assert_eq!(resp.body().get_ref(), "hi");
+/// ```
+#[must_use = "futures do nothing unless polled"]
+pub struct ResponseFuture<F> {
+    // Dropped by hand, inside `ctx`, so a cancelled handler's destructors
+    // see their request's context.
+    future: ManuallyDrop<F>,
+    // `None` once the response went out: the body owns the context then.
+    ctx: Option<Context>,
+}
+
+impl<F, ResBody, E> std::future::Future for ResponseFuture<F>
+where
+    F: std::future::Future<Output = Result<http::Response<ResBody>, E>>,
+{
+    type Output = Result<http::Response<ContextBody<ResBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        // SAFETY: `future` is structurally pinned: it is never moved out,
+        // and dropped in place (`Drop` below); `ctx` is never pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        let ctx = this
+            .ctx
+            .as_mut()
+            .expect("a ServerLayer response future polled after it completed");
+        // SAFETY: as above.
+        let future = unsafe { Pin::new_unchecked(&mut *this.future) };
+        match ctx.enter(|| future.poll(cx)) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Ready(Ok(resp)) => {
+                let ctx = this.ctx.take().expect("checked above");
+                Poll::Ready(Ok(resp.map(|body| ContextBody {
+                    body: ManuallyDrop::new(body),
+                    ctx,
+                })))
+            }
+        }
+    }
+}
+
+impl<F> Drop for ResponseFuture<F> {
+    fn drop(&mut self) {
+        let future = &mut self.future;
+        match &mut self.ctx {
+            // SAFETY: `future` is dropped exactly once, here, in place.
+            Some(ctx) => ctx.enter(|| unsafe { ManuallyDrop::drop(future) }),
+            // SAFETY: as above.
+            None => unsafe { ManuallyDrop::drop(future) },
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("ctx", &self.ctx)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A response body that is polled (and dropped) inside its request's
+/// context, so a body produced after the handler returned — streaming,
+/// server-sent events, any lazy [`Body`] — still sees the request's
+/// variables.
+///
+/// ```
+/// use contextvars::tower::ContextBody;
+/// use http_body_util::BodyExt;
+/// use tower::{Layer, ServiceExt};
+///
+/// let svc = contextvars::tower::ServerLayer::new(Default::default()).layer(tower::service_fn(
+///     |_: http::Request<()>| async { Ok::<_, std::convert::Infallible>(http::Response::new(String::from("hi"))) },
+/// ));
+/// let resp = futures::executor::block_on(svc.oneshot(http::Request::new(()))).unwrap();
+/// let body: ContextBody<String> = resp.into_body();
+/// assert_eq!(futures::executor::block_on(body.collect()).unwrap().to_bytes(), "hi");
+/// ```
+pub struct ContextBody<B> {
+    // Dropped by hand, inside `ctx` (see `ResponseFuture`).
+    body: ManuallyDrop<B>,
+    ctx: Context,
+}
+
+impl<B> ContextBody<B> {
+    /// The body inside.
+    ///
+    /// ```
+    /// use tower::{Layer, ServiceExt};
+    /// let svc = contextvars::tower::ServerLayer::new(Default::default()).layer(tower::service_fn(
+    ///     |_: http::Request<()>| async { Ok::<_, std::convert::Infallible>(http::Response::new(7)) },
+    /// ));
+    /// let resp = futures::executor::block_on(svc.oneshot(http::Request::new(()))).unwrap();
+    /// assert_eq!(*resp.body().get_ref(), 7);
+    /// ```
+    pub fn get_ref(&self) -> &B {
+        &self.body
+    }
+
+    /// The request's context, which the body is polled in.
+    ///
+    /// ```
+    /// use tower::{Layer, ServiceExt};
+    /// let svc = contextvars::tower::ServerLayer::new(Default::default()).layer(tower::service_fn(
+    ///     |_: http::Request<()>| async { Ok::<_, std::convert::Infallible>(http::Response::new(())) },
+    /// ));
+    /// let resp = futures::executor::block_on(svc.oneshot(http::Request::new(()))).unwrap();
+    /// assert!(resp.body().context().is_empty());
+    /// ```
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+}
+
+impl<B: Body> Body for ContextBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        // SAFETY: `body` is structurally pinned: never moved out, dropped in
+        // place; `ctx` is never pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: as above.
+        let body = unsafe { Pin::new_unchecked(&mut *this.body) };
+        this.ctx.enter(|| body.poll_frame(cx))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl<B> Drop for ContextBody<B> {
+    fn drop(&mut self) {
+        let body = &mut self.body;
+        // SAFETY: `body` is dropped exactly once, here, in place.
+        self.ctx.enter(|| unsafe { ManuallyDrop::drop(body) });
+    }
+}
+
+impl<B> std::fmt::Debug for ContextBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContextBody")
+            .field("ctx", &self.ctx)
+            .finish_non_exhaustive()
     }
 }
 

@@ -78,9 +78,13 @@ fn members_past_the_limits_are_dropped() {
     let m = parse(&format!("a=1,big={big},after=2"));
     assert_eq!(
         keys(&m),
-        ["a"],
-        "the member that crosses 8,192 bytes and all after it are dropped"
+        ["a", "after"],
+        "the member that crosses 8,192 bytes is dropped, and costs only itself"
     );
+    // Exactly at the limit: "a=1," + "b=" + filler = 8,192 bytes is kept.
+    let fill = "z".repeat(MAX_BYTES - 6);
+    assert_eq!(keys(&parse(&format!("a=1,b={fill}"))), ["a", "b"]);
+    assert_eq!(keys(&parse(&format!("a=1,b={fill}z"))), ["a"]);
     let m = parse(&format!("big={}", "y".repeat(MAX_BYTES)));
     assert!(m.is_empty());
 }
@@ -95,10 +99,15 @@ fn the_propagator_keeps_good_values_when_others_do_not_parse() {
         "baggage",
         "request_id=nope, user=ada, unrelated=1".parse().unwrap(),
     );
-    let ctx = p.extract(&headers);
+    let ctx = p.clone().forward_unknown(false).extract(&headers);
     assert_eq!(ctx.get(&ID), None, "a value that does not parse is dropped");
     assert_eq!(ctx.get(&USER), Some("ada".to_string()));
     assert_eq!(ctx.len(), 1);
+    assert_eq!(
+        p.extract(&headers).len(),
+        2,
+        "by default `unrelated` is kept, to forward"
+    );
 
     // Several baggage headers are one list.
     let mut headers = http::HeaderMap::new();
@@ -111,33 +120,253 @@ fn the_propagator_keeps_good_values_when_others_do_not_parse() {
     );
 }
 
-#[test]
-fn bad_members_are_reported_by_name() {
+/// Runs `f` with a `fmt` subscriber and returns what it logged. tracing
+/// caches each callsite's interest process-wide, computed by the first
+/// thread to reach it: a sibling test reaching a warning with no subscriber
+/// can pin it to "never". Running `f` once, rebuilding the cache (now that
+/// every callsite is registered), and capturing a second run avoids that.
+fn logged(mut f: impl FnMut()) -> String {
     let buf = common::Captured::default();
     let writer = buf.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || writer.clone())
         .finish();
     tracing::subscriber::with_default(subscriber, || {
-        // tracing caches each callsite's interest process-wide, computed by
-        // the first thread to reach it: a sibling test parsing bad baggage
-        // with no subscriber can pin these warnings to "never". Reaching
-        // them here first and then rebuilding the cache (now that every one
-        // is registered) makes the parse below reach this subscriber.
-        parse("ok=1,broken key=2,k=%zz");
+        f();
         tracing::callsite::rebuild_interest_cache();
+    });
+    let buf = common::Captured::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, &mut f);
+    buf.text()
+}
+
+#[test]
+fn bad_members_are_reported_by_name() {
+    let out = logged(|| {
         parse("ok=1,broken key=2,k=%zz");
     });
-    let out = buf.text();
+    assert_eq!(out.lines().count(), 1, "one warning per header: {out}");
     assert!(
-        out.contains("broken key=2") && out.contains("key is not a token"),
+        out.contains(r#"first=["broken key (key is not a token)", "k (bad percent-escape)"]"#),
+        "each bad member named with its reason, good ones not: {out}"
+    );
+    assert!(
+        out.contains("dropped=2") && out.contains("malformed=2"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_hostile_header_makes_one_warning_with_counts_and_first_names() {
+    // 400 KB of `a=1,`: 100,000 members, within hyper's default limits.
+    let header = "a=1,".repeat(100_000);
+    let p = Propagator::new();
+    let mut headers = http::HeaderMap::new();
+    headers.insert("baggage", header.parse().unwrap());
+    let out = logged(|| {
+        p.extract(&headers);
+    });
+    assert_eq!(out.lines().count(), 1, "{}", &out[..out.len().min(2000)]);
+    assert!(
+        out.contains(&format!("dropped={}", 100_000 - MAX_MEMBERS))
+            && out.contains(&format!("over_limits={}", 100_000 - MAX_MEMBERS)),
         "{out}"
     );
     assert!(
-        out.contains("k=%zz") && out.contains("percent-escape"),
+        out.contains(r#"first=["a (over the W3C limits)", "a (over the W3C limits)", "a (over the W3C limits)"]"#),
+        "the first three names, no more: {out}"
+    );
+}
+
+#[test]
+fn values_that_do_not_parse_are_reported_in_the_same_one_warning() {
+    static ID: ContextVar<u64> = ContextVar::new("request_id");
+    let p = Propagator::new().with_var(&ID);
+    let mut headers = http::HeaderMap::new();
+    let header = vec!["request_id=x"; 150].join(",");
+    headers.insert("baggage", header.parse().unwrap());
+    let out = logged(|| {
+        p.extract(&headers);
+    });
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.contains("unparsed=150") && out.contains("request_id (value does not parse"),
         "{out}"
     );
-    assert!(!out.contains("ok=1"), "good members are not reported");
+}
+
+static USER: ContextVar<String> = ContextVar::new("user");
+static RID: ContextVar<u64> = ContextVar::new("request_id");
+
+#[test]
+fn inject_keeps_within_the_limits_and_names_what_it_drops() {
+    let p = Propagator::new().with_var(&USER).with_var(&RID);
+    let mut headers = http::HeaderMap::new();
+    let out = logged(|| {
+        headers.clear();
+        contextvars::Context::new().run(|| {
+            USER.set("€".repeat(1000)); // 9,005 bytes percent-encoded
+            RID.set(7);
+            p.inject(&mut headers);
+        });
+    });
+    let sent = headers["baggage"].to_str().unwrap();
+    assert_eq!(
+        sent, "request_id=7",
+        "the oversized member is dropped, the rest sent"
+    );
+    assert!(sent.len() <= MAX_BYTES);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.contains("baggage sent") && out.contains("user (over the W3C limits)"),
+        "{out}"
+    );
+    assert_eq!(p.extract(&headers).get(&RID), Some(7));
+
+    // 200 registered members' worth: at most 180 go out.
+    let many: Vec<String> = (0..200).map(|i| format!("k{i}=v")).collect();
+    let mut headers = http::HeaderMap::new();
+    headers.insert("baggage", many.join(",").parse().unwrap());
+    RID.scope(1, || p.inject(&mut headers));
+    assert_eq!(
+        parse_bytes(headers["baggage"].as_bytes()).len(),
+        MAX_MEMBERS
+    );
+}
+
+#[test]
+fn a_member_dropped_on_extract_costs_only_itself() {
+    let p = Propagator::new().with_var(&USER).with_var(&RID);
+    let user = contextvars::baggage::encode_value(&"€".repeat(1000));
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "baggage",
+        format!("user={user},request_id=7").parse().unwrap(),
+    );
+    let ctx = p.extract(&headers);
+    assert_eq!(ctx.get(&USER), None, "over 8,192 bytes on its own");
+    assert_eq!(ctx.get(&RID), Some(7), "the member after it still arrives");
+}
+
+#[test]
+fn inject_keeps_members_it_does_not_set_as_received() {
+    let p = Propagator::new().with_var(&USER).with_var(&RID);
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "baggage",
+        "other=1;ttl=3;private, user=old;p, request_id=9;keep"
+            .parse()
+            .unwrap(),
+    );
+    USER.scope("new".to_string(), || p.inject(&mut headers));
+    assert_eq!(
+        headers["baggage"], "other=1;ttl=3;private,request_id=9;keep,user=new",
+        "what it does not set stays, properties included; what it sets is replaced"
+    );
+}
+
+#[test]
+fn members_a_hop_does_not_register_reach_the_next_hop() {
+    static TEAM: ContextVar<String> = ContextVar::new("team");
+    // A and C register `team` and `request_id`; B registers only `request_id`.
+    let a = Propagator::new().with_var(&RID).with_var(&TEAM);
+    let b = Propagator::new().with_var(&RID);
+    let c = a.clone();
+    let mut a_to_b = http::HeaderMap::new();
+    contextvars::Context::new().run(|| {
+        RID.set(1);
+        TEAM.set("blue".into());
+        a.inject(&mut a_to_b);
+    });
+    a_to_b.append("baggage", "vendor=x;ttl=3".parse().unwrap());
+
+    let mut b_to_c = http::HeaderMap::new();
+    b.extract(&a_to_b).run(|| {
+        assert_eq!(RID.get(), Ok(1));
+        assert!(TEAM.get().is_err(), "B does not register team");
+        RID.set(2); // B's own change travels too
+        b.inject(&mut b_to_c);
+    });
+    assert_eq!(b_to_c["baggage"], "request_id=2,team=blue,vendor=x;ttl=3");
+    let at_c = c.extract(&b_to_c);
+    assert_eq!(
+        (at_c.get(&RID), at_c.get(&TEAM)),
+        (Some(2), Some("blue".to_string()))
+    );
+
+    // Opting out, on B's server side or on B's client side.
+    for (server, client) in [
+        (b.clone().forward_unknown(false), b.clone()),
+        (b.clone(), b.clone().forward_unknown(false)),
+    ] {
+        let mut out = http::HeaderMap::new();
+        server.extract(&a_to_b).run(|| client.inject(&mut out));
+        assert_eq!(out["baggage"], "request_id=1");
+    }
+}
+
+#[test]
+fn variables_whose_names_are_not_tokens_are_refused_at_registration() {
+    static SPACED: ContextVar<String> = ContextVar::new("tenant id");
+    static ACCENT: ContextVar<String> = ContextVar::new("tenánt");
+    for (register, name, suggested) in [
+        (
+            Box::new(|| drop(Propagator::new().with_var(&SPACED)))
+                as Box<dyn Fn() + std::panic::RefUnwindSafe>,
+            "tenant id",
+            "tenant_id",
+        ),
+        (
+            Box::new(|| drop(Propagator::new().with_var(&ACCENT))),
+            "tenánt",
+            "ten_nt",
+        ),
+        (
+            Box::new(|| drop(Propagator::new().with_var_as("a,b", &ACCENT))),
+            "tenánt",
+            "a_b",
+        ),
+    ] {
+        let err = std::panic::catch_unwind(&register).expect_err("refused");
+        let msg = err.downcast_ref::<String>().unwrap();
+        assert!(
+            msg.contains(&format!("{name:?}")),
+            "names the variable: {msg}"
+        );
+        assert!(
+            msg.contains(&format!("with_var_as(\"{suggested}\"")),
+            "says what to do: {msg}"
+        );
+    }
+    // Under a key that is a token, it travels.
+    let p = Propagator::new().with_var_as("tenant_id", &SPACED);
+    let mut headers = http::HeaderMap::new();
+    SPACED.scope("acme".into(), || p.inject(&mut headers));
+    assert_eq!(p.extract(&headers).get(&SPACED), Some("acme".to_string()));
+}
+
+#[test]
+fn a_propagator_can_be_configured_after_it_is_cloned() {
+    let base = Propagator::new().with_var(&RID);
+    let wider = base.clone().with_var(&USER);
+    let narrower = wider.clone().forward_unknown(false);
+    assert_eq!(base.keys(), ["request_id"]);
+    assert_eq!(wider.keys(), ["request_id", "user"]);
+    assert_eq!(narrower.keys(), ["request_id", "user"]);
+    let mut headers = http::HeaderMap::new();
+    contextvars::Context::new().run(|| {
+        RID.set(3);
+        USER.set("u".into());
+        base.inject(&mut headers);
+    });
+    assert_eq!(
+        headers["baggage"], "request_id=3",
+        "the original is unchanged"
+    );
 }
 
 proptest! {
