@@ -11,7 +11,12 @@
 //! So that thread may read the map without any lock or atomic (the fast read
 //! path of [`ContextVar`](crate::ContextVar)), and every other reader takes
 //! the lock. A context is current on at most one thread because entering it
-//! takes its `entered` flag, which `run` releases on the way out.
+//! takes its `state` word, which `run` releases on the way out.
+//!
+//! A context's values are dropped inside the context itself
+//! (`Context::release`), so no destructor writes into the context of
+//! whoever drops it; and the thread-locals reached at thread exit have no
+//! destructor, so variables work in other thread-locals' destructors too.
 
 use std::cell::{Cell, UnsafeCell};
 use std::fmt;

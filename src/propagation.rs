@@ -39,7 +39,7 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderValue};
 
 use crate::baggage::{self, Budget, Dropped};
-use crate::future::ContextHandle;
+
 use crate::{Context, ContextVar};
 
 /// The header name: `baggage`.
@@ -385,7 +385,7 @@ impl Propagator {
         dropped: &mut Dropped,
     ) -> Context {
         let mut ctx = Context::new();
-        ctx.enter(|| {
+        ctx.run_exclusive(|| {
             let mut forwarded = String::new();
             for (key, value, raw) in members {
                 match self.vars.iter().find(|t| t.key == key) {

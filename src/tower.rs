@@ -23,7 +23,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::Context;
-use crate::future::ContextHandle;
+
 use crate::propagation::Propagator;
 
 /// Server side: each request in a fresh context from its baggage.
@@ -101,7 +101,7 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let mut ctx = self.propagator.extract(req.headers());
-        let future = ctx.enter(|| self.inner.call(req));
+        let future = ctx.run_exclusive(|| self.inner.call(req));
         ResponseFuture {
             future: ManuallyDrop::new(future),
             ctx: Some(ctx),
@@ -148,7 +148,7 @@ where
             .expect("a ServerLayer response future polled after it completed");
         // SAFETY: as above.
         let future = unsafe { Pin::new_unchecked(&mut *this.future) };
-        match ctx.enter(|| future.poll(cx)) {
+        match ctx.run_exclusive(|| future.poll(cx)) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Ready(Ok(resp)) => {
@@ -167,7 +167,7 @@ impl<F> Drop for ResponseFuture<F> {
         let future = &mut self.future;
         match &mut self.ctx {
             // SAFETY: `future` is dropped exactly once, here, in place.
-            Some(ctx) => ctx.enter(|| unsafe { ManuallyDrop::drop(future) }),
+            Some(ctx) => ctx.run_exclusive(|| unsafe { ManuallyDrop::drop(future) }),
             // SAFETY: as above.
             None => unsafe { ManuallyDrop::drop(future) },
         }
@@ -248,7 +248,7 @@ impl<B: Body> Body for ContextBody<B> {
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: as above.
         let body = unsafe { Pin::new_unchecked(&mut *this.body) };
-        this.ctx.enter(|| body.poll_frame(cx))
+        this.ctx.run_exclusive(|| body.poll_frame(cx))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -264,7 +264,8 @@ impl<B> Drop for ContextBody<B> {
     fn drop(&mut self) {
         let body = &mut self.body;
         // SAFETY: `body` is dropped exactly once, here, in place.
-        self.ctx.enter(|| unsafe { ManuallyDrop::drop(body) });
+        self.ctx
+            .run_exclusive(|| unsafe { ManuallyDrop::drop(body) });
     }
 }
 
