@@ -64,6 +64,7 @@ pub mod tracing;
 mod value;
 mod var;
 
+pub use bleed::{Misuse, set_misuse_policy};
 pub use context::{Context, copy_context, wrap};
 pub use error::{AlreadyEntered, LookupError, ResetError};
 pub use var::{ContextVar, Token};
