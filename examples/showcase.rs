@@ -138,6 +138,18 @@ where
         .worker_threads(2)
         .build()
         .unwrap();
+    interleaved_on(rt, store, load, wrap_task)
+}
+
+/// `interleaved`, on the given runtime.
+fn interleaved_on<S, L, W>(rt: tokio::runtime::Runtime, store: S, load: L, wrap_task: W) -> u64
+where
+    S: Fn(u64) + Copy + Send + 'static,
+    L: Fn() -> u64 + Copy + Send + 'static,
+    W: Fn(
+        std::pin::Pin<Box<dyn Future<Output = u64> + Send>>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = u64> + Send>>,
+{
     rt.block_on(async {
         let handles: Vec<_> = (0..TASKS)
             .map(|id| {
@@ -187,6 +199,41 @@ fn tasks() {
     println!("global static   : {global:>6} of {reads} reads saw another task's value");
     println!("thread_local!   : {local:>6} of {reads} reads saw another task's value");
     println!("ContextVar      : {ctxvar:>6} of {reads} reads saw another task's value");
+}
+
+/// Section 5's tasks once more, spawned with plain `tokio::spawn` and no
+/// wrapper, on a runtime whose task hooks give every task its own copy.
+#[cfg(all(feature = "tokio", tokio_unstable))]
+fn plain_spawn_under_hooks() {
+    use contextvars::tokio::BuilderExt;
+    section("5b. the same tasks with plain tokio::spawn, on a runtime built with .isolate_tasks()");
+    static TASK_ID: ContextVar<u64> = ContextVar::new("task_id");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .isolate_tasks()
+        .build()
+        .unwrap();
+    let wrong = interleaved_on(
+        rt,
+        |id| {
+            TASK_ID.set(id);
+        },
+        || TASK_ID.get().unwrap_or(u64::MAX),
+        |t| t, // no wrapper at the spawn site
+    );
+    println!(
+        "ContextVar, plain tokio::spawn: {wrong:>6} of {} reads saw another task's value",
+        TASKS * 3
+    );
+}
+
+#[cfg(not(all(feature = "tokio", tokio_unstable)))]
+fn plain_spawn_under_hooks() {
+    section("5b. the same tasks with plain tokio::spawn, on a runtime built with .isolate_tasks()");
+    println!("tokio's task hooks need tokio_unstable; to see this section, run:");
+    println!(
+        "  RUSTFLAGS=\"--cfg tokio_unstable\" CARGO_TARGET_DIR=target/unstable \\\n    cargo run --release --features tokio --example showcase"
+    );
 }
 
 fn inheritance() {
@@ -273,6 +320,7 @@ fn main() {
     reset_errors();
     threads();
     tasks();
+    plain_spawn_under_hooks();
     inheritance();
     generator();
 }

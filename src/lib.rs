@@ -66,6 +66,7 @@ pub mod tracing;
 mod value;
 mod var;
 
+pub use bleed::{Misuse, set_misuse_policy};
 pub use context::{Context, copy_context, wrap};
 pub use error::{AlreadyEntered, LookupError, ResetError, ResetFailed};
 pub use var::{ContextVar, Token};

@@ -1,17 +1,35 @@
-//! rayon's `join`, `scope` and parallel iterators, with every closure in a
-//! copy of the caller's context (feature `rayon`).
+//! rayon's `join`, `scope`, `spawn`, `broadcast`, `ThreadPool::install`
+//! and parallel iterators, with every closure in a copy of the caller's
+//! context (feature `rayon`).
 //!
 //! The copy is taken on the calling thread when the helper is called; each
-//! closure (each `join` half, each `spawn`ed job, each parallel item) runs in
-//! its own copy of it, so workers never contend on one context and no
-//! closure's `set` is seen by the caller or by another closure.
+//! closure (each `join` half, each `spawn`ed job, each parallel item, each
+//! thread of a broadcast) runs in its own copy of it, so workers never
+//! contend on one context and no closure's `set` is seen by the caller or by
+//! another closure.
+//!
+//! **Work stealing and plain rayon calls.** A rayon worker that waits (in
+//! `join`, at the end of a `scope`, in `yield_now`) runs other jobs on the
+//! same stack meanwhile, and they may be unrelated jobs from a plain
+//! `rayon::spawn`, `rayon::join` or a plain parallel iterator. Such a job
+//! runs in whatever context is current there: the waiting helper
+//! closure's. It reads that closure's values, and its `set`s land in that
+//! closure's context. Nothing outside rayon can prevent this. A job started
+//! through these helpers always enters its own copy first, so a program
+//! that starts rayon work only through this module never mixes contexts;
+//! every plain rayon call in the same pool is a way in for the mix. The
+//! helpers here cover what rayon offers: [`spawn`], [`spawn_fifo`],
+//! [`join`], [`scope`], [`scope_fifo`], [`in_place_scope`],
+//! [`in_place_scope_fifo`], [`broadcast`], [`spawn_broadcast`],
+//! [`ThreadPoolExt`] and [`ParallelIteratorExt`].
 //!
 //! **Invariant:** a closure run by a rayon worker through these helpers
-//! never runs in the worker thread's own context.
+//! never runs in the worker thread's own context nor in another closure's.
 
+use rayon::BroadcastContext;
 use rayon::iter::ParallelIterator;
 
-use crate::context::{Context, copy_context};
+use crate::context::{Context, copy_context, wrap};
 
 /// `rayon::join`, each closure in its own copy of the current context.
 ///
@@ -64,6 +82,229 @@ where
     rayon::scope(move |s| ctx.run_exclusive(|| op(&Scope { inner: s })))
 }
 
+/// `rayon::spawn`, the job in a copy of the current context, taken now.
+///
+/// ```
+/// use contextvars::ContextVar;
+///
+/// static N: ContextVar<u32> = ContextVar::new("n");
+/// N.set(5);
+/// let (tx, rx) = std::sync::mpsc::channel();
+/// contextvars::rayon::spawn(move || tx.send(N.get()).unwrap());
+/// assert_eq!(rx.recv().unwrap(), Ok(5));
+/// ```
+pub fn spawn<F>(f: F)
+where
+    F: FnOnce() + Send + 'static,
+{
+    rayon::spawn(wrap(f));
+}
+
+/// `rayon::spawn_fifo`, the job in a copy of the current context, taken
+/// now.
+///
+/// ```
+/// use contextvars::ContextVar;
+///
+/// static N: ContextVar<u32> = ContextVar::new("n");
+/// N.set(6);
+/// let (tx, rx) = std::sync::mpsc::channel();
+/// contextvars::rayon::spawn_fifo(move || tx.send(N.get()).unwrap());
+/// assert_eq!(rx.recv().unwrap(), Ok(6));
+/// ```
+pub fn spawn_fifo<F>(f: F)
+where
+    F: FnOnce() + Send + 'static,
+{
+    rayon::spawn_fifo(wrap(f));
+}
+
+/// `rayon::scope_fifo`: `op` and every job it spawns through the
+/// [`ScopeFifo`] run in copies of the current context.
+///
+/// ```
+/// use contextvars::ContextVar;
+///
+/// static N: ContextVar<u32> = ContextVar::new("n");
+/// N.set(2);
+/// let seen = std::sync::Mutex::new(Vec::new());
+/// contextvars::rayon::scope_fifo(|s| {
+///     s.spawn_fifo(|_| seen.lock().unwrap().push(N.get().unwrap()));
+/// });
+/// assert_eq!(seen.into_inner().unwrap(), [2]);
+/// ```
+pub fn scope_fifo<'scope, OP, R>(op: OP) -> R
+where
+    OP: FnOnce(&ScopeFifo<'_, 'scope>) -> R + Send,
+    R: Send,
+{
+    let mut ctx = copy_context();
+    rayon::scope_fifo(move |s| ctx.run_exclusive(|| op(&ScopeFifo { inner: s })))
+}
+
+/// `rayon::in_place_scope`: `op` runs right here, in the current context (it
+/// is a plain call on this thread); every job it spawns through the
+/// [`Scope`] runs in a copy of the context as of its spawn.
+///
+/// ```
+/// use contextvars::ContextVar;
+///
+/// static N: ContextVar<u32> = ContextVar::new("n");
+/// let seen = std::sync::Mutex::new(None);
+/// contextvars::rayon::in_place_scope(|s| {
+///     N.set(4); // the caller's own context: a plain call
+///     s.spawn(|_| *seen.lock().unwrap() = Some(N.get()));
+/// });
+/// assert_eq!(seen.into_inner().unwrap(), Some(Ok(4)));
+/// assert_eq!(N.get(), Ok(4));
+/// ```
+pub fn in_place_scope<'scope, OP, R>(op: OP) -> R
+where
+    OP: FnOnce(&Scope<'_, 'scope>) -> R,
+{
+    rayon::in_place_scope(move |s| op(&Scope { inner: s }))
+}
+
+/// `rayon::in_place_scope_fifo`: as [`in_place_scope`], with FIFO jobs.
+///
+/// ```
+/// use contextvars::ContextVar;
+///
+/// static N: ContextVar<u32> = ContextVar::new("n");
+/// N.set(8);
+/// let seen = std::sync::Mutex::new(None);
+/// contextvars::rayon::in_place_scope_fifo(|s| {
+///     s.spawn_fifo(|_| *seen.lock().unwrap() = Some(N.get()));
+/// });
+/// assert_eq!(seen.into_inner().unwrap(), Some(Ok(8)));
+/// ```
+pub fn in_place_scope_fifo<'scope, OP, R>(op: OP) -> R
+where
+    OP: FnOnce(&ScopeFifo<'_, 'scope>) -> R,
+{
+    rayon::in_place_scope_fifo(move |s| op(&ScopeFifo { inner: s }))
+}
+
+/// `rayon::broadcast`: `op` runs once on every thread of the current pool,
+/// each time in its own copy of the current context.
+///
+/// ```
+/// use contextvars::ContextVar;
+///
+/// static N: ContextVar<u32> = ContextVar::new("n");
+/// N.set(3);
+/// let seen = contextvars::rayon::broadcast(|_| {
+///     let inherited = N.get().unwrap();
+///     N.set(100); // this thread's copy only
+///     inherited
+/// });
+/// assert!(seen.iter().all(|&n| n == 3));
+/// assert_eq!(N.get(), Ok(3));
+/// ```
+pub fn broadcast<OP, R>(op: OP) -> Vec<R>
+where
+    OP: Fn(BroadcastContext<'_>) -> R + Sync,
+    R: Send,
+{
+    let ctx = copy_context();
+    rayon::broadcast(|b| ctx.copy().run_exclusive(|| op(b)))
+}
+
+/// `rayon::spawn_broadcast`: `op` runs once on every thread of the current
+/// pool, in the background, each time in its own copy of the current
+/// context (taken now).
+///
+/// ```
+/// use contextvars::ContextVar;
+///
+/// static N: ContextVar<u32> = ContextVar::new("n");
+/// N.set(9);
+/// let (tx, rx) = std::sync::mpsc::channel();
+/// let tx = std::sync::Mutex::new(tx);
+/// contextvars::rayon::spawn_broadcast(move |_| tx.lock().unwrap().send(N.get()).unwrap());
+/// assert_eq!(rx.recv().unwrap(), Ok(9));
+/// ```
+pub fn spawn_broadcast<OP>(op: OP)
+where
+    OP: Fn(BroadcastContext<'_>) + Send + Sync + 'static,
+{
+    let ctx = copy_context();
+    rayon::spawn_broadcast(move |b| ctx.copy().run_exclusive(|| op(b)));
+}
+
+/// `ThreadPool` methods that carry the current context into the pool.
+///
+/// (`ThreadPool::install` itself runs `op` on a pool thread in that
+/// thread's own context; `install_with_context` runs it in a copy of the
+/// caller's.)
+///
+/// ```
+/// use contextvars::ContextVar;
+/// use contextvars::rayon::ThreadPoolExt;
+///
+/// static N: ContextVar<u32> = ContextVar::new("n");
+/// let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+/// N.set(1);
+/// assert_eq!(pool.install_with_context(|| N.get()), Ok(1));
+/// assert!(pool.install(|| N.get()).is_err());
+/// ```
+pub trait ThreadPoolExt {
+    /// `ThreadPool::install`, with `op` in a copy of the current context.
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    /// use contextvars::rayon::ThreadPoolExt;
+    ///
+    /// static N: ContextVar<u32> = ContextVar::new("n");
+    /// let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    /// N.set(7);
+    /// let seen = pool.install_with_context(|| {
+    ///     N.set(8); // the copy's
+    ///     N.get()
+    /// });
+    /// assert_eq!((seen, N.get()), (Ok(8), Ok(7)));
+    /// ```
+    fn install_with_context<OP, R>(&self, op: OP) -> R
+    where
+        OP: FnOnce() -> R + Send,
+        R: Send;
+
+    /// `ThreadPool::spawn`, the job in a copy of the current context.
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    /// use contextvars::rayon::ThreadPoolExt;
+    ///
+    /// static N: ContextVar<u32> = ContextVar::new("n");
+    /// let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    /// N.set(2);
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// pool.spawn_with_context(move || tx.send(N.get()).unwrap());
+    /// assert_eq!(rx.recv().unwrap(), Ok(2));
+    /// ```
+    fn spawn_with_context<OP>(&self, op: OP)
+    where
+        OP: FnOnce() + Send + 'static;
+}
+
+impl ThreadPoolExt for rayon::ThreadPool {
+    fn install_with_context<OP, R>(&self, op: OP) -> R
+    where
+        OP: FnOnce() -> R + Send,
+        R: Send,
+    {
+        let mut ctx = copy_context();
+        self.install(move || ctx.run_exclusive(op))
+    }
+
+    fn spawn_with_context<OP>(&self, op: OP)
+    where
+        OP: FnOnce() + Send + 'static,
+    {
+        self.spawn(wrap(op));
+    }
+}
+
 /// A rayon scope whose spawned jobs start in a copy of the spawner's
 /// context; see [`scope`].
 ///
@@ -94,6 +335,67 @@ impl<'scope> Scope<'_, 'scope> {
         let mut ctx = copy_context();
         self.inner
             .spawn(move |s| ctx.run_exclusive(|| body(&Scope { inner: s })));
+    }
+
+    /// `rayon::Scope::spawn_broadcast`: `body` runs once on every thread of
+    /// the pool, each time in its own copy of the current context (taken
+    /// now).
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use contextvars::ContextVar;
+    ///
+    /// static N: ContextVar<usize> = ContextVar::new("n");
+    /// let sum = AtomicUsize::new(0);
+    /// contextvars::rayon::scope(|s| {
+    ///     N.set(1);
+    ///     s.spawn_broadcast(|_, _| {
+    ///         sum.fetch_add(N.get().unwrap(), Ordering::Relaxed);
+    ///         N.set(10); // this thread's copy only
+    ///     });
+    /// });
+    /// assert_eq!(sum.into_inner(), rayon::current_num_threads());
+    /// ```
+    pub fn spawn_broadcast<BODY>(&self, body: BODY)
+    where
+        BODY: Fn(&Scope<'_, 'scope>, BroadcastContext<'_>) + Send + Sync + 'scope,
+    {
+        let ctx = copy_context();
+        self.inner
+            .spawn_broadcast(move |s, b| ctx.copy().run_exclusive(|| body(&Scope { inner: s }, b)));
+    }
+}
+
+/// A FIFO rayon scope whose spawned jobs start in a copy of the spawner's
+/// context; see [`scope_fifo`].
+///
+/// ```
+/// contextvars::rayon::scope_fifo(|s| s.spawn_fifo(|_| ()));
+/// ```
+pub struct ScopeFifo<'a, 'scope> {
+    inner: &'a rayon::ScopeFifo<'scope>,
+}
+
+impl<'scope> ScopeFifo<'_, 'scope> {
+    /// `rayon::ScopeFifo::spawn_fifo`, the job in a copy of the current
+    /// context, taken now.
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    ///
+    /// static N: ContextVar<u32> = ContextVar::new("n");
+    /// contextvars::rayon::scope_fifo(|s| {
+    ///     N.set(3);
+    ///     s.spawn_fifo(|_| assert_eq!(N.get(), Ok(3)));
+    /// });
+    /// ```
+    pub fn spawn_fifo<BODY>(&self, body: BODY)
+    where
+        BODY: FnOnce(&ScopeFifo<'_, 'scope>) + Send + 'scope,
+    {
+        let mut ctx = copy_context();
+        self.inner
+            .spawn_fifo(move |s| ctx.run_exclusive(|| body(&ScopeFifo { inner: s })));
     }
 }
 
@@ -163,6 +465,54 @@ pub trait ParallelIteratorExt: ParallelIterator {
         F: Fn(Self::Item) + Sync + Send,
     {
         self.map_with_context(f).for_each(drop);
+    }
+
+    /// `filter_map`, with `f` called in a fresh copy of the caller's context
+    /// (as of this call) for every item.
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    /// use contextvars::rayon::ParallelIteratorExt;
+    /// use rayon::prelude::*;
+    ///
+    /// static LIMIT: ContextVar<u32> = ContextVar::new("limit");
+    /// LIMIT.set(3);
+    /// let mut small: Vec<u32> = (0..10u32)
+    ///     .into_par_iter()
+    ///     .filter_map_with_context(|x| (x < LIMIT.get().unwrap()).then_some(x))
+    ///     .collect();
+    /// small.sort();
+    /// assert_eq!(small, [0, 1, 2]);
+    /// ```
+    fn filter_map_with_context<F, R>(self, f: F) -> impl ParallelIterator<Item = R>
+    where
+        F: Fn(Self::Item) -> Option<R> + Sync + Send,
+        R: Send,
+    {
+        self.map_with_context(f).filter_map(|r| r)
+    }
+
+    /// `try_for_each` for `Result`s, with `f` called in a fresh copy of the
+    /// caller's context (as of this call) for every item.
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    /// use contextvars::rayon::ParallelIteratorExt;
+    /// use rayon::prelude::*;
+    ///
+    /// static MAX: ContextVar<u32> = ContextVar::new("max");
+    /// MAX.set(5);
+    /// let checked = (0..10u32).into_par_iter().try_for_each_with_context(|x| {
+    ///     if x > MAX.get().unwrap() { Err(x) } else { Ok(()) }
+    /// });
+    /// assert!(checked.is_err());
+    /// ```
+    fn try_for_each_with_context<F, E>(self, f: F) -> Result<(), E>
+    where
+        F: Fn(Self::Item) -> Result<(), E> + Sync + Send,
+        E: Send,
+    {
+        self.map_with_context(f).try_for_each(|r| r)
     }
 }
 

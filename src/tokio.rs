@@ -132,3 +132,139 @@ impl<T: 'static> JoinSetExt<T> for JoinSet<T> {
         self.spawn(future.with_current_context())
     }
 }
+
+#[cfg(all(tokio_unstable, not(loom)))]
+pub mod hooks;
+
+/// Isolating every task of a runtime, plain `tokio::spawn` included, with
+/// tokio's task hooks.
+///
+/// **Needs `RUSTFLAGS="--cfg tokio_unstable"`** (tokio's task hooks are an
+/// unstable tokio API). Without it, calling
+/// [`isolate_tasks`](BuilderExt::isolate_tasks) is a compile error that says
+/// so; use this module's [`spawn`] helpers instead, or
+/// `.with_current_context()` on the future.
+pub trait BuilderExt: sealed::Builder {
+    /// Installs tokio's task hooks so that every task of the runtime runs in
+    /// its own copy of its spawner's context: what `asyncio` does for every
+    /// task, with no change at spawn sites.
+    ///
+    /// A task spawned with plain `tokio::spawn`, by a library, into a
+    /// `JoinSet` or with `Handle::spawn` starts in a copy of the context
+    /// current on the spawning thread at the spawn; it is polled inside that
+    /// copy, and its `set`s are its own, never seen by the spawner or by
+    /// other tasks. The copy is dropped when the task ends (completion,
+    /// panic, abort), after the task's future.
+    ///
+    /// Costs (BENCHMARKS.md): a copy and a small allocation per spawn, and
+    /// two hook calls per poll.
+    ///
+    /// # Limits (tokio's, not this crate's)
+    ///
+    /// - **`RUSTFLAGS="--cfg tokio_unstable"`** is needed (also for
+    ///   `cargo test`/`cargo doc`: set `RUSTDOCFLAGS` to the same). Without
+    ///   it this method does not compile: the error is "`isolate_tasks`
+    ///   needs `RUSTFLAGS="--cfg tokio_unstable"`".
+    /// - **One hook of each kind per runtime.** Calling tokio's
+    ///   `on_task_spawn`, `on_before_task_poll`, `on_after_task_poll` or
+    ///   `on_task_terminate` after this replaces the hook installed here. To
+    ///   keep your own hooks, install them yourself and call the functions
+    ///   of [`hooks`] from them (that module shows how).
+    /// - **`spawn_blocking` and `LocalSet`/`spawn_local` tasks** get no hook
+    ///   calls from tokio. A plain `spawn_blocking` job runs in its pooled
+    ///   thread's own context (a `set` there leaks into the next job on that
+    ///   thread; the misuse check reports it): use [`spawn_blocking`]. A
+    ///   `LocalSet` task runs in the context of whatever polls the
+    ///   `LocalSet` (under the hooks, the task that runs it): use
+    ///   [`spawn_local`] to give it its own.
+    /// - **Runtime shutdown.** A task that is idle when the runtime shuts
+    ///   down is dropped by tokio outside the poll hooks, on the thread doing
+    ///   the shutdown (a worker thread of a multi-thread runtime, whose own
+    ///   context the hooks keep empty; the thread dropping a current-thread
+    ///   runtime). Its future's destructors run in that thread's current
+    ///   context, not the task's; the task's context is dropped right after.
+    ///   (A task being polled at that moment is dropped at the end of that
+    ///   poll, inside its own context, as on abort.) Tasks spawned with this module's helpers
+    ///   (which also work under the hooks) drop their future inside their own
+    ///   context at shutdown too.
+    /// - A task spawned into a runtime that has already shut down keeps its
+    ///   copy filed (one small allocation) until the process ends: tokio
+    ///   calls the terminate hook before the spawn hook then.
+    ///
+    /// ```
+    /// # #[cfg(tokio_unstable)] {
+    /// use contextvars::ContextVar;
+    /// use contextvars::tokio::BuilderExt;
+    ///
+    /// static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+    ///
+    /// let rt = tokio::runtime::Builder::new_multi_thread()
+    ///     .isolate_tasks()
+    ///     .build()
+    ///     .unwrap();
+    /// rt.block_on(async {
+    ///     REQUEST_ID.set(1);
+    ///     let seen = tokio::spawn(async {
+    ///         let inherited = REQUEST_ID.get();
+    ///         REQUEST_ID.set(2); // the task's own copy
+    ///         inherited
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    ///     assert_eq!(seen, Ok(1));
+    ///     assert_eq!(REQUEST_ID.get(), Ok(1));
+    /// });
+    /// # }
+    /// ```
+    fn isolate_tasks(&mut self) -> &mut Self
+    where
+        Self: TokioUnstable;
+}
+
+/// Implemented for `tokio::runtime::Builder` only when the crate is built
+/// with `RUSTFLAGS="--cfg tokio_unstable"`, which tokio's task hooks need;
+/// it makes [`BuilderExt::isolate_tasks`] a compile error with that advice
+/// otherwise.
+///
+/// ```
+/// # #[cfg(tokio_unstable)] {
+/// fn needs(_: &impl contextvars::tokio::TokioUnstable) {}
+/// needs(&tokio::runtime::Builder::new_current_thread());
+/// # }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`isolate_tasks` needs tokio's unstable task hooks: build with RUSTFLAGS=\"--cfg tokio_unstable\"",
+    label = "needs RUSTFLAGS=\"--cfg tokio_unstable\"",
+    note = "without it, spawn with `contextvars::tokio::spawn` or `.with_current_context()`"
+)]
+pub trait TokioUnstable: sealed::Builder {}
+
+#[cfg(all(tokio_unstable, not(loom)))]
+impl TokioUnstable for ::tokio::runtime::Builder {}
+
+impl<B: sealed::Builder> BuilderExt for B {
+    fn isolate_tasks(&mut self) -> &mut Self
+    where
+        Self: TokioUnstable,
+    {
+        #[cfg(all(tokio_unstable, not(loom)))]
+        self.as_builder()
+            .on_task_spawn(hooks::on_task_spawn)
+            .on_before_task_poll(hooks::on_before_task_poll)
+            .on_after_task_poll(hooks::on_after_task_poll)
+            .on_task_terminate(hooks::on_task_terminate);
+        self
+    }
+}
+
+mod sealed {
+    pub trait Builder {
+        fn as_builder(&mut self) -> &mut ::tokio::runtime::Builder;
+    }
+
+    impl Builder for ::tokio::runtime::Builder {
+        fn as_builder(&mut self) -> &mut ::tokio::runtime::Builder {
+            self
+        }
+    }
+}

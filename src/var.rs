@@ -365,7 +365,8 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     pub fn scope<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
         let _reset = ResetOnDrop {
             var: self,
-            token: Some(self.set(value)),
+            // Balanced by construction: not a misuse (see `bleed`).
+            token: Some(crate::bleed::balanced(|| self.set(value))),
         };
         f()
     }
@@ -390,7 +391,7 @@ impl<T: Send + Sync + 'static> Drop for ResetOnDrop<'_, T> {
         let token = self.token.take().expect("reset once");
         // `run` restores contexts on every exit path, so the scope ends in
         // the context it began in and the reset cannot fail.
-        if let Err(e) = self.var.reset(token) {
+        if let Err(e) = crate::bleed::balanced(|| self.var.reset(token)) {
             if !std::thread::panicking() {
                 panic!(
                     "contextvars: scope of `{}` ended unbalanced: {e}",
