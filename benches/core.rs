@@ -212,6 +212,34 @@ fn peers(c: &mut Criterion) {
     });
     g.finish();
 
+    // `scope` + a read inside it (issue 16), against `task_local!`'s
+    // `sync_scope` + `get`, in the three kinds of context: the thread's base
+    // context, a task's own (entered exclusively, as `with_context` with an
+    // owned `Context` and the spawn helpers do; `wrap` here), and a shared
+    // one (`run` on a `&Context`, which other threads may read).
+    let mut g = c.benchmark_group("scope_get");
+    g.bench_function(BenchmarkId::new("tokio_task_local", 1), |b| {
+        b.iter(|| TASK_LOCAL.sync_scope(black_box(3), || TASK_LOCAL.get()))
+    });
+    g.bench_function(BenchmarkId::new("contextvars_base", 1), |b| {
+        b.iter(|| TARGET.scope(black_box(3), || TARGET.get_or(0)))
+    });
+    g.bench_function(BenchmarkId::new("contextvars_task", 1), |b| {
+        contextvars::wrap(|| b.iter(|| TARGET.scope(black_box(3), || TARGET.get_or(0))))()
+    });
+    let shared = context_of(1);
+    g.bench_function(BenchmarkId::new("contextvars_shared", 1), |b| {
+        shared.run(|| b.iter(|| TARGET.scope(black_box(3), || TARGET.get_or(0))))
+    });
+    g.bench_function(BenchmarkId::new("opentelemetry", 1), |b| {
+        b.iter(|| {
+            let _guard =
+                opentelemetry::Context::current_with_value(Otel::<0>(black_box(3))).attach();
+            opentelemetry::Context::map_current(|cx| cx.get::<Otel<0>>().map(|v| v.0))
+        })
+    });
+    g.finish();
+
     // The floor under `copy_context` and `run`, on this machine in this run:
     // what one shared reference count (an `Arc` clone and drop: two atomic
     // read-modify-writes) and one flag taken and released (a compare-and-swap

@@ -29,7 +29,6 @@
 //! task, thread or closure entered for itself, and costs one relaxed load
 //! when the policy is [`Misuse::Off`].
 
-use std::cell::Cell;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -84,32 +83,11 @@ pub fn set_misuse_policy(policy: Misuse) {
     POLICY.store(raw, Ordering::Relaxed);
 }
 
-thread_local! {
-    /// Set while `ContextVar::scope` makes its `set` and its `reset`: its
-    /// closure is synchronous, so the value is gone again before the task
-    /// can yield to another one, and nothing leaks.
-    static BALANCED: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs `write` (one of `scope`'s two writes) with the check off.
-#[inline]
-pub(crate) fn balanced<R>(write: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        #[inline]
-        fn drop(&mut self) {
-            BALANCED.with(|b| b.set(self.0));
-        }
-    }
-    let _restore = Restore(BALANCED.with(|b| b.replace(true)));
-    write()
-}
-
 /// Called for every write into a thread's base context.
 #[inline]
 pub(crate) fn check_base_write(var: &'static str) {
     let policy = POLICY.load(Ordering::Relaxed);
-    if policy == OFF || !in_task() || BALANCED.with(Cell::get) {
+    if policy == OFF || !in_task() {
         return;
     }
     misuse(var, policy);
@@ -127,7 +105,7 @@ fn in_task() -> bool {
 fn in_task() -> bool {
     thread_local! {
         /// 0: not looked at yet; 1: not a tokio thread; 2: a tokio thread.
-        static TOKIO_THREAD: Cell<u8> = const { Cell::new(0) };
+        static TOKIO_THREAD: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
     }
     TOKIO_THREAD.with(|t| {
         if t.get() == 0 {

@@ -114,6 +114,9 @@ struct Current {
     /// mutate in place), plus [`PARKED_BIT`] if `PARKED` holds anything: one
     /// word, so ending a borrow is one decrement and one comparison.
     readers: Cell<usize>,
+    /// The newest `scope`d value not yet written into the current context's
+    /// map (see [`scoped`]), or null; each links to the one before.
+    scoped: Cell<*const Scoped>,
 }
 
 /// The bit of `Current::readers` that says `PARKED` holds something.
@@ -129,6 +132,7 @@ thread_local! {
             version: Cell::new(FIRST_VERSION),
             cache: [const { Cell::new(Cached::NONE) }; CACHE_SLOTS],
             readers: Cell::new(0),
+            scoped: Cell::new(ptr::null()),
         }
     };
     static BASE: Base = Base(Context::base());
@@ -174,6 +178,11 @@ impl Current {
     /// Makes `ctx` (null: none) current; returns the one it replaces.
     #[inline]
     fn enter(&self, ctx: *const Context) -> *const Context {
+        // The scoped values of the context being left belong in its map
+        // before anything else runs (they must not show in `ctx`).
+        if !self.scoped.get().is_null() {
+            write_scoped(self);
+        }
         let prev = self.ctx.replace(ctx);
         self.refresh();
         prev
@@ -616,7 +625,13 @@ impl Context {
     /// Runs `f` on this context's map: lock-free on the thread where the
     /// context is current (the only writer), under the lock elsewhere.
     fn read<R>(&self, f: impl FnOnce(&Map) -> R) -> R {
-        let current = CURRENT.with(|cur| std::ptr::eq(cur.ctx.get(), self));
+        let current = CURRENT.with(|cur| {
+            let current = std::ptr::eq(cur.ctx.get(), self);
+            if current && !cur.scoped.get().is_null() {
+                write_scoped(cur);
+            }
+            current
+        });
         let _lock = if current {
             None
         } else {
@@ -842,6 +857,22 @@ pub(crate) fn read_current<R>(
 #[cold]
 #[inline(never)]
 fn look_up(cur: &Current, slot: &Cell<Cached>, id: VarId) -> Option<NonNull<()>> {
+    // SAFETY: `scoped` links entries that live in the frames of the `scoped`
+    // calls under way on this thread, which unlink them before they end.
+    let mut entry = unsafe { cur.scoped.get().as_ref() };
+    while let Some(e) = entry {
+        if e.id == id {
+            // SAFETY: the value is taken only after the entry left the list.
+            let value = Some(unsafe { &*e.value.get() }.as_raw());
+            slot.set(Cached {
+                tag: cur.version.get() | id,
+                value,
+            });
+            return value;
+        }
+        // SAFETY: as above.
+        entry = unsafe { e.prev.as_ref() };
+    }
     // SAFETY: `root` is the current map's (or an empty one), and the current
     // context is alive (`run` borrows it until it resets the pointer; the
     // base context clears the pointer when it is dropped).
@@ -893,16 +924,25 @@ impl Writer<'_> {
 /// leaves in the garbage is dropped only after the lock is released, so no
 /// value's destructor runs under it.
 #[inline]
-pub(crate) fn write_current<R>(var: &'static str, f: impl FnOnce(Writer<'_>) -> R) -> R {
+pub(crate) fn write_current<R>(
+    var: &'static str,
+    checked: bool,
+    f: impl FnOnce(Writer<'_>) -> R,
+) -> R {
     // Tiny closures around the thread-local, so each access inlines to a
     // thread-pointer load (as on the read path).
-    let mut ctx = CURRENT.with(|cur| cur.ctx.get());
+    let mut ctx = CURRENT.with(|cur| {
+        if !cur.scoped.get().is_null() {
+            write_scoped(cur);
+        }
+        cur.ctx.get()
+    });
     if ctx.is_null() {
         ctx = enter_base();
     }
     // SAFETY: as in `read_current`, a current context is alive.
     let ctx = unsafe { &*ctx };
-    if ctx.base {
+    if checked && ctx.base {
         crate::bleed::check_base_write(var);
     }
     if CURRENT.with(|cur| cur.readers.get()) >= READER {
@@ -945,6 +985,159 @@ impl Drop for Refresh {
     fn drop(&mut self) {
         CURRENT.with(Current::refresh);
     }
+}
+
+/// A value set by `ContextVar::scope` that lives beside the current
+/// context's map instead of in it, while nothing needs the map (see
+/// [`scoped`]). It lives in the frame of the `scoped` call.
+pub(crate) struct Scoped {
+    id: VarId,
+    /// Dropped by the scope's end, with the variable's own type.
+    value: UnsafeCell<ManuallyDrop<Value>>,
+    prev: *const Scoped,
+    /// `Some(old)` once the value was written into the map (`old` is the
+    /// value it replaced there, which the scope's end gives back).
+    written: Cell<Option<Option<Value>>>,
+}
+
+/// Runs `f` with `value` as `id`'s value in the current context: `scope`.
+///
+/// In a private context (a thread's base context, a task's or callback's
+/// own, a generator's resumption: no other thread can read it) the value is
+/// not written into the map. It goes on the thread's list of scoped values
+/// and straight into the read cache, and the scope's end takes it off again:
+/// no map write, no version bump, no token. Whatever needs the map as it
+/// is, writes the scoped values into it first ([`write_scoped`]): a write
+/// (`set`, `reset`), a switch to another context, a copy, a read through
+/// `Context` itself. The scope's end then restores the map as `reset` does.
+/// A shared context (entered with `run` on a `&Context` or an
+/// `Arc<Context>`) can be read from other threads, so there the scope is a
+/// plain `set` and `reset`.
+///
+/// **Invariant:** every value on the list is the newest value of its
+/// variable in the current context and is in no map; a read-cache slot that
+/// holds it is cleared when it leaves the list.
+///
+/// Only for a private current context ([`current_is_private`]).
+#[inline]
+pub(crate) fn scoped<R>(
+    var: &'static str,
+    id: VarId,
+    hint: usize,
+    value: Value,
+    f: impl FnOnce() -> R,
+    drop_as: unsafe fn(Value),
+) -> R {
+    if CURRENT.with(|cur| cur.ctx.get().is_null()) {
+        enter_base();
+    }
+    let slot = (hint >> 4) % CACHE_SLOTS;
+    let raw = value.as_raw();
+    let entry = Scoped {
+        id,
+        value: UnsafeCell::new(ManuallyDrop::new(value)),
+        prev: CURRENT.with(|cur| cur.scoped.get()),
+        written: Cell::new(None),
+    };
+    CURRENT.with(|cur| {
+        cur.scoped.set(&entry);
+        cur.cache[slot].set(Cached {
+            tag: cur.version.get() | id,
+            value: Some(raw),
+        });
+    });
+    let _end = ScopeEnd {
+        entry: &entry,
+        var,
+        slot,
+        drop_as,
+    };
+    f()
+}
+
+/// Whether the current context is private (see [`scoped`]); a thread with
+/// none yet gets its private base context on its first write.
+#[inline]
+pub(crate) fn current_is_private() -> bool {
+    CURRENT.with(|cur| {
+        let ctx = cur.ctx.get();
+        // SAFETY: as in `read_current`, a current context is alive.
+        ctx.is_null() || unsafe { (*ctx).private }
+    })
+}
+
+/// Ends a `scoped` call, also on unwinding.
+struct ScopeEnd<'a> {
+    entry: &'a Scoped,
+    var: &'static str,
+    slot: usize,
+    drop_as: unsafe fn(Value),
+}
+
+impl Drop for ScopeEnd<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        match self.entry.written.take() {
+            None => CURRENT.with(|cur| {
+                // Scopes nest, and writing the list empties it whole, so an
+                // entry not written is the newest.
+                debug_assert!(ptr::eq(cur.scoped.get(), self.entry));
+                cur.scoped.set(self.entry.prev);
+                cur.cache[self.slot].set(Cached::NONE);
+            }),
+            Some(old) => {
+                let id = self.entry.id;
+                let replaced = write_current(self.var, false, |mut w| w.restore(id, old));
+                if let Some(replaced) = replaced {
+                    // SAFETY: `drop_as` is the variable's own (see `scope`).
+                    unsafe { (self.drop_as)(replaced) };
+                }
+            }
+        }
+        // SAFETY: the entry is off the list and out of the read cache (or in
+        // no map any more), so nothing reaches its value: taken once, here.
+        let value = unsafe { ManuallyDrop::take(&mut *self.entry.value.get()) };
+        // SAFETY: as above.
+        unsafe { (self.drop_as)(value) };
+    }
+}
+
+/// Writes the thread's scoped values into the current context's map,
+/// oldest first, each remembering the value it replaced, and empties the
+/// list; the scopes' ends then restore the map.
+#[cold]
+#[inline(never)]
+fn write_scoped(cur: &Current) {
+    let mut entries = Vec::new();
+    let mut next = cur.scoped.replace(ptr::null());
+    while !next.is_null() {
+        entries.push(next);
+        // SAFETY: see `look_up`.
+        next = unsafe { (*next).prev };
+    }
+    let ctx = cur.ctx.get();
+    // SAFETY: entries are only listed while their private context is
+    // current on this thread, so it is alive and this thread alone writes
+    // it (no lock).
+    let ctx = unsafe { &*ctx };
+    if cur.readers.get() >= READER {
+        park_current_version(ctx);
+    }
+    let mut garbage = Garbage::new();
+    {
+        // SAFETY: as above.
+        let map = unsafe { &mut *ctx.map.get() };
+        for entry in entries.into_iter().rev() {
+            // SAFETY: see `look_up`.
+            let entry = unsafe { &*entry };
+            // SAFETY: as in `look_up`.
+            let value = Value::clone(unsafe { &*entry.value.get() });
+            let old = map.insert(entry.id, value, &mut garbage);
+            entry.written.set(Some(old));
+        }
+    }
+    cur.refresh();
+    drop(garbage);
 }
 
 /// Makes the thread's base context current (creating it on first use).
@@ -1021,6 +1214,9 @@ pub fn copy_context() -> Context {
 #[inline]
 pub(crate) fn current_map() -> Map {
     CURRENT.with(|cur| {
+        if !cur.scoped.get().is_null() {
+            write_scoped(cur);
+        }
         let ctx = cur.ctx.get();
         if ctx.is_null() {
             return Map::default();

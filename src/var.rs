@@ -11,7 +11,7 @@ use std::marker::PhantomData;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::context::{current_id, read_current, write_current};
+use crate::context::{current_id, current_is_private, read_current, scoped, write_current};
 use crate::error::{LookupError, ResetError, ResetFailed};
 use crate::map::{Value, VarId};
 
@@ -266,9 +266,17 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// assert_eq!(second.old_value(), Some(&1));
     /// ```
     pub fn set(&self, value: T) -> Token<T> {
+        self.set_checked(value, true)
+    }
+
+    /// `set`, with the misuse check (see `bleed`) or without it (for
+    /// `scope`, which is balanced by construction).
+    #[inline]
+    fn set_checked(&self, value: T, checked: bool) -> Token<T> {
         let id = self.id();
         let value = Value::new(value);
-        let (context, old) = write_current(self.name, |mut w| (w.context, w.insert(id, value)));
+        let (context, old) =
+            write_current(self.name, checked, |mut w| (w.context, w.insert(id, value)));
         Token {
             var: self.name,
             var_id: id,
@@ -339,7 +347,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
         let Token { old, context, .. } = token;
         // Whatever the map lets go of is returned and dropped here, after
         // the context's lock is released.
-        let replaced = write_current(self.name, |mut w| {
+        let replaced = write_current(self.name, false, |mut w| {
             debug_assert_eq!(w.context, context);
             w.restore(id, old)
         });
@@ -363,10 +371,22 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// assert_eq!(DEPTH.get(), Ok(0));
     /// ```
     pub fn scope<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
+        // Balanced by construction, so never a misuse (see `bleed`): in a
+        // private context the value need not even enter the map (`scoped`).
+        if current_is_private() {
+            let id = self.id();
+            return scoped(
+                self.name,
+                id,
+                self.hint(),
+                Value::new(value),
+                f,
+                Value::drop_as::<T>,
+            );
+        }
         let _reset = ResetOnDrop {
             var: self,
-            // Balanced by construction: not a misuse (see `bleed`).
-            token: Some(crate::bleed::balanced(|| self.set(value))),
+            token: Some(self.set_checked(value, false)),
         };
         f()
     }
@@ -391,7 +411,7 @@ impl<T: Send + Sync + 'static> Drop for ResetOnDrop<'_, T> {
         let token = self.token.take().expect("reset once");
         // `run` restores contexts on every exit path, so the scope ends in
         // the context it began in and the reset cannot fail.
-        if let Err(e) = crate::bleed::balanced(|| self.var.reset(token)) {
+        if let Err(e) = self.var.reset(token) {
             if !std::thread::panicking() {
                 panic!(
                     "contextvars: scope of `{}` ended unbalanced: {e}",

@@ -1,5 +1,6 @@
 //! Model-based property test: random programs of `set`, `reset` (in and out
 //! of order, with tokens of other variables and other contexts), `scope`,
+//! `scope` whose body panics, reads of a context from another thread,
 //! `copy_context`, `Context::copy`, nested `run` (and refused re-entry),
 //! `wrap`, futures polled in a shared context or a copy, threads spawned with
 //! a copy, and `isolated` generators with caller changes between
@@ -34,11 +35,13 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => Just(Op::Copy),
         1 => Just(Op::New),
         1 => (0..8usize).prop_map(Op::CopyOf),
+        1 => (0..8usize).prop_map(Op::ForeignRead),
     ];
     leaf.prop_recursive(MAX_DEPTH as u32, 48, 6, move |inner| {
         let body = prop::collection::vec(inner, 0..6);
         prop_oneof![
             2 => (var.clone(), body.clone()).prop_map(|(v, ops)| Op::Scope(v, ops)),
+            1 => (var.clone(), body.clone()).prop_map(|(v, ops)| Op::ScopePanic(v, ops)),
             3 => (0..8usize, body.clone()).prop_map(|(i, ops)| Op::Run(i, ops)),
             1 => body.clone().prop_map(Op::Wrap),
             1 => body.clone().prop_map(Op::Thread),

@@ -76,6 +76,12 @@ pub enum Op {
     Reset { token: usize, var: usize },
     /// `VARS[v].scope(fresh value, body)`.
     Scope(usize, Vec<Op>),
+    /// `VARS[v].scope(fresh value, body)` whose body panics after its ops;
+    /// the panic is caught outside the scope.
+    ScopePanic(usize, Vec<Op>),
+    /// Every variable of `arena[i]` read from another thread (`Context::get`
+    /// of a context that may be entered here, live).
+    ForeignRead(usize),
     /// `copy_context()` into the arena.
     Copy,
     /// `Context::new()` into the arena.
@@ -376,6 +382,33 @@ impl Interp {
                 });
                 self.0.borrow_mut().restore(*v, old);
             }
+            Op::ScopePanic(v, ops) => {
+                let value = NEXT_VALUE.fetch_add(1, Ordering::Relaxed);
+                let old = self.0.borrow_mut().set(*v, value);
+                let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    VARS[*v].scope(Val::new(value), || {
+                        self.check();
+                        self.exec_all(ops);
+                        // No panic hook (and no message) for a planned unwind.
+                        std::panic::resume_unwind(Box::new("planned"));
+                    })
+                }));
+                assert!(caught.is_err());
+                self.0.borrow_mut().restore(*v, old);
+            }
+            Op::ForeignRead(i) => {
+                let Some(i) = self.arena_index(*i) else {
+                    return;
+                };
+                let (ctx, expected) = {
+                    let state = self.0.borrow();
+                    (state.arena[i].0.clone(), state.arena[i].1.map.clone())
+                };
+                let seen = read_elsewhere(ctx);
+                let expected: Vec<Option<u64>> =
+                    (0..VARS.len()).map(|v| expected.get(&v).copied()).collect();
+                assert_eq!(seen, expected, "arena context read from another thread");
+            }
             Op::Copy => {
                 let mut state = self.0.borrow_mut();
                 let map = state.view();
@@ -614,8 +647,37 @@ fn decode_op(bytes: &mut impl Iterator<Item = u8>, depth: usize) -> Option<Op> {
             let n = arg % 3 + 1;
             Op::Isolated((0..n).map(|_| (body(bytes), body(bytes))).collect())
         }
+        15 if nested && arg % 2 == 0 => Op::ScopePanic(arg / 2 % VARS.len(), body(bytes)),
+        15 => Op::ForeignRead(arg / 2),
         _ => Op::Set(arg % VARS.len()),
     })
+}
+
+/// Every variable of `ctx`, read on another thread (one reader thread for
+/// the whole run: spawning one per read would dominate the test's time).
+fn read_elsewhere(ctx: Arc<Context>) -> Vec<Option<u64>> {
+    type Request = (Arc<Context>, std::sync::mpsc::Sender<Vec<Option<u64>>>);
+    static READER: std::sync::Mutex<Option<std::sync::mpsc::Sender<Request>>> =
+        std::sync::Mutex::new(None);
+    let (reply, answer) = std::sync::mpsc::channel();
+    {
+        let mut reader = READER.lock().unwrap_or_else(|e| e.into_inner());
+        let requests = reader.get_or_insert_with(|| {
+            let (requests, incoming) = std::sync::mpsc::channel::<Request>();
+            std::thread::spawn(move || {
+                for (ctx, reply) in incoming {
+                    let seen = VARS.iter().map(|var| ctx.get(var).map(|v| v.0)).collect();
+                    // Let go of the context before answering, so the caller's
+                    // count of live values does not race with this drop.
+                    drop(ctx);
+                    let _ = reply.send(seen);
+                }
+            });
+            requests
+        });
+        requests.send((ctx, reply)).expect("the reader thread runs");
+    }
+    answer.recv().expect("the reader answers")
 }
 
 fn bytes_next(bytes: &mut impl Iterator<Item = u8>) -> u8 {
