@@ -24,13 +24,14 @@ use std::hint::spin_loop;
 use std::mem::ManuallyDrop;
 use std::ptr::{self, NonNull};
 use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
 use std::task::Waker;
 
 use crate::ContextVar;
 use crate::error::AlreadyEntered;
 use crate::generator::Frame;
+pub(crate) use crate::ids::next_id;
 use crate::map::{Garbage, Map, RawRoot, Value, VarId};
+use crate::read_cache::{ReadCache, Slot};
 use crate::sync::{AtomicBool, AtomicUsize, Ordering};
 
 /// A mapping from context variables to values: the state one logical flow of
@@ -67,7 +68,7 @@ pub struct Context {
     /// context always, any other while entered through a unique borrow
     /// (`run_exclusive`). Writes to a private context skip the lock.
     private: bool,
-    /// Whether this is a thread's base context (see `bleed`).
+    /// Whether this is a thread's base context (see `misuse`).
     base: bool,
     map: UnsafeCell<Map>,
     /// For a resumption of a generator (see `generator`): its own values
@@ -103,12 +104,8 @@ struct Current {
     /// The current context's map root, kept in step with it (by `enter` and
     /// after every write), so a read goes from here straight to the root.
     root: Cell<RawRoot>,
-    /// The version of `root`, in the high 32 bits (the low ones are 0),
-    /// bumped whenever `root` is: a lookup cached under an older version is
-    /// stale. Never 0.
-    version: Cell<u64>,
-    /// Recent lookups, by variable id (direct-mapped).
-    cache: [Cell<Cached>; CACHE_SLOTS],
+    /// Recent lookups in `root`, moved to a new version whenever `root` is.
+    cache: ReadCache,
     /// Twice the number of `ContextVar::with` borrows into the current map
     /// live on this thread (while any is, writes must copy rather than
     /// mutate in place), plus [`PARKED_BIT`] if `PARKED` holds anything: one
@@ -129,8 +126,7 @@ thread_local! {
         Current {
             ctx: Cell::new(ptr::null()),
             root: Cell::new(RawRoot::EMPTY),
-            version: Cell::new(FIRST_VERSION),
-            cache: [const { Cell::new(Cached::NONE) }; CACHE_SLOTS],
+            cache: ReadCache::new(),
             readers: Cell::new(0),
             scoped: Cell::new(ptr::null()),
         }
@@ -142,36 +138,6 @@ thread_local! {
     /// them; emptied when the last borrow ends. No destructor (it is empty
     /// whenever no borrow is live), so it works during thread teardown too.
     static PARKED: Cell<ManuallyDrop<Vec<Map>>> = const { Cell::new(ManuallyDrop::new(Vec::new())) };
-}
-
-/// How many lookups each thread remembers.
-const CACHE_SLOTS: usize = 16;
-
-/// `Current::version` counts in steps of this, so that a version and an id
-/// below 2^32 combine into one word with an `|`.
-const VERSION_STEP: u64 = 1 << 32;
-const FIRST_VERSION: u64 = VERSION_STEP;
-
-/// One remembered lookup: the value box (`None`: no value) that the variable
-/// with id `tag & 0xffff_ffff` has in the current map as of version
-/// `tag & !0xffff_ffff`. (Variable ids stay below 2^32; see `var`.)
-///
-/// This is CPython's `ContextVar` cache (`var_cached_tsver`), kept per thread
-/// instead of per variable: a hit reads the thread-local and then the value,
-/// skipping the map, whatever its size. Two words, so a slot is found with a
-/// mask and checked with one comparison.
-#[derive(Clone, Copy)]
-struct Cached {
-    tag: u64,
-    value: Option<NonNull<()>>,
-}
-
-impl Cached {
-    /// Matches no lookup: versions are never 0.
-    const NONE: Cached = Cached {
-        tag: 0,
-        value: None,
-    };
 }
 
 impl Current {
@@ -200,14 +166,7 @@ impl Current {
             unsafe { (*(*ctx).map.get()).raw_root() }
         };
         self.root.set(root);
-        let next = self.version.get().wrapping_add(VERSION_STEP);
-        if next == 0 {
-            // Versions wrapped (after 2^32 switches and writes): forget all,
-            // so that no slot from the last round can match again.
-            wrap_versions(self);
-        } else {
-            self.version.set(next);
-        }
+        self.cache.bump();
     }
 }
 
@@ -255,28 +214,6 @@ impl Drop for LateBase {
         // current, so nothing else points at it.
         drop(unsafe { Box::from_raw(ctx) });
     }
-}
-
-/// Context ids are handed out in blocks per thread so creating a context does
-/// not contend on a shared counter.
-#[inline]
-pub(crate) fn next_id() -> u64 {
-    const BLOCK: u64 = 1024;
-    static NEXT_BLOCK: AtomicU64 = AtomicU64::new(1);
-    thread_local! {
-        static IDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
-    }
-    IDS.with(|ids| {
-        let (next, end) = ids.get();
-        if next < end {
-            ids.set((next + 1, end));
-            next
-        } else {
-            let start = NEXT_BLOCK.fetch_add(BLOCK, Ordering::Relaxed);
-            ids.set((start + 1, start + BLOCK));
-            start
-        }
-    })
 }
 
 /// Holds a context's write lock; released on drop.
@@ -619,7 +556,7 @@ impl Context {
     /// ```
     pub fn names(&self) -> Vec<&'static str> {
         let ids: Vec<VarId> = self.read(|map| map.iter().map(|(id, _)| id).collect());
-        ids.into_iter().map(crate::var::name_of).collect()
+        ids.into_iter().map(crate::ids::name_of).collect()
     }
 
     /// Runs `f` on this context's map: lock-free on the thread where the
@@ -834,12 +771,10 @@ pub(crate) fn read_current<R>(
     let found = CURRENT.with(|cur| {
         // `hint` (the variable's address) only picks the slot, so finding
         // it does not wait for `id` to load; `id` decides a hit.
-        let slot = &cur.cache[(hint >> 4) % CACHE_SLOTS];
-        let cached = slot.get();
-        if cached.tag == cur.version.get() | id {
-            cached.value
-        } else {
-            look_up(cur, slot, if id == 0 { assign() } else { id })
+        let slot = Slot::of(hint);
+        match cur.cache.get(slot, id) {
+            Some(hit) => hit,
+            None => look_up(cur, slot, if id == 0 { assign() } else { id }),
         }
     });
     let _reading = Reading::start();
@@ -856,7 +791,7 @@ pub(crate) fn read_current<R>(
 /// in `slot`.
 #[cold]
 #[inline(never)]
-fn look_up(cur: &Current, slot: &Cell<Cached>, id: VarId) -> Option<NonNull<()>> {
+fn look_up(cur: &Current, slot: Slot, id: VarId) -> Option<NonNull<()>> {
     // SAFETY: `scoped` links entries that live in the frames of the `scoped`
     // calls under way on this thread, which unlink them before they end.
     let mut entry = unsafe { cur.scoped.get().as_ref() };
@@ -864,10 +799,7 @@ fn look_up(cur: &Current, slot: &Cell<Cached>, id: VarId) -> Option<NonNull<()>>
         if e.id == id {
             // SAFETY: the value is taken only after the entry left the list.
             let value = Some(unsafe { &*e.value.get() }.as_raw());
-            slot.set(Cached {
-                tag: cur.version.get() | id,
-                value,
-            });
+            cur.cache.fill(slot, id, value);
             return value;
         }
         // SAFETY: as above.
@@ -883,8 +815,7 @@ fn look_up(cur: &Current, slot: &Cell<Cached>, id: VarId) -> Option<NonNull<()>>
         value = unsafe { cur.ctx.get().as_ref().and_then(|ctx| ctx.outer_value(id)) };
     }
     let value = value.map(Value::as_raw);
-    let tag = cur.version.get() | id;
-    slot.set(Cached { tag, value });
+    cur.cache.fill(slot, id, value);
     value
 }
 
@@ -943,7 +874,7 @@ pub(crate) fn write_current<R>(
     // SAFETY: as in `read_current`, a current context is alive.
     let ctx = unsafe { &*ctx };
     if checked && ctx.base {
-        crate::bleed::check_base_write(var);
+        crate::misuse::check_base_write(var);
     }
     if CURRENT.with(|cur| cur.readers.get()) >= READER {
         park_current_version(ctx);
@@ -966,15 +897,6 @@ pub(crate) fn write_current<R>(
     drop(refresh);
     drop(garbage);
     result
-}
-
-#[cold]
-#[inline(never)]
-fn wrap_versions(cur: &Current) {
-    for slot in &cur.cache {
-        slot.set(Cached::NONE);
-    }
-    cur.version.set(FIRST_VERSION);
 }
 
 /// Refreshes the read cache after a write, when dropped.
@@ -1031,7 +953,7 @@ pub(crate) fn scoped<R>(
     if CURRENT.with(|cur| cur.ctx.get().is_null()) {
         enter_base();
     }
-    let slot = (hint >> 4) % CACHE_SLOTS;
+    let slot = Slot::of(hint);
     let raw = value.as_raw();
     let entry = Scoped {
         id,
@@ -1041,10 +963,7 @@ pub(crate) fn scoped<R>(
     };
     CURRENT.with(|cur| {
         cur.scoped.set(&entry);
-        cur.cache[slot].set(Cached {
-            tag: cur.version.get() | id,
-            value: Some(raw),
-        });
+        cur.cache.fill(slot, id, Some(raw));
     });
     let _end = ScopeEnd {
         entry: &entry,
@@ -1070,7 +989,7 @@ pub(crate) fn current_is_private() -> bool {
 struct ScopeEnd<'a> {
     entry: &'a Scoped,
     var: &'static str,
-    slot: usize,
+    slot: Slot,
     drop_as: unsafe fn(Value),
 }
 
@@ -1083,7 +1002,7 @@ impl Drop for ScopeEnd<'_> {
                 // entry not written is the newest.
                 debug_assert!(ptr::eq(cur.scoped.get(), self.entry));
                 cur.scoped.set(self.entry.prev);
-                cur.cache[self.slot].set(Cached::NONE);
+                cur.cache.forget(self.slot);
             }),
             Some(old) => {
                 let id = self.entry.id;
@@ -1310,27 +1229,3 @@ pub(crate) unsafe fn leave_raw(prev: *const Context) {
 }
 
 // ---- end of the task hooks block ----
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// After 2^32 bumps the version wraps; every cached lookup must be
-    /// forgotten then, or a slot from the last round could match again.
-    #[test]
-    fn wrapping_versions_forget_every_cached_lookup() {
-        static V: ContextVar<u32> = ContextVar::new("v");
-        let ctx = Context::new();
-        ctx.run(|| {
-            V.set(1);
-            CURRENT.with(|cur| cur.version.set(0u64.wrapping_sub(VERSION_STEP)));
-            assert_eq!(V.get(), Ok(1)); // cached under the last version
-            V.set(2); // bumps the version: wraps
-            CURRENT.with(|cur| {
-                assert_eq!(cur.version.get(), FIRST_VERSION);
-                assert!(cur.cache.iter().all(|slot| slot.get().tag == 0));
-            });
-            assert_eq!(V.get(), Ok(2));
-        });
-    }
-}

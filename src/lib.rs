@@ -37,14 +37,15 @@
 
 #[cfg(feature = "http")]
 pub mod baggage;
-mod bleed;
 mod context;
 mod error;
 pub mod future;
 mod generator;
+mod ids;
 pub mod iter;
 #[doc(hidden)]
 pub mod map;
+mod misuse;
 #[cfg(feature = "opentelemetry")]
 pub mod opentelemetry;
 pub mod prelude;
@@ -52,6 +53,7 @@ pub mod prelude;
 pub mod propagation;
 #[cfg(feature = "rayon")]
 pub mod rayon;
+mod read_cache;
 mod spare;
 #[cfg(feature = "futures")]
 pub mod stream;
@@ -66,9 +68,9 @@ pub mod tracing;
 mod value;
 mod var;
 
-pub use bleed::{Misuse, set_misuse_policy};
 pub use context::{Context, copy_context, wrap};
 pub use error::{AlreadyEntered, LookupError, ResetError, ResetFailed};
+pub use misuse::{Misuse, set_misuse_policy};
 pub use var::{ContextVar, Token};
 
 /// The README's examples, compiled and run as doctests.

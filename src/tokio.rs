@@ -5,7 +5,7 @@
 //! task in that copy: a task's `set`s are its own, never seen by the spawner
 //! or by sibling tasks — what `asyncio.create_task` does. Plain
 //! `tokio::spawn` gives the task no context; in debug builds a `set` inside
-//! such a task panics with directions here (see the crate's bleed check).
+//! such a task panics with directions here (see the crate's misuse check, `set_misuse_policy`).
 //!
 //! **Invariant:** every task spawned here is polled only inside its own
 //! context, so no two tasks ever write the same context.

@@ -8,7 +8,6 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::context::{current_id, current_is_private, read_current, scoped, write_current};
@@ -40,34 +39,6 @@ pub struct ContextVar<T> {
     default: Option<T>,
     /// 0 until first use; see the module invariant.
     id: AtomicU64,
-}
-
-static NEXT_VAR: AtomicU64 = AtomicU64::new(1);
-
-/// Ids are below this (the read cache packs one into 32 bits).
-const MAX_VARS: u64 = 1 << 32;
-
-/// Every variable's name, by id, for [`Context::names`](crate::Context::names).
-/// Values do not carry their variable's name, which keeps a context small;
-/// the price is 16 bytes here per variable ever given an id.
-static NAMES: RwLock<Vec<&'static str>> = RwLock::new(Vec::new());
-
-fn record_name(id: VarId, name: &'static str) {
-    let mut names = NAMES.write().unwrap_or_else(|e| e.into_inner());
-    let i = usize::try_from(id).expect("variable ids fit in usize");
-    if names.len() <= i {
-        names.resize(i + 1, "");
-    }
-    names[i] = name;
-}
-
-/// The name of the variable with id `id`.
-pub(crate) fn name_of(id: VarId) -> &'static str {
-    let names = NAMES.read().unwrap_or_else(|e| e.into_inner());
-    usize::try_from(id)
-        .ok()
-        .and_then(|i| names.get(i).copied())
-        .unwrap_or("")
 }
 
 impl<T> ContextVar<T> {
@@ -151,22 +122,13 @@ impl<T> ContextVar<T> {
 
     #[cold]
     fn assign_id(&self) -> VarId {
-        let fresh = NEXT_VAR.fetch_add(1, Ordering::Relaxed);
-        // The read cache packs an id into 32 bits (`context::Cached`).
-        assert!(
-            fresh < MAX_VARS,
-            "contextvars: more than {MAX_VARS} context variables were created; \
-             `{}` cannot get an id",
-            self.name
-        );
-        // Named before it is published, so any id a context holds has a
-        // name (an id lost to a racing thread keeps an unused one).
-        record_name(fresh, self.name);
+        let fresh = crate::ids::new_var_id(self.name);
         match self
             .id
             .compare_exchange(0, fresh, Ordering::Relaxed, Ordering::Relaxed)
         {
             Ok(_) => fresh,
+            // An id lost to a racing thread stays unused.
             Err(won) => won,
         }
     }
@@ -269,7 +231,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
         self.set_checked(value, true)
     }
 
-    /// `set`, with the misuse check (see `bleed`) or without it (for
+    /// `set`, with the misuse check (see `misuse`) or without it (for
     /// `scope`, which is balanced by construction).
     #[inline]
     fn set_checked(&self, value: T, checked: bool) -> Token<T> {
@@ -371,7 +333,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// assert_eq!(DEPTH.get(), Ok(0));
     /// ```
     pub fn scope<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
-        // Balanced by construction, so never a misuse (see `bleed`): in a
+        // Balanced by construction, so never a misuse (see `misuse`): in a
         // private context the value need not even enter the map (`scoped`).
         if current_is_private() {
             let id = self.id();
