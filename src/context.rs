@@ -1004,20 +1004,25 @@ impl Drop for ScopeEnd<'_> {
                 cur.scoped.set(self.entry.prev);
                 cur.cache.forget(self.slot);
             }),
-            Some(old) => {
-                let id = self.entry.id;
-                let replaced = write_current(self.var, false, |mut w| w.restore(id, old));
-                if let Some(replaced) = replaced {
-                    // SAFETY: `drop_as` is the variable's own (see `scope`).
-                    unsafe { (self.drop_as)(replaced) };
-                }
-            }
+            Some(old) => restore_written(self.var, self.entry.id, old, self.drop_as),
         }
         // SAFETY: the entry is off the list and out of the read cache (or in
         // no map any more), so nothing reaches its value: taken once, here.
         let value = unsafe { ManuallyDrop::take(&mut *self.entry.value.get()) };
-        // SAFETY: as above.
+        // SAFETY: `drop_as` is the variable's own (see `scope`).
         unsafe { (self.drop_as)(value) };
+    }
+}
+
+/// The end of a scope whose value was written into the map: restores the
+/// map as `reset` does.
+#[cold]
+#[inline(never)]
+fn restore_written(var: &'static str, id: VarId, old: Option<Value>, drop_as: unsafe fn(Value)) {
+    let replaced = write_current(var, false, |mut w| w.restore(id, old));
+    if let Some(replaced) = replaced {
+        // SAFETY: `drop_as` is the variable's own (see `scope`).
+        unsafe { drop_as(replaced) };
     }
 }
 

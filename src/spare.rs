@@ -40,21 +40,39 @@ pub(crate) const fn layout(class: usize) -> Layout {
     }
 }
 
+/// A thread's lists. No destructor, so the thread-local is reached without
+/// a liveness check on the hot path; blocks are listed only while
+/// [`Release`] (which has one) is registered to free them at thread exit.
 struct Lists {
     blocks: [[Cell<*mut u8>; KEEP]; CLASSES],
     len: [Cell<usize>; CLASSES],
+    /// [`UNREGISTERED`], [`KEEPING`] or [`EXITED`].
+    state: Cell<u8>,
 }
 
-impl Drop for Lists {
+/// No block kept yet: `Release` is not registered.
+const UNREGISTERED: u8 = 0;
+/// `Release` is registered: freed blocks may be kept.
+const KEEPING: u8 = 1;
+/// `Release` has run (the thread is exiting): nothing is kept any more.
+const EXITED: u8 = 2;
+
+/// Frees the thread's listed blocks when the thread exits.
+struct Release;
+
+impl Drop for Release {
     fn drop(&mut self) {
-        for (class, (blocks, len)) in self.blocks.iter().zip(&self.len).enumerate() {
-            for block in &blocks[..len.get()] {
-                // SAFETY: a listed block was allocated with its class's
-                // layout (module invariant) and is owned by the list.
-                unsafe { dealloc(block.get(), layout(class)) };
+        LISTS.with(|lists| {
+            lists.state.set(EXITED);
+            for (class, (blocks, len)) in lists.blocks.iter().zip(&lists.len).enumerate() {
+                for block in &blocks[..len.get()] {
+                    // SAFETY: a listed block was allocated with its class's
+                    // layout (module invariant) and is owned by the list.
+                    unsafe { dealloc(block.get(), layout(class)) };
+                }
+                len.set(0);
             }
-            len.set(0);
-        }
+        });
     }
 }
 
@@ -63,22 +81,21 @@ thread_local! {
         Lists {
             blocks: [const { [const { Cell::new(ptr::null_mut()) }; KEEP] }; CLASSES],
             len: [const { Cell::new(0) }; CLASSES],
+            state: Cell::new(UNREGISTERED),
         }
     };
+    static RELEASE: Release = const { Release };
 }
 
 /// A block of `class`'s layout: a spare one if this thread has one.
 #[inline]
 pub(crate) fn alloc(class: usize) -> NonNull<u8> {
-    let spare = LISTS
-        .try_with(|lists| {
-            let len = lists.len[class].get();
-            let n = len.checked_sub(1)?;
-            lists.len[class].set(n);
-            Some(lists.blocks[class][n].get())
-        })
-        .ok()
-        .flatten();
+    let spare = LISTS.with(|lists| {
+        let len = lists.len[class].get();
+        let n = len.checked_sub(1)?;
+        lists.len[class].set(n);
+        Some(lists.blocks[class][n].get())
+    });
     match spare.and_then(NonNull::new) {
         Some(block) => block,
         None => fresh(class),
@@ -101,20 +118,30 @@ fn fresh(class: usize) -> NonNull<u8> {
 /// used again.
 #[inline]
 pub(crate) unsafe fn free(class: usize, block: NonNull<u8>) {
-    let kept = LISTS
-        .try_with(|lists| {
-            let len = lists.len[class].get();
-            if len == KEEP {
-                return false;
-            }
-            lists.blocks[class][len].set(block.as_ptr());
-            lists.len[class].set(len + 1);
-            true
-        })
-        // The thread is exiting and its lists are gone.
-        .unwrap_or(false);
+    let kept = LISTS.with(|lists| {
+        let len = lists.len[class].get();
+        if len == KEEP || (lists.state.get() != KEEPING && !start_keeping(lists)) {
+            return false;
+        }
+        lists.blocks[class][len].set(block.as_ptr());
+        lists.len[class].set(len + 1);
+        true
+    });
     if !kept {
         // SAFETY: `alloc(class)` allocates with this layout (invariant).
         unsafe { dealloc(block.as_ptr(), layout(class)) };
     }
+}
+
+/// Registers `Release`, so blocks can be kept; `false` once the thread is
+/// exiting (blocks kept now would never be freed).
+#[cold]
+#[inline(never)]
+fn start_keeping(lists: &Lists) -> bool {
+    if lists.state.get() == UNREGISTERED && RELEASE.try_with(|_| ()).is_ok() {
+        lists.state.set(KEEPING);
+        return true;
+    }
+    lists.state.set(EXITED);
+    false
 }
