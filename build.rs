@@ -1,0 +1,13 @@
+//! Detects a ThreadSanitizer build (`-Zsanitizer=thread`, nightly) and sets
+//! `cfg(contextvars_tsan)`, under which the map checks that it owns a node
+//! with an acquire operation TSan can see instead of a standalone fence
+//! (TSan does not model fences; std's `Arc` makes the same switch). Stable
+//! compilers cannot name `cfg(sanitize)`, hence this script.
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo::rustc-check-cfg=cfg(contextvars_tsan)");
+    let sanitizers = std::env::var("CARGO_CFG_SANITIZE").unwrap_or_default();
+    if sanitizers.split(',').any(|s| s == "thread") {
+        println!("cargo:rustc-cfg=contextvars_tsan");
+    }
+}
