@@ -50,8 +50,8 @@ pub mod iter;
 mod layer;
 #[cfg(not(feature = "__bench_internals"))]
 mod map;
-/// Not public API: the map, for the benchmarks only (feature
-/// `__bench_internals`, outside semver; see Cargo.toml).
+// Not public API: the map, for the benchmarks only (feature
+// `__bench_internals`, outside semver; see Cargo.toml).
 #[cfg(feature = "__bench_internals")]
 #[doc(hidden)]
 pub mod map;
