@@ -47,7 +47,7 @@ fn walk_through() {
         .expect("same variable, same context");
     println!(
         "reset(first token): get() -> {:?} (removed again)",
-        REQUEST_ID.get().map_err(|e| e.var())
+        REQUEST_ID.get().map_err(|e| e.var_name())
     );
 
     let seen = REQUEST_ID.scope(7, || format!("inside scope: {:?}", REQUEST_ID.get()));

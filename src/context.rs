@@ -304,6 +304,7 @@ impl Context {
     /// b.run(|| N.set(2));
     /// assert_eq!((a.get(&N), b.get(&N)), (Some(1), Some(2)));
     /// ```
+    #[must_use = "a copy does nothing unless it is run or kept"]
     pub fn copy(&self) -> Context {
         Context::from_map(next_id(), self.read(Map::clone), false)
     }

@@ -14,7 +14,7 @@ use std::fmt;
 ///
 /// static USER: ContextVar<String> = ContextVar::new("user");
 /// let err = USER.get().unwrap_err();
-/// assert_eq!(err.var(), "user");
+/// assert_eq!(err.var_name(), "user");
 /// assert!(err.to_string().contains("`user`"));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,7 +23,32 @@ pub struct LookupError {
 }
 
 impl LookupError {
-    /// The name of the variable that has no value.
+    /// The name of the variable that has no value (as
+    /// [`Token::var_name`](crate::Token::var_name) names a token's).
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    ///
+    /// static USER: ContextVar<String> = ContextVar::new("user");
+    /// assert_eq!(USER.get().unwrap_err().var_name(), "user");
+    /// ```
+    pub fn var_name(&self) -> &'static str {
+        self.var
+    }
+
+    /// The former name of [`var_name`](LookupError::var_name), kept so
+    /// existing code compiles; to be marked `#[deprecated]` and removed
+    /// before 1.0. Use `var_name`.
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    ///
+    /// static USER: ContextVar<String> = ContextVar::new("user");
+    /// let err = USER.get().unwrap_err();
+    /// # #[allow(deprecated)]
+    /// assert_eq!(err.var(), err.var_name());
+    /// ```
+    #[deprecated(since = "0.1.1", note = "renamed `var_name`, as on `Token`")]
     pub fn var(&self) -> &'static str {
         self.var
     }
@@ -45,7 +70,8 @@ impl std::error::Error for LookupError {}
 /// [`ContextVar::reset`](crate::ContextVar::reset) was given a token it cannot
 /// use. Nothing was changed.
 ///
-/// The variable is checked before the context, as CPython does.
+/// The variable is checked before the context, as CPython does. More
+/// variants may be added (`#[non_exhaustive]`): a `match` needs a `_` arm.
 ///
 /// ```
 /// use contextvars::{ContextVar, ResetError};
@@ -56,6 +82,7 @@ impl std::error::Error for LookupError {}
 /// assert!(matches!(B.reset(token), Err(ResetError::DifferentVar { .. })));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ResetError {
     /// The token was created by another variable.
     DifferentVar {
@@ -93,21 +120,37 @@ impl std::error::Error for ResetError {}
 /// A [`Context`](crate::Context) was entered while it is already entered, on
 /// this thread or another. Nothing was run.
 ///
+/// Also available as [`AlreadyEntered`], the name the product specification
+/// uses; both name this one type.
+///
 /// ```
-/// use contextvars::Context;
+/// use contextvars::{AlreadyEnteredError, Context};
 ///
 /// let ctx = Context::new();
 /// ctx.run(|| {
-///     let err = ctx.try_run(|| ()).unwrap_err();
+///     let err: AlreadyEnteredError = ctx.try_run(|| ()).unwrap_err();
 ///     assert!(err.to_string().contains("already entered"));
 /// });
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AlreadyEntered {
+pub struct AlreadyEnteredError {
     pub(crate) context: u64,
 }
 
-impl fmt::Display for AlreadyEntered {
+/// [`AlreadyEnteredError`] under its shorter name (the one
+/// [`Context::try_run`](crate::Context::try_run) is specified with). Not
+/// deprecated: both names stay.
+///
+/// ```
+/// use contextvars::{AlreadyEntered, AlreadyEnteredError, Context};
+///
+/// let ctx = Context::new();
+/// let err: AlreadyEntered = ctx.run(|| ctx.try_run(|| ()).unwrap_err());
+/// let _same_type: AlreadyEnteredError = err;
+/// ```
+pub type AlreadyEntered = AlreadyEnteredError;
+
+impl fmt::Display for AlreadyEnteredError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -118,7 +161,7 @@ impl fmt::Display for AlreadyEntered {
     }
 }
 
-impl std::error::Error for AlreadyEntered {}
+impl std::error::Error for AlreadyEnteredError {}
 
 /// A [`ContextVar::try_reset`](crate::ContextVar::try_reset) that was
 /// refused: the [`ResetError`] and the token, handed back unused so it can

@@ -30,19 +30,29 @@
 //! assert!(REQUEST_ID.get().is_err());
 //! ```
 //!
-//! See `ARCHITECTURE.md` for how reads, writes and `run` are built, and the
-//! invariants they keep.
+//! Integrations sit behind features named after what they integrate
+//! (`tokio`, `futures`, `rayon`, `tracing`, `http`, `tower`, `serde`; `full`
+//! enables them all). How reads, writes and `run` are built, and the
+//! invariants they keep: [`docs::architecture`].
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod baggage;
 mod context;
+pub mod docs;
 mod error;
 pub mod future;
 mod generator;
 mod ids;
 pub mod iter;
+#[cfg(not(feature = "__bench_internals"))]
+mod map;
+// Not public API: the map, for the benchmarks only (feature
+// `__bench_internals`, outside semver; see Cargo.toml).
+#[cfg(feature = "__bench_internals")]
 #[doc(hidden)]
 pub mod map;
 mod misuse;
@@ -50,26 +60,32 @@ mod misuse;
 pub mod opentelemetry;
 pub mod prelude;
 #[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod propagation;
 #[cfg(feature = "rayon")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
 pub mod rayon;
 mod read_cache;
 mod spare;
 #[cfg(feature = "futures")]
+#[cfg_attr(docsrs, doc(cfg(feature = "futures")))]
 pub mod stream;
 mod sync;
 pub mod thread;
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
 #[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod tower;
 #[cfg(feature = "tracing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
 pub mod tracing;
 mod value;
 mod var;
 
 pub use context::{Context, copy_context, wrap};
-pub use error::{AlreadyEntered, LookupError, ResetError, ResetFailed};
+pub use error::{AlreadyEntered, AlreadyEnteredError, LookupError, ResetError, ResetFailed};
 pub use misuse::{Misuse, set_misuse_policy};
 pub use var::{ContextVar, Token};
 

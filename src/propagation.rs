@@ -135,6 +135,7 @@ impl Propagator {
     /// static TENANT: ContextVar<String> = ContextVar::new("tenant");
     /// assert_eq!(Propagator::new().with_var(&TENANT).keys(), ["tenant"]);
     /// ```
+    #[must_use]
     pub fn with_var<T>(self, var: &'static ContextVar<T>) -> Propagator
     where
         T: Display + FromStr + Send + Sync + 'static,
@@ -157,6 +158,7 @@ impl Propagator {
     /// let p = Propagator::new().with_var_as("rid", &REQUEST_ID);
     /// assert_eq!(p.keys(), ["rid"]);
     /// ```
+    #[must_use]
     pub fn with_var_as<T>(self, key: &'static str, var: &'static ContextVar<T>) -> Propagator
     where
         T: Display + FromStr + Send + Sync + 'static,
@@ -195,6 +197,7 @@ impl Propagator {
     /// assert_eq!(p.extract(&headers).get(&CALLER), Some(Caller { id: 1, name: "a b".into() }));
     /// ```
     #[cfg(feature = "serde")]
+    #[must_use]
     pub fn with_var_serde<T>(self, var: &'static ContextVar<T>) -> Propagator
     where
         T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,

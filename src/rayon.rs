@@ -315,6 +315,12 @@ pub struct Scope<'a, 'scope> {
     inner: &'a rayon::Scope<'scope>,
 }
 
+impl std::fmt::Debug for Scope<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scope").finish_non_exhaustive()
+    }
+}
+
 impl<'scope> Scope<'_, 'scope> {
     /// `rayon::Scope::spawn`, the job in a copy of the current context,
     /// taken now.
@@ -374,6 +380,12 @@ impl<'scope> Scope<'_, 'scope> {
 /// ```
 pub struct ScopeFifo<'a, 'scope> {
     inner: &'a rayon::ScopeFifo<'scope>,
+}
+
+impl std::fmt::Debug for ScopeFifo<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScopeFifo").finish_non_exhaustive()
+    }
 }
 
 impl<'scope> ScopeFifo<'_, 'scope> {

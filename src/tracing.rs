@@ -185,6 +185,7 @@ impl<F> ContextFormat<F> {
     /// static TENANT: ContextVar<String> = ContextVar::new("tenant");
     /// let _f = contextvars::tracing::ContextFormat::new(tracing_subscriber::fmt::format()).with_var(&TENANT);
     /// ```
+    #[must_use]
     pub fn with_var<T: Display + Send + Sync + 'static>(
         mut self,
         var: &'static ContextVar<T>,
@@ -202,6 +203,7 @@ impl<F> ContextFormat<F> {
     /// let _f = contextvars::tracing::ContextFormat::new(tracing_subscriber::fmt::format())
     ///     .with_var_fmt(&DEADLINE_MS, |ms, out| write!(out, "{}s", ms / 1000));
     /// ```
+    #[must_use]
     pub fn with_var_fmt<T, R>(mut self, var: &'static ContextVar<T>, render: R) -> ContextFormat<F>
     where
         T: Send + Sync + 'static,

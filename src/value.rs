@@ -13,7 +13,7 @@
 //! **Invariant:** the strong count is the number of live handles, and the box
 //! is freed exactly once, by the last handle (the one that finds the count at
 //! one, or takes it to zero), after every other handle's last access (release
-//! decrement, acquire load or fence: the protocol of `std::sync::Arc`). The
+//! decrement, then an acquire load: the protocol of `std::sync::Arc`). The
 //! vtable is the one of the type the box was made with, so a checked downcast
 //! is sound, and an unchecked one is sound whenever the caller knows that
 //! type.
@@ -21,7 +21,7 @@
 use std::alloc::Layout;
 use std::any::TypeId;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::spare;
 
@@ -92,17 +92,7 @@ unsafe fn free<T>(ptr: NonNull<Header>) {
     }
 }
 
-/// A shared, type-erased value.
-///
-/// ```
-/// use contextvars::map::Value;
-///
-/// let a = Value::new(7u64);
-/// let b = a.clone();
-/// assert!(Value::ptr_eq(&a, &b));
-/// assert_eq!(b.downcast::<u64>(), Some(&7));
-/// assert_eq!(b.downcast::<u32>(), None);
-/// ```
+/// A shared, type-erased value (tests at the end of this file).
 pub struct Value {
     ptr: NonNull<Header>,
 }
@@ -220,15 +210,20 @@ impl Value {
         // nothing. That is the common case,
         // a value replaced or reset in the only context that held it. The
         // acquire load pairs with the release decrements of the handles
-        // dropped before, as the fence below does.
+        // dropped before, as the load below does.
         let strong = &self.header().strong;
         if strong.load(Ordering::Acquire) != 1 {
             if strong.fetch_sub(1, Ordering::Release) != 1 {
                 return false;
             }
             // Pairs with the release decrements of the other handles, so
-            // their reads of the value happen before it is dropped.
-            fence(Ordering::Acquire);
+            // their reads of the value happen before it is dropped: this
+            // load reads our own decrement, which continues their release
+            // sequences. An acquire load rather than `fence(Acquire)`, as
+            // `std::sync::Arc` does under ThreadSanitizer, which does not
+            // model fences. (This path is only taken when another handle
+            // went between the load above and the decrement.)
+            strong.load(Ordering::Acquire);
         }
         true
     }
@@ -261,5 +256,97 @@ impl Drop for Value {
             // the box's own type.
             unsafe { free(self.ptr) }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::Value;
+    use crate::{Context, ContextVar};
+
+    /// A value that counts its live instances.
+    struct Counted(Arc<AtomicUsize>);
+
+    impl Counted {
+        fn new(live: &Arc<AtomicUsize>) -> Counted {
+            live.fetch_add(1, Ordering::SeqCst);
+            Counted(live.clone())
+        }
+    }
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn handles_share_one_box_and_downcast_only_to_its_type() {
+        let a = Value::new(7u64);
+        let b = a.clone();
+        assert!(Value::ptr_eq(&a, &b));
+        assert!(!Value::ptr_eq(&a, &Value::new(7u64)), "equal, not the same");
+        assert_eq!(b.downcast::<u64>(), Some(&7));
+        assert_eq!(b.downcast::<u32>(), None);
+        // SAFETY: `a` was made from a `u64`.
+        assert_eq!(unsafe { *a.downcast_unchecked::<u64>() }, 7);
+    }
+
+    #[test]
+    fn the_last_handle_drops_the_value_on_whichever_thread_it_is() {
+        let live = Arc::new(AtomicUsize::new(0));
+        let a = Value::new(Counted::new(&live));
+        let handles: Vec<Value> = (0..4).map(|_| a.clone()).collect();
+        drop(a);
+        let threads: Vec<_> = handles
+            .into_iter()
+            .map(|h| std::thread::spawn(move || drop(h)))
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(live.load(Ordering::SeqCst), 0, "dropped once, not leaked");
+        // `drop_as` frees through the direct path, with the same count.
+        let b = Value::new(Counted::new(&live));
+        let c = b.clone();
+        // SAFETY: both are handles to a `Counted`.
+        unsafe { b.drop_as::<Counted>() };
+        assert_eq!(live.load(Ordering::SeqCst), 1, "`c` still holds it");
+        // SAFETY: as above.
+        unsafe { c.drop_as::<Counted>() };
+        assert_eq!(live.load(Ordering::SeqCst), 0);
+    }
+
+    /// Moved from `tests/core.rs`.
+    #[test]
+    fn a_value_whose_drop_panics_gives_its_memory_back() {
+        struct Bomb;
+        impl Drop for Bomb {
+            fn drop(&mut self) {
+                panic!("bomb");
+            }
+        }
+        // Directly: the box's block goes back although `drop` panics.
+        for _ in 0..20 {
+            let value = Value::new(Bomb);
+            assert!(catch_unwind(AssertUnwindSafe(|| drop(value))).is_err());
+        }
+        // Through a variable's `reset`, which drops the removed value.
+        let var: ContextVar<Bomb> = ContextVar::new("bomb");
+        let ctx = Context::new();
+        ctx.run(|| {
+            for _ in 0..20 {
+                let token = var.set(Bomb);
+                let reset = catch_unwind(AssertUnwindSafe(|| var.reset(token)));
+                assert!(reset.is_err(), "the removed value's drop panicked");
+                assert!(var.with(|v| v.is_none()), "and it was removed");
+            }
+        });
+        assert!(ctx.is_empty());
+        // Miri checks that each box's memory was given back.
     }
 }

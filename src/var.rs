@@ -171,7 +171,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// use contextvars::ContextVar;
     ///
     /// static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
-    /// assert_eq!(REQUEST_ID.get().unwrap_err().var(), "request_id");
+    /// assert_eq!(REQUEST_ID.get().unwrap_err().var_name(), "request_id");
     /// REQUEST_ID.set(7);
     /// assert_eq!(REQUEST_ID.get(), Ok(7));
     /// ```

@@ -1,26 +1,43 @@
-//! Core guarantees beyond CPython's own test list: thread isolation, panic
-//! safety of `run` and `scope`, no leaks, borrows that survive writes, live
-//! reads of a context entered on another thread, and run-time variables.
+//! Core guarantees beyond CPython's own test list: thread isolation, no
+//! leaks, borrows that survive writes, live reads of a context entered on
+//! another thread, run-time variables, and the read cache. (Panics through
+//! `run` and `scope`: `tests/panic_safety.rs`; value boxes and spare blocks:
+//! unit tests in `src/value.rs` and `src/spare.rs`.)
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, mpsc};
 use std::time::Duration;
 
 use contextvars::{
-    AlreadyEntered, Context, ContextVar, LookupError, ResetError, Token, copy_context, wrap,
+    AlreadyEntered, AlreadyEnteredError, Context, ContextVar, LookupError, ResetError, Token,
+    copy_context, wrap,
 };
 
-fn assert_send_sync<T: Send + Sync>() {}
+fn assert_send_sync<T: Send + Sync + std::fmt::Debug>() {}
 
 #[test]
-fn public_types_are_send_and_sync() {
+fn public_types_are_send_sync_and_debug() {
     assert_send_sync::<Context>();
     assert_send_sync::<ContextVar<String>>();
     assert_send_sync::<Token<String>>();
     assert_send_sync::<LookupError>();
     assert_send_sync::<ResetError>();
+    assert_send_sync::<AlreadyEnteredError>();
     assert_send_sync::<AlreadyEntered>();
+}
+
+#[test]
+fn error_accessors_name_the_variable() {
+    static USER: ContextVar<u32> = ContextVar::new("user");
+    let err = USER.get().unwrap_err();
+    assert_eq!(err.var_name(), "user");
+    #[allow(deprecated)]
+    let former = err.var();
+    assert_eq!(former, "user", "the former name still answers");
+    assert_eq!(USER.set(1).var_name(), err.var_name());
+    let ctx = Context::new();
+    let entered: AlreadyEnteredError = ctx.run(|| ctx.try_run(|| ()).unwrap_err());
+    let _alias: AlreadyEntered = entered;
 }
 
 #[test]
@@ -54,72 +71,6 @@ fn ten_threads_setting_and_sleeping_see_only_their_own_values() {
     assert!(
         ID.get().is_err(),
         "no thread wrote into the main thread's context"
-    );
-}
-
-#[test]
-fn run_restores_the_previous_context_when_f_panics() {
-    static V: ContextVar<u32> = ContextVar::new("v");
-    V.set(1);
-    let ctx = Context::new();
-    let caught = catch_unwind(AssertUnwindSafe(|| {
-        ctx.run(|| {
-            V.set(2);
-            panic!("boom");
-        })
-    }));
-    assert!(caught.is_err());
-    assert_eq!(V.get(), Ok(1), "the caller's context is current again");
-    assert_eq!(
-        ctx.get(&V),
-        Some(2),
-        "writes before the panic stay in the context"
-    );
-    // Nothing is left entered: the context can be entered again.
-    assert_eq!(ctx.try_run(|| V.get()), Ok(Ok(2)));
-}
-
-#[test]
-fn nested_runs_unwind_to_the_outermost_caller() {
-    static V: ContextVar<u32> = ContextVar::new("v");
-    V.set(0);
-    let (a, b) = (Context::new(), Context::new());
-    let caught = catch_unwind(AssertUnwindSafe(|| {
-        a.run(|| {
-            V.set(1);
-            b.run(|| {
-                V.set(2);
-                panic!("deep");
-            })
-        })
-    }));
-    assert!(caught.is_err());
-    assert_eq!(V.get(), Ok(0));
-    assert!(a.try_run(|| ()).is_ok() && b.try_run(|| ()).is_ok());
-}
-
-#[test]
-fn scope_resets_when_f_panics() {
-    static V: ContextVar<u32> = ContextVar::new("v");
-    let caught = catch_unwind(AssertUnwindSafe(|| V.scope(5, || panic!("in scope"))));
-    assert!(caught.is_err());
-    assert!(V.get().is_err(), "the scoped value was removed again");
-    V.set(1);
-    let _ = catch_unwind(AssertUnwindSafe(|| V.scope(5, || panic!("in scope"))));
-    assert_eq!(V.get(), Ok(1), "the previous value came back");
-}
-
-#[test]
-fn run_panics_with_a_clear_message_on_reentry() {
-    let ctx = Context::new();
-    let err = catch_unwind(AssertUnwindSafe(|| ctx.run(|| ctx.run(|| ())))).unwrap_err();
-    let msg = err
-        .downcast_ref::<String>()
-        .expect("formatted panic message");
-    assert!(msg.contains("already entered"), "{msg}");
-    assert!(
-        ctx.try_run(|| ()).is_ok(),
-        "the failed re-entry left nothing entered"
     );
 }
 
@@ -185,22 +136,6 @@ fn a_threads_base_context_is_dropped_when_the_thread_exits() {
     })
     .join()
     .unwrap();
-    assert_eq!(live.load(Ordering::SeqCst), 0);
-}
-
-#[test]
-fn values_survive_a_panic_and_are_dropped_after() {
-    static V: ContextVar<Counted> = ContextVar::new("counted");
-    let live = Arc::new(AtomicUsize::new(0));
-    let ctx = Context::new();
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        ctx.run(|| {
-            V.set(Counted::new(&live));
-            panic!("after set");
-        })
-    }));
-    assert_eq!(live.load(Ordering::SeqCst), 1);
-    drop(ctx);
     assert_eq!(live.load(Ordering::SeqCst), 0);
 }
 
@@ -450,75 +385,4 @@ fn a_new_variable_at_a_dropped_ones_address_starts_empty() {
     assert!(storage.get().is_err(), "a new variable has no value");
     storage.set(2);
     assert_eq!(storage.get(), Ok(2));
-}
-
-/// A counted value with `N` bytes of payload and the alignment of `A`.
-#[derive(Clone)]
-struct Sized<const N: usize, A: Copy + Default + Send + Sync + 'static> {
-    _payload: [u8; N],
-    _align: A,
-    _counted: Arc<Counted>,
-}
-
-#[repr(align(32))]
-#[derive(Clone, Copy, Default)]
-struct Align32;
-
-fn values_of_size_are_dropped_once<const N: usize, A: Copy + Default + Send + Sync + 'static>() {
-    let var: ContextVar<Sized<N, A>> = ContextVar::new("sized");
-    let live = Arc::new(AtomicUsize::new(0));
-    let make = || Sized {
-        _payload: [7; N],
-        _align: A::default(),
-        _counted: Arc::new(Counted::new(&live)),
-    };
-    let ctx = Context::new();
-    ctx.run(|| {
-        // Boxes made and freed on this thread, over and over (recycled).
-        for _ in 0..50 {
-            let token = var.set(make());
-            var.reset(token).unwrap();
-        }
-        var.set(make());
-    });
-    assert_eq!(live.load(Ordering::SeqCst), 1);
-    // The last value is freed on another thread, which then exits.
-    std::thread::spawn(move || drop(ctx)).join().unwrap();
-    assert_eq!(live.load(Ordering::SeqCst), 0, "size {N}: nothing leaked");
-}
-
-#[test]
-fn values_of_every_size_and_alignment_are_dropped_exactly_once() {
-    // Small boxes come from per-thread spare blocks, big or over-aligned
-    // ones from the global allocator; Miri checks each is freed with the
-    // layout it was allocated with.
-    values_of_size_are_dropped_once::<0, u8>();
-    values_of_size_are_dropped_once::<8, u64>();
-    values_of_size_are_dropped_once::<24, u8>();
-    values_of_size_are_dropped_once::<40, u16>();
-    values_of_size_are_dropped_once::<41, u8>();
-    values_of_size_are_dropped_once::<200, u64>();
-    values_of_size_are_dropped_once::<8, Align32>();
-}
-
-#[test]
-fn a_value_whose_drop_panics_gives_its_memory_back() {
-    struct Bomb;
-    impl Drop for Bomb {
-        fn drop(&mut self) {
-            panic!("bomb");
-        }
-    }
-    let var: ContextVar<Bomb> = ContextVar::new("bomb");
-    let ctx = Context::new();
-    ctx.run(|| {
-        for _ in 0..20 {
-            let token = var.set(Bomb);
-            let reset = catch_unwind(AssertUnwindSafe(|| var.reset(token)));
-            assert!(reset.is_err(), "the removed value's drop panicked");
-            assert!(var.with(|v| v.is_none()), "and it was removed");
-        }
-    });
-    assert!(ctx.is_empty());
-    // Miri checks that each box's memory was given back.
 }

@@ -141,7 +141,7 @@ fn test_context_getset_1() {
     static C: ContextVar<&str> = ContextVar::new("c");
     // Run on a fresh thread so the base context starts empty, as in Python.
     std::thread::spawn(|| {
-        assert_eq!(C.get().unwrap_err().var(), "c");
+        assert_eq!(C.get().unwrap_err().var_name(), "c");
         assert_eq!(C.get().ok(), None);
 
         let t0 = C.set("42");

@@ -95,6 +95,10 @@ fn random_programs_match_the_model() {
 /// Inputs the fuzzer found interesting (`fuzz/regressions/ops`), replayed.
 #[test]
 #[cfg_attr(miri, ignore = "reads files: Miri isolates the file system")]
+#[cfg_attr(
+    not(contextvars_fuzz_corpus),
+    ignore = "no fuzz/regressions/ here (not in the published package): run from a git checkout"
+)]
 fn fuzz_regressions_match_the_model() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/ops");
@@ -106,6 +110,7 @@ fn fuzz_regressions_match_the_model() {
         run_program(&program);
         replayed += 1;
     }
+    assert!(replayed > 0, "no inputs in {}", dir.display());
     println!("replayed {replayed} fuzz regressions");
 }
 

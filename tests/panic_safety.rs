@@ -352,6 +352,91 @@ fn a_copy_taken_inside_a_panicking_run_keeps_its_values() {
     assert_all_dropped(&live);
 }
 
+// Moved from tests/core.rs: `run`, nested `run`s and `scope` unwinding,
+// a refused re-entry's panic, and values set before a panic.
+
+#[test]
+fn run_restores_the_previous_context_when_f_panics() {
+    static V: ContextVar<u32> = ContextVar::new("v");
+    V.set(1);
+    let ctx = Context::new();
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        ctx.run(|| {
+            V.set(2);
+            panic!("boom");
+        })
+    }));
+    assert!(caught.is_err());
+    assert_eq!(V.get(), Ok(1), "the caller's context is current again");
+    assert_eq!(
+        ctx.get(&V),
+        Some(2),
+        "writes before the panic stay in the context"
+    );
+    // Nothing is left entered: the context can be entered again.
+    assert_eq!(ctx.try_run(|| V.get()), Ok(Ok(2)));
+}
+
+#[test]
+fn nested_runs_unwind_to_the_outermost_caller() {
+    static V: ContextVar<u32> = ContextVar::new("v");
+    V.set(0);
+    let (a, b) = (Context::new(), Context::new());
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        a.run(|| {
+            V.set(1);
+            b.run(|| {
+                V.set(2);
+                panic!("deep");
+            })
+        })
+    }));
+    assert!(caught.is_err());
+    assert_eq!(V.get(), Ok(0));
+    assert!(a.try_run(|| ()).is_ok() && b.try_run(|| ()).is_ok());
+}
+
+#[test]
+fn scope_resets_when_f_panics() {
+    static V: ContextVar<u32> = ContextVar::new("v");
+    let caught = catch_unwind(AssertUnwindSafe(|| V.scope(5, || panic!("in scope"))));
+    assert!(caught.is_err());
+    assert!(V.get().is_err(), "the scoped value was removed again");
+    V.set(1);
+    let _ = catch_unwind(AssertUnwindSafe(|| V.scope(5, || panic!("in scope"))));
+    assert_eq!(V.get(), Ok(1), "the previous value came back");
+}
+
+#[test]
+fn run_panics_with_a_clear_message_on_reentry() {
+    let ctx = Context::new();
+    let err = catch_unwind(AssertUnwindSafe(|| ctx.run(|| ctx.run(|| ())))).unwrap_err();
+    let msg = err
+        .downcast_ref::<String>()
+        .expect("formatted panic message");
+    assert!(msg.contains("already entered"), "{msg}");
+    assert!(
+        ctx.try_run(|| ()).is_ok(),
+        "the failed re-entry left nothing entered"
+    );
+}
+
+#[test]
+fn values_survive_a_panic_and_are_dropped_after() {
+    static V: ContextVar<Counted> = ContextVar::new("counted");
+    let live = Arc::new(AtomicUsize::new(0));
+    let ctx = Context::new();
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        ctx.run(|| {
+            V.set(Counted::new(&live));
+            panic!("after set");
+        })
+    }));
+    assert_eq!(live.load(Ordering::SeqCst), 1);
+    drop(ctx);
+    assert_eq!(live.load(Ordering::SeqCst), 0);
+}
+
 #[cfg(feature = "futures")]
 mod stream {
     use super::*;

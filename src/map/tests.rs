@@ -1,3 +1,5 @@
+//! (Moved from `tests/map.rs`: the map is private to the crate.)
+//!
 //! The persistent map, restating CPython's HAMT tests (`Lib/test/test_context.py`,
 //! `HamtTest`) for a map keyed by unique variable ids: a stress run against
 //! `std::collections::HashMap`, deletion down to empty, iteration, equality of
@@ -5,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use contextvars::map::{Garbage, Map, Value};
+use super::{Garbage, Map, Value};
 
 fn value(v: u64) -> Value {
     Value::new(v)
