@@ -141,7 +141,7 @@ fn spawns(c: &mut Criterion) {
                 })
             })
         });
-        // Needs the `tokio` feature (`benches/run.sh` enables every feature);
+        // Needs the `tokio` feature (`integration/benches/run.sh` enables every feature);
         // the rest of this file measures without it.
         #[cfg(feature = "tokio")]
         g.bench_function(BenchmarkId::new("contextvars", flavor), |b| {

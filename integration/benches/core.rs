@@ -1,9 +1,9 @@
 //! Core operations of `contextvars` side by side with their closest peers
-//! (issue 4; BENCHMARKS.md shows the ratios, `bash benches/run.sh` reproduces
+//! (issue 4; BENCHMARKS.md shows the ratios, `bash integration/benches/run.sh` reproduces
 //! them).
 //!
 //! Benchmark ids are `operation/implementation/size`, where size is the number
-//! of variables (or values) in the current context; `benches/report.py` reads
+//! of variables (or values) in the current context; `integration/benches/report.py` reads
 //! the medians back from `target/criterion/<operation>/<implementation>/<size>`.
 //!
 //! - `get`, `get_default`, `get_missing`, `with`, `get_or`: reads.

@@ -7,6 +7,7 @@
 #[allow(dead_code)]
 mod web_service;
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::collections::HashMap;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use criterion::Criterion;
 
-/// Short measurements by default, so `benches/run.sh` takes a few minutes on
+/// Short measurements by default, so `integration/benches/run.sh` takes a few minutes on
 /// two cores; `BENCH_MEASURE_MS` / `BENCH_WARMUP_MS` lengthen them.
 pub fn config() -> Criterion {
     let ms = |var: &str, default: u64| {

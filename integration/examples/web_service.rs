@@ -1,5 +1,5 @@
 //! Two services on 127.0.0.1 that share a request id without passing it:
-//! `cargo run --example web_service --features full`.
+//! `cargo run -p contextvars-integration --example web_service`.
 //!
 //! A request to `front` gets a request id (from its `baggage` header, or a
 //! new one), spawns background work and calls `back`; the logs of both

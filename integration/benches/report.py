@@ -27,7 +27,8 @@ import subprocess
 import sys
 from xml.sax.saxutils import escape
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The repository root (this file is integration/benches/report.py).
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BEGIN = "<!-- report:begin -->"
 END = "<!-- report:end -->"
 
@@ -349,7 +350,7 @@ def render_markdown(rows, ns, info, extra):
         f"**{met} of {judged} targets met.** Ratios of medians from this one run; lower is "
         "better except where the target says ≥.",
         "",
-        "![Each target's measurement as a share of its budget](benches/chart.svg)",
+        "![Each target's measurement as a share of its budget](integration/benches/chart.svg)",
         "",
         "| measure | measured | target | |",
         "|---|--:|--:|:-:|",
@@ -451,7 +452,7 @@ def main():
     ap.add_argument("--target-dir", default=default_target)
     ap.add_argument("--results", help="directory with cpython.json and memory.json")
     ap.add_argument("--markdown", default=os.path.join(ROOT, "BENCHMARKS.md"))
-    ap.add_argument("--svg", default=os.path.join(ROOT, "benches", "chart.svg"))
+    ap.add_argument("--svg", default=os.path.join(ROOT, "integration", "benches", "chart.svg"))
     args = ap.parse_args()
     results = args.results or os.path.join(args.target_dir, "bench-results")
 
