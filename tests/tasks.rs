@@ -547,7 +547,4 @@ fn works_on_futures_thread_pool() {
     });
 }
 
-#[test]
-fn works_on_smol() {
-    inherit_and_isolate(|t| smol::block_on(smol::spawn(t)));
-}
+// smol: integration/tests/smol.rs (its dependencies live with that package).
