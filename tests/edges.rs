@@ -3,6 +3,9 @@
 //! generator is dropped half-way, and when a thread exits. Each test names
 //! the context a destructor must run in and checks it from inside the
 //! destructor.
+//!
+//! The tokio tests need the `tokio` feature; the rest is pure core and runs
+//! under Miri too (`.ci/miri`: `cargo +nightly miri test --test edges`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -90,6 +93,7 @@ fn dropping_a_with_context_future_drops_it_inside_its_context() {
     }
 }
 
+#[cfg(all(feature = "tokio", not(miri)))]
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -98,6 +102,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+#[cfg(all(feature = "tokio", not(miri)))]
 #[test]
 fn an_aborted_task_drops_inside_its_context() {
     let seen = seen();
@@ -114,6 +119,7 @@ fn an_aborted_task_drops_inside_its_context() {
     assert_eq!(*seen.lock().unwrap(), ["request=Some(7)", "reset=Ok(())"]);
 }
 
+#[cfg(all(feature = "tokio", not(miri)))]
 #[test]
 fn a_losing_select_branch_and_a_timeout_drop_inside_their_context() {
     let seen = seen();
@@ -146,6 +152,7 @@ fn a_losing_select_branch_and_a_timeout_drop_inside_their_context() {
     );
 }
 
+#[cfg(all(feature = "tokio", not(miri)))]
 #[test]
 fn runtime_shutdown_drops_helper_spawned_tasks_inside_their_context() {
     let seen = seen();
@@ -180,6 +187,7 @@ impl Drop for SetsOnDrop {
 
 static HOLDER: ContextVar<SetsOnDrop> = ContextVar::new("holder");
 
+#[cfg(all(feature = "tokio", not(miri)))]
 #[test]
 fn a_finished_tasks_values_are_released_where_their_drop_cannot_leak() {
     // The worker's own context must not receive the write, and in debug
@@ -476,6 +484,10 @@ thread_local! {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "a write after `LATE_BASE` is torn down leaks its context by design (`enter_base`), which Miri reports"
+)]
 fn other_thread_locals_destructors_may_use_variables_after_the_base_context_is_gone() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let seen2 = seen.clone();

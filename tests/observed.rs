@@ -1,0 +1,309 @@
+//! Behaviour that mutation testing (`cargo mutants`, see RELIABILITY.md)
+//! found no test observing: old values kept alive exactly as long as `with`
+//! borrows need them, a writer and a foreign reader contending for one
+//! context, accessors and `Debug` output of non-empty contexts, and what a
+//! value set during thread teardown becomes.
+//!
+//! Pure core (no runtime), so it also runs under Miri (`.ci/miri`).
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use contextvars::future::ContextHandle;
+use contextvars::prelude::*;
+use contextvars::{Context, ContextVar};
+
+/// A value that counts its drops.
+struct Counted(u32, Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.1.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn counter() -> Arc<AtomicUsize> {
+    Arc::new(AtomicUsize::new(0))
+}
+
+fn drops(c: &AtomicUsize) -> usize {
+    c.load(Ordering::SeqCst)
+}
+
+static V: ContextVar<Counted> = ContextVar::new("v");
+static W: ContextVar<u32> = ContextVar::new("w");
+
+/// Runs `f` in each kind of current context a `with` borrow can be in: the
+/// thread's base context (private, writes take no lock), a shared context
+/// (`run` on a `&Context`: writes take the lock) and a task's own context
+/// (`run_exclusive` through `wrap`).
+fn in_each_kind_of_context(f: impl Fn() + Send + Sync + Copy + 'static) {
+    std::thread::spawn(f).join().unwrap();
+    Context::new().run(f);
+    contextvars::wrap(f)();
+}
+
+// --- `with` borrows and the versions they keep alive -------------------------
+
+#[test]
+fn a_value_replaced_during_a_with_borrow_lives_until_the_borrow_ends() {
+    in_each_kind_of_context(|| {
+        let (first, second) = (counter(), counter());
+        drop(V.set(Counted(1, first.clone())));
+        V.with(|v| {
+            let v = v.unwrap();
+            // The token holds the replaced value: dropping it leaves the
+            // borrowed version as the only owner.
+            drop(V.set(Counted(2, second.clone())));
+            assert_eq!(drops(&first), 0, "the borrowed value is still alive");
+            assert_eq!(v.0, 1, "and still reads as it was");
+            assert_eq!(V.with(|now| now.unwrap().0), 2);
+        });
+        assert_eq!(drops(&first), 1, "dropped once the borrow ended");
+        assert_eq!(V.with(|v| v.unwrap().0), 2);
+        drop(V.set(Counted(3, counter())));
+        assert_eq!(drops(&second), 1);
+        assert_eq!(drops(&first), 1, "dropped once only");
+    });
+}
+
+#[test]
+fn nested_borrows_keep_every_replaced_value_until_the_outermost_ends() {
+    in_each_kind_of_context(|| {
+        let (first, second, third) = (counter(), counter(), counter());
+        drop(V.set(Counted(1, first.clone())));
+        V.with(|outer| {
+            V.with(|inner| {
+                drop(V.set(Counted(2, second.clone())));
+                assert_eq!(inner.unwrap().0, 1);
+            });
+            // The inner borrow is over, the outer one is not.
+            assert_eq!(drops(&first), 0, "the outer borrow still reads it");
+            assert_eq!(outer.unwrap().0, 1);
+            // A second write under the same borrow parks a second version.
+            drop(V.set(Counted(3, third.clone())));
+            assert_eq!((drops(&first), drops(&second)), (0, 0));
+            V.with(|again| assert_eq!(again.unwrap().0, 3));
+            assert_eq!((drops(&first), drops(&second)), (0, 0), "still borrowed");
+            assert_eq!(outer.unwrap().0, 1);
+        });
+        assert_eq!((drops(&first), drops(&second)), (1, 1), "both released");
+        assert_eq!(drops(&third), 0, "the current value stays");
+        // The next borrow and write are counted from zero again.
+        let fourth = counter();
+        V.with(|v| {
+            drop(V.set(Counted(4, fourth.clone())));
+            assert_eq!(v.unwrap().0, 3);
+            assert_eq!(drops(&third), 0);
+        });
+        assert_eq!(drops(&third), 1);
+        drop(V.set(Counted(5, counter())));
+        assert_eq!(drops(&fourth), 1);
+    });
+}
+
+#[test]
+fn without_a_borrow_a_replaced_value_is_dropped_at_once() {
+    in_each_kind_of_context(|| {
+        let first = counter();
+        drop(V.set(Counted(1, first.clone())));
+        drop(V.set(Counted(2, counter())));
+        assert_eq!(drops(&first), 1, "no borrow keeps it");
+        // A borrow that wrote nothing leaves nothing behind either.
+        V.with(|v| assert_eq!(v.unwrap().0, 2));
+        let second = counter();
+        drop(V.set(Counted(3, second.clone())));
+        drop(V.set(Counted(4, counter())));
+        assert_eq!(drops(&second), 1);
+    });
+}
+
+#[test]
+fn a_scoped_value_written_out_keeps_no_old_version_alive() {
+    // In a private context a scoped value stays beside the map until
+    // something needs the map; writing it out must not keep the version
+    // before it alive (nothing borrows it).
+    in_each_kind_of_context(|| {
+        let first = counter();
+        drop(V.set(Counted(1, first.clone())));
+        W.scope(7, || {
+            // A switch of context writes the scoped value out. (Nothing is
+            // read meanwhile: a read's end would free a version kept alive
+            // for no borrow, and hide it.)
+            let other = Context::new();
+            other.run(|| ());
+            drop(V.set(Counted(2, counter())));
+            assert_eq!(drops(&first), 1, "no borrow keeps it");
+            assert_eq!(W.get(), Ok(7));
+        });
+        assert!(W.get().is_err());
+    });
+}
+
+#[test]
+fn a_borrow_across_a_scoped_value_written_out_stays_valid() {
+    in_each_kind_of_context(|| {
+        let first = counter();
+        drop(V.set(Counted(1, first.clone())));
+        W.scope(7, || {
+            V.with(|v| {
+                Context::new().run(|| assert!(W.get().is_err()));
+                drop(V.set(Counted(2, counter())));
+                assert_eq!(drops(&first), 0);
+                assert_eq!(v.unwrap().0, 1);
+                assert_eq!(W.get(), Ok(7));
+            });
+            assert_eq!(drops(&first), 1);
+        });
+    });
+}
+
+// --- a writer and a foreign reader contending for one context --------------
+
+/// The owner writes pairs (A = n, B = n) under the lock while another thread
+/// reads the context and copies it: every read sees the owner's writes in
+/// order, and a copy never holds half a pair.
+#[test]
+fn a_writer_and_a_foreign_reader_contend_for_the_lock() {
+    static A: ContextVar<u64> = ContextVar::new("a");
+    static B: ContextVar<u64> = ContextVar::new("b");
+    const ROUNDS: u64 = if cfg!(miri) { 200 } else { 20_000 };
+    let ctx = Arc::new(Context::new());
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (ctx, done) = (ctx.clone(), done.clone());
+        std::thread::spawn(move || {
+            let (mut last, mut reads) = (0, 0u64);
+            while !done.load(Ordering::Acquire) || reads == 0 {
+                let copy = ctx.copy();
+                let (a, b) = (copy.get(&A), copy.get(&B));
+                // The pair is written `A` then `B`, so a copy has `b` equal to
+                // `a` or one behind it.
+                if let (Some(a), Some(b)) = (a, b) {
+                    assert!(b == a || b + 1 == a, "a torn copy: a = {a}, b = {b}");
+                }
+                let a = ctx.get(&A).unwrap_or(0);
+                assert!(a >= last, "reads went back in time: {a} after {last}");
+                last = a;
+                reads += 1;
+            }
+            reads
+        })
+    };
+    ctx.run(|| {
+        for n in 1..=ROUNDS {
+            A.set(n);
+            B.set(n);
+            // A version that the copy shares makes the next write copy nodes.
+            if n % 64 == 0 {
+                std::thread::yield_now();
+            }
+        }
+    });
+    done.store(true, Ordering::Release);
+    assert!(reader.join().unwrap() > 0);
+    assert_eq!((ctx.get(&A), ctx.get(&B)), (Some(ROUNDS), Some(ROUNDS)));
+}
+
+// --- accessors and `Debug` of contexts that hold values ---------------------
+
+#[test]
+fn accessors_see_a_contexts_values() {
+    let ctx = Context::new();
+    assert!(ctx.is_empty());
+    ctx.run(|| W.set(3));
+    assert!(!ctx.is_empty());
+    assert_eq!(ctx.len(), 1);
+
+    let owned = async {}.with_context(ctx);
+    assert_eq!(owned.context().get(&W), Some(3));
+    assert_eq!(
+        ContextHandle::context(&owned.into_parts().1).get(&W),
+        Some(3)
+    );
+
+    let shared = Arc::new(Context::new());
+    shared.run(|| W.set(4));
+    assert_eq!(ContextHandle::context(&shared).get(&W), Some(4));
+    let task = async {}.with_context(shared.clone());
+    assert_eq!(task.context().get(&W), Some(4));
+    assert!(std::ptr::eq(task.context(), &*shared), "the same context");
+}
+
+#[test]
+fn debug_output_names_the_variable_the_token_and_the_context() {
+    static LEVEL: ContextVar<u32> = ContextVar::new("level");
+    assert_eq!(format!("{LEVEL:?}"), r#"ContextVar { name: "level", .. }"#);
+
+    Context::new().run(|| {
+        let first = LEVEL.set(1);
+        assert_eq!(
+            format!("{first:?}"),
+            r#"Token { var: "level", old_value: None, .. }"#
+        );
+        let second = LEVEL.set(2);
+        assert_eq!(
+            format!("{second:?}"),
+            r#"Token { var: "level", old_value: Some(1), .. }"#
+        );
+    });
+
+    let ctx = Context::new();
+    ctx.run(|| LEVEL.set(9));
+    let expected = format!("WithContext {{ ctx: {ctx:?}, .. }}");
+    assert!(expected.contains(r#"vars: ["level"]"#), "{expected}");
+    assert_eq!(format!("{:?}", async {}.with_context(ctx)), expected);
+}
+
+// --- thread teardown -----------------------------------------------------------
+
+/// Dropped in another thread-local's destructor, after the thread's base
+/// context was torn down: sets a counted value and reads it back.
+struct SetsAtExit {
+    value: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<u32>>>,
+}
+
+impl Drop for SetsAtExit {
+    fn drop(&mut self) {
+        self.seen
+            .lock()
+            .unwrap()
+            .push(V.with(|v| v.map_or(0, |v| v.0)));
+        V.set(Counted(7, self.value.clone()));
+        self.seen
+            .lock()
+            .unwrap()
+            .push(V.with(|v| v.map_or(0, |v| v.0)));
+    }
+}
+
+thread_local! {
+    static AT_EXIT: std::cell::RefCell<Option<SetsAtExit>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A value set by a thread-local's destructor that runs after the base
+/// context's is neither read from the dead base context nor lost in it: it
+/// starts from an empty context and is dropped before the thread is gone.
+#[test]
+fn a_value_set_after_the_base_context_is_gone_is_still_dropped() {
+    let (value, base_value) = (counter(), counter());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let thread = {
+        let (value, base_value, seen) = (value.clone(), base_value.clone(), seen.clone());
+        std::thread::spawn(move || {
+            // Registered before the base context, so destroyed after it.
+            AT_EXIT.with(|slot| *slot.borrow_mut() = Some(SetsAtExit { value, seen }));
+            V.set(Counted(3, base_value)); // creates the base context
+        })
+    };
+    thread.join().unwrap();
+    assert_eq!(drops(&base_value), 1, "the base context's value");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [0, 7],
+        "a fresh context, then its value"
+    );
+    assert_eq!(drops(&value), 1, "the late value was dropped");
+}
