@@ -769,15 +769,14 @@ pub(crate) fn read_current<R>(
     assign: impl FnOnce() -> VarId,
     f: impl FnOnce(Option<&Value>) -> R,
 ) -> R {
-    let found = CURRENT.with(|cur| {
-        // `hint` (the variable's address) only picks the slot, so finding
-        // it does not wait for `id` to load; `id` decides a hit.
-        let slot = Slot::of(hint);
-        match cur.cache.get(slot, id) {
-            Some(hit) => hit,
-            None => look_up(cur, slot, if id == 0 { assign() } else { id }),
-        }
-    });
+    let cur = current();
+    // `hint` (the variable's address) only picks the slot, so finding it
+    // does not wait for `id` to load; `id` decides a hit.
+    let slot = Slot::of(hint);
+    let found = match cur.cache.get(slot, id) {
+        Some(hit) => hit,
+        None => look_up(cur, slot, if id == 0 { assign() } else { id }),
+    };
     let _reading = Reading::start();
     // SAFETY: `found` is in the current map as of the current version: the
     // map holds a handle to it until it is written, and every write bumps
@@ -951,7 +950,8 @@ pub(crate) fn scoped<R>(
     f: impl FnOnce() -> R,
     drop_as: unsafe fn(Value),
 ) -> R {
-    if CURRENT.with(|cur| cur.ctx.get().is_null()) {
+    let cur = current();
+    if cur.ctx.get().is_null() {
         enter_base();
     }
     let slot = Slot::of(hint);
@@ -959,14 +959,13 @@ pub(crate) fn scoped<R>(
     let entry = Scoped {
         id,
         value: UnsafeCell::new(ManuallyDrop::new(value)),
-        prev: CURRENT.with(|cur| cur.scoped.get()),
+        prev: cur.scoped.get(),
         written: Cell::new(None),
     };
-    CURRENT.with(|cur| {
-        cur.scoped.set(&entry);
-        cur.cache.fill(slot, id, Some(raw));
-    });
+    cur.scoped.set(&entry);
+    cur.cache.fill(slot, id, Some(raw));
     let _end = ScopeEnd {
+        cur,
         entry: &entry,
         var,
         slot,
@@ -979,15 +978,25 @@ pub(crate) fn scoped<R>(
 /// none yet gets its private base context on its first write.
 #[inline]
 pub(crate) fn current_is_private() -> bool {
-    CURRENT.with(|cur| {
-        let ctx = cur.ctx.get();
-        // SAFETY: as in `read_current`, a current context is alive.
-        ctx.is_null() || unsafe { (*ctx).private }
-    })
+    let ctx = current().ctx.get();
+    // SAFETY: as in `read_current`, a current context is alive.
+    ctx.is_null() || unsafe { (*ctx).private }
+}
+
+/// This thread's `Current`, reached through a tiny closure so that
+/// `LocalKey::with` inlines to a thread-pointer access (a bigger closure was
+/// left out of line on the read path: twice the instructions).
+#[inline(always)]
+fn current() -> &'static Current {
+    let cur = CURRENT.with(ptr::from_ref);
+    // SAFETY: `CURRENT` has no destructor, so it lives as long as the
+    // thread, and the reference never leaves it (`Current` is not `Sync`).
+    unsafe { &*cur }
 }
 
 /// Ends a `scoped` call, also on unwinding.
 struct ScopeEnd<'a> {
+    cur: &'a Current,
     entry: &'a Scoped,
     var: &'static str,
     slot: Slot,
@@ -998,13 +1007,13 @@ impl Drop for ScopeEnd<'_> {
     #[inline]
     fn drop(&mut self) {
         match self.entry.written.take() {
-            None => CURRENT.with(|cur| {
+            None => {
                 // Scopes nest, and writing the list empties it whole, so an
                 // entry not written is the newest.
-                debug_assert!(ptr::eq(cur.scoped.get(), self.entry));
-                cur.scoped.set(self.entry.prev);
-                cur.cache.forget(self.slot);
-            }),
+                debug_assert!(ptr::eq(self.cur.scoped.get(), self.entry));
+                self.cur.scoped.set(self.entry.prev);
+                self.cur.cache.forget(self.slot);
+            }
             Some(old) => restore_written(self.var, self.entry.id, old, self.drop_as),
         }
         // SAFETY: the entry is off the list and out of the read cache (or in
