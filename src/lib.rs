@@ -41,10 +41,12 @@ mod context;
 mod error;
 pub mod future;
 mod generator;
+mod guard;
 mod ids;
 pub mod iter;
 #[doc(hidden)]
 pub mod map;
+mod merge;
 mod misuse;
 #[cfg(feature = "opentelemetry")]
 pub mod opentelemetry;
@@ -68,8 +70,10 @@ pub mod tracing;
 mod value;
 mod var;
 
-pub use context::{Context, copy_context, wrap};
+pub use context::{Context, copy_context, inherited_context, wrap};
 pub use error::{AlreadyEntered, LookupError, ResetError, ResetFailed};
+pub use guard::SetGuard;
+pub use merge::{Changes, Fork, MergeError};
 pub use misuse::{Misuse, set_misuse_policy};
 pub use var::{ContextVar, Token};
 
