@@ -130,14 +130,14 @@ pub enum MergeError {
     Conflict {
         /// The variables' names, sorted.
         vars: Vec<&'static str>,
-        /// The fork, unchanged.
-        fork: Fork,
+        /// The fork, unchanged (boxed: it is large for an error).
+        fork: Box<Fork>,
     },
     /// The current context is not the one the fork was made in (a merge
     /// belongs where the fork was made, as a token's reset does).
     DifferentContext {
-        /// The fork, unchanged.
-        fork: Fork,
+        /// The fork, unchanged (boxed: it is large for an error).
+        fork: Box<Fork>,
     },
 }
 
@@ -154,7 +154,7 @@ impl MergeError {
     /// ```
     pub fn into_fork(self) -> Fork {
         match self {
-            MergeError::Conflict { fork, .. } | MergeError::DifferentContext { fork } => fork,
+            MergeError::Conflict { fork, .. } | MergeError::DifferentContext { fork } => *fork,
         }
     }
 }
@@ -244,11 +244,12 @@ impl Fork {
     ///
     /// static N: ContextVar<u8> = ContextVar::new("n");
     /// let mut fork = Fork::new();
-    /// let task = fork.run_future(async { N.set(3); });
-    /// # let mut task = std::pin::pin!(task);
-    /// # let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    /// # assert!(task.as_mut().poll(&mut cx).is_ready());
-    /// // ... once awaited:
+    /// {
+    ///     let task = fork.run_future(async { N.set(3); });
+    ///     # let mut task = std::pin::pin!(task);
+    ///     # let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    ///     # assert!(task.as_mut().poll(&mut cx).is_ready());
+    /// } // ... once awaited (and dropped):
     /// fork.merge().unwrap();
     /// assert_eq!(N.get(), Ok(3));
     /// ```
@@ -337,7 +338,9 @@ impl Fork {
 
     fn apply(mut self, overwrite: bool) -> Result<Changes, MergeError> {
         if current_id_or_base() != self.parent {
-            return Err(MergeError::DifferentContext { fork: self });
+            return Err(MergeError::DifferentContext {
+                fork: Box::new(self),
+            });
         }
         let changed = self.changed_ids();
         if !overwrite {
@@ -354,7 +357,10 @@ impl Fork {
             drop(now);
             if !vars.is_empty() {
                 vars.sort_unstable();
-                return Err(MergeError::Conflict { vars, fork: self });
+                return Err(MergeError::Conflict {
+                    vars,
+                    fork: Box::new(self),
+                });
             }
         }
         let mut changes = Changes::default();

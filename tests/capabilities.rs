@@ -571,3 +571,11 @@ fn entries_of_a_context_entered_on_another_thread_format_outside_its_lock() {
     // The value holds its own context: break the cycle.
     ctx.run(|| drop(HOLDER.set(Reentrant(Arc::new(Context::new())))));
 }
+
+#[test]
+fn guards_and_forks_can_cross_threads_and_awaits() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<contextvars::SetGuard<'static, u32>>();
+    send_sync::<Fork>();
+    send_sync::<MergeError>();
+}
