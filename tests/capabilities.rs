@@ -579,3 +579,27 @@ fn guards_and_forks_can_cross_threads_and_awaits() {
     send_sync::<Fork>();
     send_sync::<MergeError>();
 }
+
+/// The count that keeps spawn copies O(1) follows every insert and remove,
+/// in flat roots and branches alike: a context whose not-inherited
+/// variables are all gone copies for spawns as cheaply as any other.
+#[test]
+fn the_count_of_not_inherited_entries_follows_inserts_and_removes() {
+    use contextvars::map::{Garbage, Map, Value};
+    const LOCAL_BIT: u64 = 1 << 31;
+    let mut map = Map::default();
+    let mut garbage = Garbage::new();
+    for id in 1..=40u64 {
+        let id = if id % 4 == 0 { id | LOCAL_BIT } else { id };
+        map.insert(id, Value::new(id), &mut garbage);
+        map.insert(id, Value::new(id + 1), &mut garbage); // a replacement counts once
+    }
+    assert_eq!(map.locals(), 10);
+    let copy = map.clone();
+    for id in (4..=40u64).step_by(4) {
+        map.remove(id | LOCAL_BIT, &mut garbage);
+    }
+    assert_eq!((map.locals(), copy.locals()), (0, 10));
+    let spawned = copy.into_inherited();
+    assert_eq!((spawned.locals(), spawned.len()), (0, 30));
+}
