@@ -314,6 +314,49 @@ fn generator() {
     );
 }
 
+fn guards_inheritance_merging() {
+    section(
+        "8. guards, a variable spawned work does not inherit, and merging a child's changes back",
+    );
+    static DEPTH: ContextVar<u32> = ContextVar::with_default("depth", 0);
+    static TRANSACTION: ContextVar<&'static str> = ContextVar::new("transaction").not_inherited();
+    static USER_ID: ContextVar<u64> = ContextVar::new("user_id").debuggable();
+
+    Context::new().run(|| {
+        let outer = DEPTH.set_scoped(1);
+        let inner = DEPTH.set_scoped(2);
+        drop(outer); // out of order: restores what was there before its own set
+        let after_outer = DEPTH.get().unwrap();
+        drop(inner);
+        println!(
+            "guards          : outer dropped first -> depth {after_outer}; then inner -> depth {} \
+             (each restores its own old value, as reset does)",
+            DEPTH.get().unwrap()
+        );
+
+        TRANSACTION.set("tx-9");
+        let seen = contextvars::thread::spawn(|| TRANSACTION.get().ok())
+            .join()
+            .unwrap();
+        println!(
+            "not_inherited   : the spawner holds {:?}; a spawned thread sees {seen:?}; copy_context() keeps it: {:?}",
+            TRANSACTION.get().ok(),
+            copy_context().get(&TRANSACTION)
+        );
+
+        let mut fork = contextvars::Fork::new();
+        fork.run(|| USER_ID.set(42)); // the handler, deep inside `call_next`
+        let before = USER_ID.get().ok();
+        let changes = fork.merge().unwrap();
+        println!(
+            "merge           : before the merge the middleware sees {before:?}; merged {:?}; now {:?}",
+            changes.set,
+            USER_ID.get().ok()
+        );
+        println!("entries         : {:?}", copy_context().entries().collect::<Vec<_>>());
+    });
+}
+
 fn main() {
     walk_through();
     contexts();
@@ -323,4 +366,5 @@ fn main() {
     plain_spawn_under_hooks();
     inheritance();
     generator();
+    guards_inheritance_merging();
 }

@@ -560,6 +560,43 @@ impl Context {
         ids.into_iter().map(crate::ids::name_of).collect()
     }
 
+    /// The variables that have a value in this context, each with its name
+    /// and its value as `Debug` shows it, sorted by name: for debugging and
+    /// logs. A variable shows its value if it was declared
+    /// [`debuggable`](ContextVar::debuggable) (its `T: Debug`), else `None`.
+    ///
+    /// The values are read under the context's lock where one is needed
+    /// (only reference counts are taken), and formatted after it is
+    /// released: a `Debug` impl is user code.
+    ///
+    /// ```
+    /// use contextvars::{Context, ContextVar};
+    ///
+    /// static USER: ContextVar<&'static str> = ContextVar::new("user").debuggable();
+    /// static SECRET: ContextVar<String> = ContextVar::new("secret");
+    /// let ctx = Context::new();
+    /// ctx.run(|| {
+    ///     USER.set("ada");
+    ///     SECRET.set("hunter2".into());
+    /// });
+    /// let entries: Vec<_> = ctx.entries().collect();
+    /// assert_eq!(entries, [("secret", None), ("user", Some(r#""ada""#.to_string()))]);
+    /// ```
+    pub fn entries(&self) -> impl Iterator<Item = (&'static str, Option<String>)> + use<> {
+        let values: Vec<(VarId, Value)> =
+            self.read(|map| map.iter().map(|(id, v)| (id, v.clone())).collect());
+        let mut entries: Vec<(&'static str, Option<String>)> = values
+            .iter()
+            .map(|(id, value)| {
+                let (name, fmt) = crate::ids::debug_info_of(*id);
+                let shown = fmt.map(|fmt| format!("{:?}", ShowValue(value, fmt)));
+                (name, shown)
+            })
+            .collect();
+        entries.sort_unstable();
+        entries.into_iter()
+    }
+
     /// Runs `f` on this context's map: lock-free on the thread where the
     /// context is current (the only writer), under the lock elsewhere.
     fn read<R>(&self, f: impl FnOnce(&Map) -> R) -> R {
@@ -654,14 +691,46 @@ impl Default for Context {
 }
 
 impl fmt::Debug for Context {
-    /// Lists the context's variables by name.
+    /// Lists the context's variables by name, with the values of those
+    /// declared [`debuggable`](ContextVar::debuggable) (`..` for the
+    /// others), as [`entries`](Context::entries) does.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut names = self.names();
-        names.sort_unstable();
         f.debug_struct("Context")
             .field("id", &self.id)
-            .field("vars", &names)
+            .field("vars", &Vars(self.entries().collect()))
             .finish()
+    }
+}
+
+/// A context's entries as a `Debug` map: `name: value`, or `name: ..` for a
+/// variable whose values are not shown.
+struct Vars(Vec<(&'static str, Option<String>)>);
+
+impl fmt::Debug for Vars {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        /// Written as it is: `Debug` of the value, already rendered.
+        struct Raw<'a>(&'a str);
+        impl fmt::Debug for Raw<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        f.debug_map()
+            .entries(
+                self.0
+                    .iter()
+                    .map(|(name, value)| (name, Raw(value.as_deref().unwrap_or("..")))),
+            )
+            .finish()
+    }
+}
+
+/// A value with the debug formatter of its variable.
+struct ShowValue<'a>(&'a Value, crate::ids::FmtValue);
+
+impl fmt::Debug for ShowValue<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (self.1)(self.0, f)
     }
 }
 
@@ -1126,6 +1195,16 @@ pub(crate) fn current_id() -> Option<u64> {
     })
 }
 
+/// The id of the current context, making the thread's base context current
+/// first if it has none yet (so the id stays the same until a switch).
+pub(crate) fn current_id_or_base() -> u64 {
+    if let Some(id) = current_id() {
+        return id;
+    }
+    // SAFETY: `enter_base` returns the context it made current, alive.
+    unsafe { (*enter_base()).id }
+}
+
 /// An O(1) copy of the current context: what a task, thread or callback
 /// should start from to see the values the caller sees now.
 ///
@@ -1142,6 +1221,36 @@ pub(crate) fn current_id() -> Option<u64> {
 #[inline]
 pub fn copy_context() -> Context {
     Context::from_map(next_id(), current_map(), false)
+}
+
+/// A copy of the current context for spawned work: every value the caller
+/// sees now, except those of variables declared
+/// [`not_inherited`](ContextVar::not_inherited). It is what this crate's
+/// spawn helpers (tokio, thread, rayon, [`wrap`],
+/// [`with_current_context`](crate::future::FutureExt::with_current_context),
+/// the tokio task hooks) start work in; use it to write your own. O(1), as
+/// [`copy_context`], when the context holds no such variable.
+///
+/// ```
+/// use contextvars::{inherited_context, ContextVar};
+///
+/// static CACHE: ContextVar<Vec<u8>> = ContextVar::new("cache").not_inherited();
+/// static USER: ContextVar<&'static str> = ContextVar::new("user");
+/// CACHE.set(vec![1, 2]);
+/// USER.set("ada");
+/// let ctx = inherited_context();
+/// assert_eq!((ctx.get(&CACHE), ctx.get(&USER)), (None, Some("ada")));
+/// ```
+#[inline]
+pub fn inherited_context() -> Context {
+    Context::from_map(next_id(), inherited_map(), false)
+}
+
+/// [`current_map`] without the values of variables not inherited by
+/// spawned work: the one place spawns copy from.
+#[inline]
+pub(crate) fn inherited_map() -> Map {
+    current_map().into_inherited()
 }
 
 /// An O(1) copy of the current context's map.
@@ -1165,8 +1274,10 @@ pub(crate) fn current_map() -> Map {
     })
 }
 
-/// Captures a copy of the current context now and returns a closure that runs
-/// `f` in it: the way to hand a callback to any pool or executor.
+/// Captures a copy of the current context now (without the variables
+/// declared [`not_inherited`](ContextVar::not_inherited): see
+/// [`inherited_context`]) and returns a closure that runs `f` in it: the way
+/// to hand a callback to any pool or executor.
 ///
 /// The closure is `Send + 'static` when `f` is.
 ///
@@ -1184,7 +1295,7 @@ where
     F: FnOnce() -> R,
 {
     let mut wrapped = Wrapped {
-        ctx: copy_context(),
+        ctx: inherited_context(),
         f: Some(f),
     };
     move || {

@@ -27,15 +27,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, Waker};
 
-use crate::context::{Context, copy_context};
+use crate::context::{Context, inherited_context};
 
 /// What a [`WithContext`] future can be polled in: an owned [`Context`]
 /// (entered exclusively: no other handle to it can exist, so entering it
-/// takes no atomic flag and writes to it take no lock), or a shared
+/// takes no atomic flag and writes to it take no lock; a `&mut Context`
+/// likewise), or a shared
 /// `Arc<Context>` (entered like [`Context::run`]; a poll that finds it
 /// entered on another thread waits its turn).
 ///
-/// This trait is sealed; it is implemented for exactly those two types.
+/// This trait is sealed; it is implemented for exactly those types.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -66,6 +67,24 @@ mod sealed {
     pub trait Sealed {}
     impl Sealed for crate::Context {}
     impl Sealed for std::sync::Arc<crate::Context> {}
+    impl Sealed for &mut crate::Context {}
+}
+
+/// A unique borrow is entered exclusively, as an owned context is (for
+/// [`Fork::run_future`](crate::Fork::run_future)).
+impl ContextHandle for &mut Context {
+    fn context(&self) -> &Context {
+        self
+    }
+
+    #[inline]
+    fn poll_in<R>(&mut self, _: &Waker, f: impl FnOnce() -> Poll<R>) -> Poll<R> {
+        self.run_exclusive(f)
+    }
+
+    fn drop_in(&mut self, f: impl FnOnce()) {
+        self.run_exclusive(f);
+    }
 }
 
 impl ContextHandle for Context {
@@ -162,7 +181,10 @@ pub trait FutureExt: Future + Sized {
         }
     }
 
-    /// Polls this future inside a copy of the current context, taken now.
+    /// Polls this future inside a copy of the current context, taken now
+    /// (without the variables declared
+    /// [`not_inherited`](crate::ContextVar::not_inherited): see
+    /// [`inherited_context`](crate::inherited_context)).
     ///
     /// ```
     /// use contextvars::prelude::*;
@@ -182,7 +204,7 @@ pub trait FutureExt: Future + Sized {
     /// assert_eq!(N.get(), Ok(1));
     /// ```
     fn with_current_context(self) -> WithContext<Self, Context> {
-        self.with_context(copy_context())
+        self.with_context(inherited_context())
     }
 }
 

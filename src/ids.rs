@@ -6,9 +6,15 @@
 //! counter, once per variable. Values do not carry their variable's name,
 //! which keeps a context small; [`name_of`] finds it here.
 //!
+//! A variable id also carries the variable's inheritance policy: a variable
+//! declared not inherited (`ContextVar::not_inherited`) has [`LOCAL_BIT`] set
+//! in its id, so a map can count such entries without knowing the variable
+//! (see `Map::locals`), and a spawn copy that finds none skips the filter.
+//!
 //! **Invariant:** no id is handed out twice, a variable id stays below 2³²
 //! (the read cache packs one into 32 bits), and every variable id a context
-//! can hold has its name recorded before the id is published.
+//! can hold has its name (and its debug formatter, if any) recorded before
+//! the id is published.
 
 use std::cell::Cell;
 use std::sync::RwLock;
@@ -16,8 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::map::VarId;
 
-/// A fresh context id.
-/// not contend on a shared counter.
+/// A fresh context id; ids come in blocks per thread, so making a context
+/// does not contend on a shared counter.
 #[inline]
 pub(crate) fn next_id() -> u64 {
     const BLOCK: u64 = 1024;
@@ -40,19 +46,44 @@ pub(crate) fn next_id() -> u64 {
 
 static NEXT_VAR: AtomicU64 = AtomicU64::new(1);
 
-/// Variable ids are below this (the read cache packs one into 32 bits).
-const MAX_VARS: u64 = 1 << 32;
+/// The bit of a variable id that marks a variable not inherited by spawned
+/// work. Ids count up from 1, so this high bit only ever tells a trie apart
+/// at its deepest level, which sequential ids never reach.
+pub(crate) const LOCAL_BIT: VarId = 1 << 31;
 
-/// Every variable's name, by id, for `Context::names`; 16 bytes per variable
-/// ever given an id.
-static NAMES: RwLock<Vec<&'static str>> = RwLock::new(Vec::new());
+/// Variable ids are below 2³² (the read cache packs one into 32 bits): the
+/// counter stays below this, and [`LOCAL_BIT`] sits above it.
+const MAX_VARS: u64 = LOCAL_BIT;
 
-/// A fresh variable id for the variable named `name`, its name recorded.
+/// Whether the variable with id `id` is not inherited by spawned work.
+#[inline]
+pub(crate) const fn is_local(id: VarId) -> bool {
+    id & LOCAL_BIT != 0
+}
+
+/// Formats a value of the variable it was registered for (its `T: Debug`);
+/// the value is downcast with a check (listing is not a hot path).
+pub(crate) type FmtValue = fn(&crate::map::Value, &mut std::fmt::Formatter<'_>) -> std::fmt::Result;
+
+/// What the registry knows of a variable.
+#[derive(Clone, Copy)]
+struct VarInfo {
+    name: &'static str,
+    fmt: Option<FmtValue>,
+}
+
+/// Every variable's name and debug formatter, by id without [`LOCAL_BIT`],
+/// for `Context::names` and `Context::entries`; 24 bytes per variable ever
+/// given an id.
+static NAMES: RwLock<Vec<VarInfo>> = RwLock::new(Vec::new());
+
+/// A fresh variable id for the variable named `name`, its name (and `fmt`,
+/// its values' debug formatter) recorded; with [`LOCAL_BIT`] if `local`.
 ///
 /// # Panics
 ///
-/// After 2³² variables, naming the one that cannot get an id.
-pub(crate) fn new_var_id(name: &'static str) -> VarId {
+/// After 2³¹ variables, naming the one that cannot get an id.
+pub(crate) fn new_var_id(name: &'static str, local: bool, fmt: Option<FmtValue>) -> VarId {
     let fresh = NEXT_VAR.fetch_add(1, Ordering::Relaxed);
     assert!(
         fresh < MAX_VARS,
@@ -63,19 +94,34 @@ pub(crate) fn new_var_id(name: &'static str) -> VarId {
     let mut names = NAMES.write().unwrap_or_else(|e| e.into_inner());
     let i = usize::try_from(fresh).expect("variable ids fit in usize");
     if names.len() <= i {
-        names.resize(i + 1, "");
+        names.resize(
+            i + 1,
+            VarInfo {
+                name: "",
+                fmt: None,
+            },
+        );
     }
-    names[i] = name;
-    fresh
+    names[i] = VarInfo { name, fmt };
+    if local { fresh | LOCAL_BIT } else { fresh }
+}
+
+fn info_of(id: VarId) -> Option<VarInfo> {
+    let names = NAMES.read().unwrap_or_else(|e| e.into_inner());
+    usize::try_from(id & !LOCAL_BIT)
+        .ok()
+        .and_then(|i| names.get(i).copied())
 }
 
 /// The name of the variable with id `id`.
 pub(crate) fn name_of(id: VarId) -> &'static str {
-    let names = NAMES.read().unwrap_or_else(|e| e.into_inner());
-    usize::try_from(id)
-        .ok()
-        .and_then(|i| names.get(i).copied())
-        .unwrap_or("")
+    info_of(id).map_or("", |info| info.name)
+}
+
+/// The name of the variable with id `id`, and its values' debug formatter
+/// if it was declared with one.
+pub(crate) fn debug_info_of(id: VarId) -> (&'static str, Option<FmtValue>) {
+    info_of(id).map_or(("", None), |info| (info.name, info.fmt))
 }
 
 #[cfg(test)]
@@ -88,7 +134,9 @@ mod tests {
     fn ids_never_repeat_across_threads() {
         let take = || {
             let contexts: Vec<u64> = (0..5_000).map(|_| next_id()).collect();
-            let vars: Vec<VarId> = (0..500).map(|_| new_var_id("v")).collect();
+            let vars: Vec<VarId> = (0..500)
+                .map(|i| new_var_id("v", i % 2 == 0, None))
+                .collect();
             (contexts, vars)
         };
         let other = std::thread::spawn(take);
@@ -103,5 +151,10 @@ mod tests {
         vars.dedup();
         assert_eq!((contexts.len(), vars.len()), (n, m), "an id was repeated");
         assert!(vars.iter().all(|&id| id != 0 && name_of(id) == "v"));
+        // Half were local: the bit does not make two ids equal once masked.
+        let mut masked: Vec<VarId> = vars.iter().map(|id| id & !LOCAL_BIT).collect();
+        masked.sort_unstable();
+        masked.dedup();
+        assert_eq!(masked.len(), m, "a masked id was repeated");
     }
 }

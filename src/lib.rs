@@ -46,6 +46,7 @@ pub mod docs;
 mod error;
 pub mod future;
 mod generator;
+mod guard;
 mod ids;
 pub mod iter;
 #[cfg(not(feature = "__bench_internals"))]
@@ -55,6 +56,7 @@ mod map;
 #[cfg(feature = "__bench_internals")]
 #[doc(hidden)]
 pub mod map;
+mod merge;
 mod misuse;
 #[cfg(feature = "opentelemetry")]
 pub mod opentelemetry;
@@ -84,8 +86,10 @@ pub mod tracing;
 mod value;
 mod var;
 
-pub use context::{Context, copy_context, wrap};
+pub use context::{Context, copy_context, inherited_context, wrap};
 pub use error::{AlreadyEntered, AlreadyEnteredError, LookupError, ResetError, ResetFailed};
+pub use guard::SetGuard;
+pub use merge::{Changes, Fork, MergeError};
 pub use misuse::{Misuse, set_misuse_policy};
 pub use var::{ContextVar, Token};
 

@@ -28,6 +28,7 @@ use std::sync::Arc;
 #[cfg(not(contextvars_tsan))]
 use std::sync::atomic::{Ordering, fence};
 
+use crate::ids::is_local;
 pub use crate::value::Value;
 
 /// A variable's identity: unique for the life of the process, never 0.
@@ -126,6 +127,10 @@ pub struct Map {
     root: Option<Arc<[Child]>>,
     bitmap: u32,
     len: u32,
+    /// How many entries belong to variables not inherited by spawned work
+    /// (ids with `ids::LOCAL_BIT`), so a spawn copy of a map without any
+    /// costs one comparison more than a plain copy.
+    locals: u32,
 }
 
 #[inline]
@@ -272,6 +277,40 @@ impl Map {
         self.len as usize
     }
 
+    /// How many entries belong to variables not inherited by spawned work.
+    #[inline]
+    pub fn locals(&self) -> usize {
+        self.locals as usize
+    }
+
+    /// This map without the entries of variables not inherited by spawned
+    /// work: itself when it has none (one comparison), else a copy without
+    /// them.
+    #[inline]
+    pub fn into_inherited(self) -> Map {
+        if self.locals == 0 {
+            return self;
+        }
+        self.without_locals()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn without_locals(mut self) -> Map {
+        let locals: Vec<VarId> = self
+            .iter()
+            .map(|(id, _)| id)
+            .filter(|&id| is_local(id))
+            .collect();
+        // The removed values stay in the original map, and the copied nodes
+        // are shared with it, so this garbage drops no value.
+        let mut garbage = Garbage::new();
+        for id in locals {
+            self.remove(id, &mut garbage);
+        }
+        self
+    }
+
     /// Whether the map has no entries.
     #[allow(dead_code, reason = "the pair of `len`; used by tests")]
     #[inline]
@@ -359,6 +398,7 @@ impl Map {
         let Some(root) = &mut self.root else {
             self.root = Some(Arc::new([Child::Entry { id, value }]));
             self.len = 1;
+            self.locals = u32::from(is_local(id));
             return None;
         };
         let len = self.len as usize;
@@ -400,6 +440,7 @@ impl Map {
         };
         if old.is_none() {
             self.len += 1;
+            self.locals += u32::from(is_local(id));
         }
         old
     }
@@ -415,6 +456,7 @@ impl Map {
             take_entry(root, len, pos, garbage)
         }?;
         self.len -= 1;
+        self.locals -= u32::from(is_local(id));
         // An emptied map keeps a flat root's room (for the next `set`), but
         // not a former branch's: that is up to 32 slots held for nothing.
         if self.len == 0

@@ -29,7 +29,7 @@
 use rayon::BroadcastContext;
 use rayon::iter::ParallelIterator;
 
-use crate::context::{Context, copy_context, wrap};
+use crate::context::{Context, inherited_context, wrap};
 
 /// `rayon::join`, each closure in its own copy of the current context.
 ///
@@ -52,7 +52,7 @@ where
     RA: Send,
     RB: Send,
 {
-    let (mut ca, mut cb) = (copy_context(), copy_context());
+    let (mut ca, mut cb) = (inherited_context(), inherited_context());
     rayon::join(move || ca.run_exclusive(a), move || cb.run_exclusive(b))
 }
 
@@ -78,7 +78,7 @@ where
     OP: FnOnce(&Scope<'_, 'scope>) -> R + Send,
     R: Send,
 {
-    let mut ctx = copy_context();
+    let mut ctx = inherited_context();
     rayon::scope(move |s| ctx.run_exclusive(|| op(&Scope { inner: s })))
 }
 
@@ -98,6 +98,32 @@ where
     F: FnOnce() + Send + 'static,
 {
     rayon::spawn(wrap(f));
+}
+
+/// `rayon::spawn`, with the job running in a new, empty context, on
+/// purpose: *detached* from the caller's context. .NET's
+/// `ExecutionContext.SuppressFlow`.
+///
+/// Use it for long-running jobs started from inside a request: a copy of
+/// the request's context would keep every value of that request alive (its
+/// buffers, its transaction, its trace span) for as long as the job runs,
+/// and would tag all its work with a request it does not belong to.
+///
+/// ```
+/// use contextvars::ContextVar;
+///
+/// static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+/// REQUEST_ID.set(42);
+/// let (tx, rx) = std::sync::mpsc::channel();
+/// contextvars::rayon::spawn_detached(move || tx.send(REQUEST_ID.get().ok()).unwrap());
+/// assert_eq!(rx.recv().unwrap(), None);
+/// ```
+pub fn spawn_detached<F>(f: F)
+where
+    F: FnOnce() + Send + 'static,
+{
+    let mut ctx = Context::new();
+    rayon::spawn(move || ctx.run_exclusive(f));
 }
 
 /// `rayon::spawn_fifo`, the job in a copy of the current context, taken
@@ -138,7 +164,7 @@ where
     OP: FnOnce(&ScopeFifo<'_, 'scope>) -> R + Send,
     R: Send,
 {
-    let mut ctx = copy_context();
+    let mut ctx = inherited_context();
     rayon::scope_fifo(move |s| ctx.run_exclusive(|| op(&ScopeFifo { inner: s })))
 }
 
@@ -206,7 +232,7 @@ where
     OP: Fn(BroadcastContext<'_>) -> R + Sync,
     R: Send,
 {
-    let ctx = copy_context();
+    let ctx = inherited_context();
     rayon::broadcast(|b| ctx.copy().run_exclusive(|| op(b)))
 }
 
@@ -228,7 +254,7 @@ pub fn spawn_broadcast<OP>(op: OP)
 where
     OP: Fn(BroadcastContext<'_>) + Send + Sync + 'static,
 {
-    let ctx = copy_context();
+    let ctx = inherited_context();
     rayon::spawn_broadcast(move |b| ctx.copy().run_exclusive(|| op(b)));
 }
 
@@ -293,7 +319,7 @@ impl ThreadPoolExt for rayon::ThreadPool {
         OP: FnOnce() -> R + Send,
         R: Send,
     {
-        let mut ctx = copy_context();
+        let mut ctx = inherited_context();
         self.install(move || ctx.run_exclusive(op))
     }
 
@@ -338,7 +364,7 @@ impl<'scope> Scope<'_, 'scope> {
     where
         BODY: FnOnce(&Scope<'_, 'scope>) + Send + 'scope,
     {
-        let mut ctx = copy_context();
+        let mut ctx = inherited_context();
         self.inner
             .spawn(move |s| ctx.run_exclusive(|| body(&Scope { inner: s })));
     }
@@ -366,7 +392,7 @@ impl<'scope> Scope<'_, 'scope> {
     where
         BODY: Fn(&Scope<'_, 'scope>, BroadcastContext<'_>) + Send + Sync + 'scope,
     {
-        let ctx = copy_context();
+        let ctx = inherited_context();
         self.inner
             .spawn_broadcast(move |s, b| ctx.copy().run_exclusive(|| body(&Scope { inner: s }, b)));
     }
@@ -405,7 +431,7 @@ impl<'scope> ScopeFifo<'_, 'scope> {
     where
         BODY: FnOnce(&ScopeFifo<'_, 'scope>) + Send + 'scope,
     {
-        let mut ctx = copy_context();
+        let mut ctx = inherited_context();
         self.inner
             .spawn_fifo(move |s| ctx.run_exclusive(|| body(&ScopeFifo { inner: s })));
     }
@@ -447,7 +473,7 @@ pub trait ParallelIteratorExt: ParallelIterator {
         F: Fn(Self::Item) -> R + Sync + Send,
         R: Send,
     {
-        let base = copy_context();
+        let base = inherited_context();
         // One locked copy per rayon split, then lock-free copies per item.
         self.map_init(
             move || base.copy(),

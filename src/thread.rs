@@ -7,12 +7,15 @@
 //! `std::thread::spawn` still starts with an empty context, as a new Python
 //! thread does by default.
 //!
+//! [`spawn_detached`] starts the thread in a new, empty context on purpose
+//! (see its docs for why).
+//!
 //! **Invariant:** the copy is taken on the spawning thread, before the new
 //! thread exists, so it holds exactly what the spawner saw at the call.
 
 use std::thread::{JoinHandle, Scope, ScopedJoinHandle};
 
-use crate::context::copy_context;
+use crate::context::{Context, inherited_context};
 
 /// Spawns a thread that runs `f` in a copy of the current context.
 ///
@@ -66,6 +69,36 @@ where
     F: FnOnce() -> T + Send + 'scope,
     T: Send + 'scope,
 {
-    let mut ctx = copy_context();
+    let mut ctx = inherited_context();
     scope.spawn(move || ctx.run_exclusive(f))
+}
+
+/// Spawns a thread that runs `f` in a new, empty context, on purpose:
+/// *detached* from the spawner's context (not from its `JoinHandle`, which
+/// works as usual). .NET's `ExecutionContext.SuppressFlow`.
+///
+/// Use it for long-lived work started from inside a request (a background
+/// flusher, a connection pool's reaper, a cache refresher): a copy of the
+/// request's context would keep every value of that request alive (its
+/// buffers, its transaction, its trace span) for as long as the loop runs,
+/// and would tag all the loop's work with a request it does not belong to.
+/// The thread's values are dropped inside its context when it ends.
+///
+/// ```
+/// use contextvars::ContextVar;
+///
+/// static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+///
+/// REQUEST_ID.set(42);
+/// let seen = contextvars::thread::spawn_detached(|| REQUEST_ID.get().ok())
+///     .join()
+///     .unwrap();
+/// assert_eq!(seen, None); // the request's values did not follow
+/// ```
+pub fn spawn_detached<F, T>(f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    std::thread::spawn(move || Context::new().run_exclusive(f))
 }

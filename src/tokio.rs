@@ -14,6 +14,7 @@ use std::future::Future;
 
 use ::tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
+use crate::Context;
 use crate::future::FutureExt;
 
 /// `tokio::spawn`, with the task running in a copy of the current context.
@@ -43,6 +44,46 @@ where
     F::Output: Send + 'static,
 {
     ::tokio::spawn(future.with_current_context())
+}
+
+/// `tokio::spawn`, with the task running in a new, empty context, on
+/// purpose: *detached* from the spawner's context (not from its
+/// `JoinHandle`, which works as usual). .NET's `ExecutionContext.SuppressFlow`.
+///
+/// Use it for long-lived tasks started from inside a request (a background
+/// flusher, a metrics loop, a connection's keep-alive): a copy of the
+/// request's context would keep every value of that request alive (its
+/// buffers, its transaction, its trace span) for as long as the loop runs,
+/// and would tag all the loop's work with a request it does not belong to.
+/// Unlike a plain `tokio::spawn`, the task has a context of its own (so its
+/// `set`s are its own, with or without the task hooks, and the misuse
+/// check stays quiet), dropped inside itself when the task ends.
+///
+/// ```
+/// use contextvars::ContextVar;
+///
+/// static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+///
+/// # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
+/// REQUEST_ID.set(42);
+/// let seen = contextvars::tokio::spawn_detached(async {
+///     let inherited = REQUEST_ID.get().ok();
+///     REQUEST_ID.set(7); // the task's own context
+///     inherited
+/// })
+/// .await
+/// .unwrap();
+/// assert_eq!(seen, None); // the request's values did not follow
+/// assert_eq!(REQUEST_ID.get(), Ok(42));
+/// # });
+/// ```
+#[track_caller]
+pub fn spawn_detached<F>(future: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    ::tokio::spawn(future.with_context(Context::new()))
 }
 
 /// `tokio::task::spawn_local`, with the task running in a copy of the

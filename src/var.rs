@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::context::{current_id, current_is_private, read_current, scoped, write_current};
 use crate::error::{LookupError, ResetError, ResetFailed};
+use crate::ids::FmtValue;
 use crate::map::{Value, VarId};
 
 /// A context variable: a key to a value that lives in the current
@@ -39,6 +40,12 @@ pub struct ContextVar<T> {
     default: Option<T>,
     /// 0 until first use; see the module invariant.
     id: AtomicU64,
+    /// Whether spawned work gets this variable's value (see
+    /// [`not_inherited`](ContextVar::not_inherited)); recorded in the id.
+    inherited: bool,
+    /// Formats this variable's values for `Context::entries`, if declared
+    /// with [`debuggable`](ContextVar::debuggable); recorded with the name.
+    fmt: Option<FmtValue>,
 }
 
 impl<T> ContextVar<T> {
@@ -55,6 +62,8 @@ impl<T> ContextVar<T> {
             name,
             default: None,
             id: AtomicU64::new(0),
+            inherited: true,
+            fmt: None,
         }
     }
 
@@ -72,7 +81,56 @@ impl<T> ContextVar<T> {
             name,
             default: Some(default),
             id: AtomicU64::new(0),
+            inherited: true,
+            fmt: None,
         }
+    }
+
+    /// Declares that spawned work does not inherit this variable: a task,
+    /// thread or job started with this crate's helpers (`tokio::spawn`,
+    /// `thread::spawn`, the `rayon` helpers, [`wrap`](crate::wrap),
+    /// `with_current_context`, the tokio task hooks) starts without its
+    /// value, and reads its default there. For values that belong to one
+    /// flow of work and must not follow it into others: a database
+    /// transaction, a per-request cache, an "inside handler X" flag.
+    ///
+    /// An explicit copy ([`copy_context`](crate::copy_context),
+    /// [`Context::copy`](crate::Context::copy)) keeps it, as Python's
+    /// `copy_context` keeps every variable: a copy is the same flow of
+    /// work, run elsewhere on purpose. [`inherited_context`](crate::inherited_context)
+    /// is the copy spawned work gets.
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    ///
+    /// static TRANSACTION: ContextVar<u64> = ContextVar::new("transaction").not_inherited();
+    /// static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+    ///
+    /// TRANSACTION.set(7);
+    /// REQUEST_ID.set(1);
+    /// let seen = contextvars::thread::spawn(|| (TRANSACTION.get().ok(), REQUEST_ID.get().ok()))
+    ///     .join()
+    ///     .unwrap();
+    /// assert_eq!(seen, (None, Some(1)));
+    /// assert_eq!(contextvars::copy_context().get(&TRANSACTION), Some(7));
+    /// ```
+    pub const fn not_inherited(mut self) -> ContextVar<T> {
+        self.inherited = false;
+        self
+    }
+
+    /// Whether spawned work inherits this variable (see
+    /// [`not_inherited`](ContextVar::not_inherited)).
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    ///
+    /// static A: ContextVar<u8> = ContextVar::new("a");
+    /// static B: ContextVar<u8> = ContextVar::new("b").not_inherited();
+    /// assert!(A.is_inherited() && !B.is_inherited());
+    /// ```
+    pub const fn is_inherited(&self) -> bool {
+        self.inherited
     }
 
     /// The variable's name, as given at declaration.
@@ -122,7 +180,7 @@ impl<T> ContextVar<T> {
 
     #[cold]
     fn assign_id(&self) -> VarId {
-        let fresh = crate::ids::new_var_id(self.name);
+        let fresh = crate::ids::new_var_id(self.name, !self.inherited, self.fmt);
         match self
             .id
             .compare_exchange(0, fresh, Ordering::Relaxed, Ordering::Relaxed)
@@ -131,6 +189,36 @@ impl<T> ContextVar<T> {
             // An id lost to a racing thread stays unused.
             Err(won) => won,
         }
+    }
+}
+
+impl<T: fmt::Debug + Send + Sync + 'static> ContextVar<T> {
+    /// Declares that this variable's values show in
+    /// [`Context::entries`](crate::Context::entries) and in the `Debug` of
+    /// a [`Context`](crate::Context). Without it a variable shows by name
+    /// only: values are stored type-erased, and `ContextVar::new` cannot
+    /// require `T: Debug`. Costs nothing on reads and writes (the formatter
+    /// is recorded once, when the variable gets its id).
+    ///
+    /// ```
+    /// use contextvars::{Context, ContextVar};
+    ///
+    /// static USER: ContextVar<String> = ContextVar::new("user").debuggable();
+    /// let ctx = Context::new();
+    /// ctx.run(|| USER.set("ada".into()));
+    /// assert!(format!("{ctx:?}").contains(r#"vars: {"user": "ada"}"#));
+    /// ```
+    pub const fn debuggable(mut self) -> ContextVar<T> {
+        self.fmt = Some(fmt_value::<T>);
+        self
+    }
+}
+
+/// The formatter [`ContextVar::debuggable`] records for a `T`.
+fn fmt_value<T: fmt::Debug + 'static>(value: &Value, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    match value.downcast::<T>() {
+        Some(value) => value.fmt(f),
+        None => f.write_str("<?>"),
     }
 }
 

@@ -251,7 +251,7 @@ fn debug_output_names_the_variable_the_token_and_the_context() {
     let ctx = Context::new();
     ctx.run(|| LEVEL.set(9));
     let expected = format!("WithContext {{ ctx: {ctx:?}, .. }}");
-    assert!(expected.contains(r#"vars: ["level"]"#), "{expected}");
+    assert!(expected.contains(r#"vars: {"level": ..}"#), "{expected}");
     assert_eq!(format!("{:?}", async {}.with_context(ctx)), expected);
 }
 

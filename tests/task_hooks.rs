@@ -372,3 +372,20 @@ fn plain_tasks_under_the_hooks_are_not_misuse() {
         .unwrap();
     });
 }
+
+/// Issue 13 §2: a variable declared `not_inherited` stays out of the copy
+/// the spawn hook takes, as it stays out of every spawn helper's.
+#[test]
+fn plain_spawn_under_the_hooks_leaves_not_inherited_variables_behind() {
+    static TX: ContextVar<u32> = ContextVar::new("tx").not_inherited();
+    static REQ: ContextVar<u32> = ContextVar::new("req");
+    let rt = isolated_multi_thread(2);
+    let seen = rt.block_on(async {
+        TX.set(1);
+        REQ.set(2);
+        tokio::spawn(async { (TX.get().ok(), REQ.get().ok()) })
+            .await
+            .unwrap()
+    });
+    assert_eq!(seen, (None, Some(2)));
+}

@@ -8,7 +8,8 @@
 //!
 //! - `get`, `get_default`, `get_missing`, `with`, `get_or`: reads.
 //! - `set_reset` (of a variable the context holds), `set_reset_new` (of one it
-//!   lacks), `scope`, `copy_context`, `run_noop`: writes and switches.
+//!   lacks), `scope`, `copy_context`, `inherited_context` (the copy spawned
+//!   work gets), `run_noop`: writes and switches.
 //! - peers: `thread_local!` `Cell`/`RefCell`, `tokio::task_local!`,
 //!   `opentelemetry::Context`.
 //! - `floor`: an `Arc` clone+drop and a compare-and-swap+release store alone,
@@ -24,7 +25,7 @@ use std::sync::{Barrier, LazyLock};
 use std::time::{Duration, Instant};
 
 use contextvars::map::{Garbage, Map, Value};
-use contextvars::{Context, ContextVar, copy_context};
+use contextvars::{Context, ContextVar, copy_context, inherited_context};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
 /// Context sizes: variables with a value in the current context.
@@ -33,6 +34,7 @@ const SIZES: [usize; 4] = [1, 10, 100, 1000];
 static TARGET: ContextVar<u64> = ContextVar::new("target");
 static DEFAULTED: ContextVar<u64> = ContextVar::with_default("defaulted", 7);
 static MISSING: ContextVar<u64> = ContextVar::new("missing");
+static LOCAL: ContextVar<u64> = ContextVar::new("local").not_inherited();
 
 /// Variables that only fill contexts up to a size.
 static FILLERS: LazyLock<Vec<ContextVar<u64>>> =
@@ -112,6 +114,17 @@ fn writes(c: &mut Criterion) {
         b.iter(|| TARGET.scope(black_box(3), || black_box(())))
     });
     per_size(c, "copy_context", |b| b.iter(copy_context));
+    // The copy spawned work gets (issue 13 §2): with no variable declared
+    // `not_inherited` in the context, one comparison more than `copy_context`.
+    per_size(c, "inherited_context", |b| b.iter(inherited_context));
+    // With one such variable among ten: the copy filters it out.
+    let mut g = c.benchmark_group("inherited_context");
+    let ctx = context_of(10);
+    ctx.run(|| LOCAL.set(1));
+    g.bench_function(BenchmarkId::new("contextvars_one_local", 11), |b| {
+        ctx.run(|| b.iter(inherited_context))
+    });
+    g.finish();
     per_size(c, "run_noop", |b| {
         let other = copy_context();
         b.iter(|| other.run(|| black_box(())))

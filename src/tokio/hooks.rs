@@ -24,7 +24,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use ::tokio::runtime::TaskMeta;
 use ::tokio::task::Id;
 
-use crate::context::{Context, current_map, enter_raw, leave_raw, next_id};
+use crate::context::{Context, enter_raw, inherited_map, leave_raw, next_id};
 
 /// Shards of the registry: spawns, polls and terminations of different
 /// tasks mostly take different locks (task ids are sequential, so
@@ -122,7 +122,7 @@ thread_local! {
 /// # }
 /// ```
 pub fn on_task_spawn(meta: &TaskMeta<'_>) {
-    let ctx = Box::new(Context::from_map(next_id(), current_map(), true));
+    let ctx = Box::new(Context::from_map(next_id(), inherited_map(), true));
     let replaced = shard(meta.id()).insert(meta.id(), ctx);
     drop(replaced); // none: task ids are never reused
 }
