@@ -46,6 +46,7 @@ pub mod iter;
 #[doc(hidden)]
 pub mod map;
 mod misuse;
+pub mod observe;
 #[cfg(feature = "opentelemetry")]
 pub mod opentelemetry;
 pub mod prelude;
