@@ -37,6 +37,7 @@
 
 #[cfg(feature = "http")]
 pub mod baggage;
+pub mod channel;
 mod context;
 mod error;
 pub mod future;
@@ -55,6 +56,8 @@ pub mod propagation;
 #[cfg(feature = "rayon")]
 pub mod rayon;
 mod read_cache;
+#[cfg(feature = "serde")]
+pub mod snapshot;
 mod spare;
 #[cfg(feature = "futures")]
 pub mod stream;
