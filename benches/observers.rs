@@ -38,7 +38,7 @@ fn observers(c: &mut Criterion) {
     ops(c, "none");
     {
         let _other = OTHER.observe(|c: &Change<'_, u64>| {
-            black_box(c.new());
+            black_box(c.current());
         });
         ops(c, "unrelated");
     }
@@ -48,7 +48,7 @@ fn observers(c: &mut Criterion) {
             black_box(TARGET.get_or(0));
         });
         let _var = TARGET.observe(|c: &Change<'_, u64>| {
-            black_box(c.new());
+            black_box(c.current());
         });
         ops(c, "observed");
     }

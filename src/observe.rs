@@ -144,7 +144,7 @@ fn update(edit: impl FnOnce(&mut Snapshot, u64)) -> u64 {
         edit(&mut next, id);
         let bits = if next.switch.is_empty() { 0 } else { SWITCH }
             | if next.vars.is_empty() { 0 } else { VARS };
-        let old = std::mem::replace(&mut registry.snapshot, Some(Arc::new(next)));
+        let old = registry.snapshot.replace(Arc::new(next));
         GENERATION.fetch_add(1, Ordering::Release);
         ACTIVE.store(bits, Ordering::Release);
         (id, old)
@@ -322,11 +322,11 @@ impl<'a, T> Change<'a, T> {
     /// ```
     /// # use contextvars::{ContextVar, observe::Change};
     /// static N: ContextVar<u32> = ContextVar::new("n");
-    /// let _o = N.observe(|c: &Change<'_, u32>| assert!(c.old().is_none() || c.old() == Some(&1)));
+    /// let _o = N.observe(|c: &Change<'_, u32>| assert!(c.previous().is_none() || c.previous() == Some(&1)));
     /// N.set(1);
     /// N.set(2);
     /// ```
-    pub fn old(&self) -> Option<&'a T> {
+    pub fn previous(&self) -> Option<&'a T> {
         self.old
     }
 
@@ -335,10 +335,10 @@ impl<'a, T> Change<'a, T> {
     /// ```
     /// # use contextvars::{ContextVar, observe::Change};
     /// static N: ContextVar<u32> = ContextVar::new("n");
-    /// let _o = N.observe(|c: &Change<'_, u32>| assert_eq!(c.new(), Some(&1)));
+    /// let _o = N.observe(|c: &Change<'_, u32>| assert_eq!(c.current(), Some(&1)));
     /// N.set(1);
     /// ```
-    pub fn new(&self) -> Option<&'a T> {
+    pub fn current(&self) -> Option<&'a T> {
         self.new
     }
 
@@ -436,7 +436,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// static SEEN: Mutex<Vec<(Option<String>, Cause)>> = Mutex::new(Vec::new());
     ///
     /// let _mdc = USER.observe(|change: &Change<'_, String>| {
-    ///     SEEN.lock().unwrap().push((change.new().cloned(), change.cause()));
+    ///     SEEN.lock().unwrap().push((change.current().cloned(), change.cause()));
     /// });
     /// let ctx = Context::new();
     /// ctx.run(|| {

@@ -129,7 +129,21 @@ impl Snapshots {
         self.entries.push(Entry {
             name,
             capture: Box::new(move || {
-                var.with(|v| v.map(|v| serde_json::to_value(v).map_err(|e| e.to_string())))
+                // The context's own value: a default is not captured.
+                let id = var.id();
+                crate::context::read_current(
+                    id,
+                    var.hint(),
+                    || id,
+                    |v| {
+                        v.map(|v| {
+                            let v = v
+                                .downcast::<T>()
+                                .expect("a variable's id always maps to its type");
+                            serde_json::to_value(v).map_err(|e| e.to_string())
+                        })
+                    },
+                )
             }),
             restore: Box::new(move |json| {
                 let value = serde_json::from_value::<T>(json).map_err(|e| e.to_string())?;

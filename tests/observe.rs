@@ -117,7 +117,7 @@ fn variable_hook_sees_set_and_reset_with_old_and_new_values() {
     let _o = USER.observe(|c: &Change<'_, String>| {
         SEEN.with(|s| {
             s.borrow_mut()
-                .push((c.old().cloned(), c.new().cloned(), c.cause()))
+                .push((c.previous().cloned(), c.current().cloned(), c.cause()))
         })
     });
     Context::new().run(|| {
@@ -142,11 +142,12 @@ fn variable_hook_sees_set_and_reset_with_old_and_new_values() {
 #[test]
 fn variable_hook_sees_scope_begin_and_end_in_private_and_shared_contexts() {
     static LEVEL: ContextVar<u32> = ContextVar::new("obs_level");
-    thread_local! { static SEEN: RefCell<Vec<(Option<u32>, Option<u32>, Cause)>> = const { RefCell::new(Vec::new()) }; }
+    type Log = Vec<(Option<u32>, Option<u32>, Cause)>;
+    thread_local! { static SEEN: RefCell<Log> = const { RefCell::new(Vec::new()) }; }
     let _o = LEVEL.observe(|c: &Change<'_, u32>| {
         SEEN.with(|s| {
             s.borrow_mut()
-                .push((c.old().copied(), c.new().copied(), c.cause()))
+                .push((c.previous().copied(), c.current().copied(), c.cause()))
         })
     });
     let expected = [
@@ -186,7 +187,7 @@ fn variable_hook_fires_on_switches_that_change_the_visible_value_only() {
     static TENANT: ContextVar<&'static str> = ContextVar::new("obs_tenant");
     thread_local! { static SEEN: RefCell<Vec<(Option<&'static str>, Cause)>> = const { RefCell::new(Vec::new()) }; }
     let _o = TENANT.observe(|c: &Change<'_, &'static str>| {
-        SEEN.with(|s| s.borrow_mut().push((c.new().copied(), c.cause())))
+        SEEN.with(|s| s.borrow_mut().push((c.current().copied(), c.cause())))
     });
     let acme = Context::new();
     acme.run(|| TENANT.set("acme"));
@@ -215,7 +216,7 @@ fn a_hook_that_writes_its_own_variable_is_not_called_again() {
     let _o = N.observe(|c: &Change<'_, u64>| {
         CALLS.with(|n| n.set(n.get() + 1));
         // Without the guard this would recurse until the stack overflows.
-        if let Some(&v) = c.new() {
+        if let Some(&v) = c.current() {
             N.set(v + 1);
             N.scope(v + 2, || N.get().unwrap());
         }
