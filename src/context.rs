@@ -149,6 +149,9 @@ impl Current {
         if !self.scoped.get().is_null() {
             write_scoped(self);
         }
+        if crate::observe::active() {
+            return enter_observed(self, ctx);
+        }
         let prev = self.ctx.replace(ctx);
         self.refresh();
         prev
@@ -1355,3 +1358,21 @@ pub(crate) unsafe fn leave_raw(prev: *const Context) {
 }
 
 // ---- end of the task hooks block ----
+
+// ---- Observers (`crate::observe`): the switch path with hooks installed. ----
+
+/// `Current::enter` with observers installed: notes the observed variables'
+/// values, switches, then calls the hooks with the new context current.
+#[cold]
+#[inline(never)]
+fn enter_observed(cur: &Current, ctx: *const Context) -> *const Context {
+    // SAFETY: the current context and `ctx` are alive (see `enter`'s callers).
+    let id_of = |c: *const Context| unsafe { c.as_ref() }.map(|c| c.id);
+    let before = crate::observe::before_switch(id_of(cur.ctx.get()));
+    let prev = cur.ctx.replace(ctx);
+    cur.refresh();
+    if let Some(before) = before {
+        crate::observe::after_switch(before, id_of(ctx));
+    }
+    prev
+}

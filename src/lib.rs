@@ -41,6 +41,7 @@
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod baggage;
+pub mod channel;
 mod context;
 pub mod docs;
 mod error;
@@ -58,6 +59,7 @@ mod map;
 pub mod map;
 mod merge;
 mod misuse;
+pub mod observe;
 #[cfg(feature = "opentelemetry")]
 pub mod opentelemetry;
 pub mod prelude;
@@ -68,6 +70,8 @@ pub mod propagation;
 #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
 pub mod rayon;
 mod read_cache;
+#[cfg(feature = "serde")]
+pub mod snapshot;
 mod spare;
 #[cfg(feature = "futures")]
 #[cfg_attr(docsrs, doc(cfg(feature = "futures")))]

@@ -14,6 +14,7 @@ use crate::context::{current_id, current_is_private, read_current, scoped, write
 use crate::error::{LookupError, ResetError, ResetFailed};
 use crate::ids::FmtValue;
 use crate::map::{Value, VarId};
+use crate::observe::Cause;
 
 /// A context variable: a key to a value that lives in the current
 /// [`Context`](crate::Context), not in the variable.
@@ -160,7 +161,7 @@ impl<T> ContextVar<T> {
     /// Where the variable is, to spread variables over the read cache's
     /// slots without waiting for the id to load.
     #[inline]
-    fn hint(&self) -> usize {
+    pub(crate) fn hint(&self) -> usize {
         std::ptr::from_ref(self).addr()
     }
 
@@ -316,7 +317,11 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// assert_eq!(second.old_value(), Some(&1));
     /// ```
     pub fn set(&self, value: T) -> Token<T> {
-        self.set_checked(value, true)
+        let token = self.set_checked(value, true);
+        if crate::observe::vars_observed() {
+            crate::observe::var_written(token.var_id, self.hint(), token.old.as_ref(), Cause::Set);
+        }
+        token
     }
 
     /// `set`, with the misuse check (see `misuse`) or without it (for
@@ -382,6 +387,12 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// assert!(N.get().is_err());
     /// ```
     pub fn try_reset(&self, token: Token<T>) -> Result<(), ResetFailed<T>> {
+        self.reset_observed(token, true)
+    }
+
+    /// `try_reset`, telling the variable's observers (`observe`) or not
+    /// (for `scope`, which tells them itself).
+    fn reset_observed(&self, token: Token<T>, observed: bool) -> Result<(), ResetFailed<T>> {
         let id = self.id();
         if token.var_id != id {
             let error = ResetError::DifferentVar {
@@ -401,6 +412,9 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
             debug_assert_eq!(w.context, context);
             w.restore(id, old)
         });
+        if observed && crate::observe::vars_observed() {
+            crate::observe::var_written(id, self.hint(), replaced.as_ref(), Cause::Reset);
+        }
         if let Some(replaced) = replaced {
             // SAFETY: it was stored under this variable's id, so it is a `T`
             // (as in `value`).
@@ -421,6 +435,15 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// assert_eq!(DEPTH.get(), Ok(0));
     /// ```
     pub fn scope<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
+        if crate::observe::vars_observed() {
+            return self.scope_observed(value, f);
+        }
+        self.scope_unobserved(value, f)
+    }
+
+    /// `scope`, without telling observers.
+    #[inline]
+    pub(crate) fn scope_unobserved<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
         // Balanced by construction, so never a misuse (see `misuse`): in a
         // private context the value need not even enter the map (`scoped`).
         if current_is_private() {
@@ -461,7 +484,7 @@ impl<T: Send + Sync + 'static> Drop for ResetOnDrop<'_, T> {
         let token = self.token.take().expect("reset once");
         // `run` restores contexts on every exit path, so the scope ends in
         // the context it began in and the reset cannot fail.
-        if let Err(e) = self.var.reset(token) {
+        if let Err(e) = self.var.reset_observed(token, false) {
             if !std::thread::panicking() {
                 panic!(
                     "contextvars: scope of `{}` ended unbalanced: {e}",

@@ -1,0 +1,220 @@
+//! Snapshots that travel (issue 13 §6): capture on one side, restore on the
+//! other; bad input never fails the job.
+#![cfg(feature = "serde")]
+
+use std::sync::LazyLock;
+
+use contextvars::snapshot::{Snapshot, Snapshots};
+use contextvars::{Context, ContextVar};
+
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
+struct Caller {
+    tenant: String,
+    roles: Vec<String>,
+}
+
+static CALLER: ContextVar<Caller> = ContextVar::new("snap_caller");
+static REQUEST_ID: ContextVar<u64> = ContextVar::new("snap_request_id");
+static LOCAL_ONLY: ContextVar<u64> = ContextVar::new("snap_local_only");
+
+static SNAPSHOTS: LazyLock<Snapshots> =
+    LazyLock::new(|| Snapshots::new().with_var(&CALLER).with_var(&REQUEST_ID));
+
+fn caller() -> Caller {
+    Caller {
+        tenant: "acme".into(),
+        roles: vec!["admin".into()],
+    }
+}
+
+#[test]
+fn a_job_captured_on_one_thread_runs_in_its_context_on_another() {
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let worker = std::thread::spawn(move || {
+        rx.iter()
+            .map(|bytes| {
+                SNAPSHOTS.restore_bytes(&bytes).run(|| {
+                    (
+                        REQUEST_ID.get().ok(),
+                        CALLER.get().ok(),
+                        LOCAL_ONLY.get().ok(),
+                    )
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    Context::new().run(|| {
+        CALLER.set(caller());
+        REQUEST_ID.set(41);
+        LOCAL_ONLY.set(1);
+        tx.send(SNAPSHOTS.capture().to_bytes()).unwrap();
+        REQUEST_ID.set(42);
+        tx.send(SNAPSHOTS.capture().to_bytes()).unwrap();
+    });
+    drop(tx);
+    assert_eq!(
+        worker.join().unwrap(),
+        [
+            (Some(41), Some(caller()), None),
+            (Some(42), Some(caller()), None),
+        ],
+        "values captured at send time; unlisted variables do not travel"
+    );
+}
+
+#[test]
+fn a_snapshot_is_a_field_of_a_job_and_restores_into_a_fresh_context() {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Job {
+        n: u32,
+        context: Snapshot,
+    }
+    let wire = Context::new().run(|| {
+        REQUEST_ID.set(9);
+        serde_json::to_string(&Job {
+            n: 1,
+            context: SNAPSHOTS.capture(),
+        })
+        .unwrap()
+    });
+    assert_eq!(wire, r#"{"n":1,"context":{"snap_request_id":9}}"#);
+    let job: Job = serde_json::from_str(&wire).unwrap();
+    let ctx = SNAPSHOTS.restore(&job.context);
+    assert_eq!(ctx.get(&REQUEST_ID), Some(9));
+    assert_eq!(ctx.len(), 1);
+    assert!(
+        REQUEST_ID.get().is_err(),
+        "the worker's own context is untouched"
+    );
+}
+
+#[test]
+fn unknown_and_wrongly_typed_entries_are_skipped_by_name_and_the_rest_restored() {
+    let input = br#"{"snap_request_id": 5, "snap_caller": {"tenant": 3}, "who_knows": [1]}"#;
+    let (ctx, skipped) = SNAPSHOTS.restore_bytes_report(input);
+    assert_eq!(ctx.get(&REQUEST_ID), Some(5));
+    assert!(!ctx.contains(&CALLER));
+    let entries: Vec<(String, String)> = skipped
+        .entries()
+        .map(|(n, w)| (n.to_string(), w.to_string()))
+        .collect();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_eq!(entries[0].0, "snap_caller");
+    assert!(
+        entries[0].1.starts_with("cannot be decoded: invalid type"),
+        "{entries:?}"
+    );
+    assert_eq!(entries[1], ("who_knows".into(), "unknown variable".into()));
+    let warning = skipped.to_string();
+    assert!(
+        warning.contains("\"snap_caller\"") && warning.contains("\"who_knows\""),
+        "{warning}"
+    );
+}
+
+#[test]
+fn malformed_input_gives_an_empty_context_and_a_warning_never_an_error() {
+    let good = br#"{"snap_request_id": 5}"#;
+    for bad in [
+        &good[..good.len() - 1],            // truncated
+        &b""[..],                           // empty
+        &b"[1, 2, 3]"[..],                  // not an object
+        &b"\"snap_request_id\""[..],        // a string
+        &b"{\"snap_request_id\": 5} x"[..], // trailing garbage
+        &b"\xff\xfe"[..],                   // not UTF-8
+    ] {
+        let (ctx, skipped) = SNAPSHOTS.restore_bytes_report(bad);
+        assert!(ctx.is_empty(), "{:?}", String::from_utf8_lossy(bad));
+        let entries: Vec<_> = skipped.entries().collect();
+        assert_eq!(entries.len(), 1, "{:?}", String::from_utf8_lossy(bad));
+        assert_eq!(entries[0].0, "(whole snapshot)");
+        // `restore_json` says so too, and still gives a context to run in.
+        assert!(
+            SNAPSHOTS
+                .restore_bytes(bad)
+                .run(|| REQUEST_ID.get().is_err())
+        );
+    }
+}
+
+#[test]
+fn huge_and_deep_input_is_refused_without_parsing_it_all() {
+    // Over the limit: refused whole, named by size.
+    let big = format!(
+        r#"{{"snap_request_id": 1, "pad": "{}"}}"#,
+        "x".repeat(100_000)
+    );
+    let (ctx, skipped) = SNAPSHOTS.restore_bytes_report(big.as_bytes());
+    assert!(ctx.is_empty());
+    assert!(
+        skipped.to_string().contains("over the limit of 65536"),
+        "{skipped}"
+    );
+    // A raised limit takes it, skipping the unknown entry.
+    let roomy = Snapshots::new().with_var(&REQUEST_ID).max_bytes(1 << 20);
+    let (ctx, skipped) = roomy.restore_bytes_report(big.as_bytes());
+    assert_eq!(ctx.get(&REQUEST_ID), Some(1));
+    assert_eq!(
+        skipped.entries().map(|(n, _)| n).collect::<Vec<_>>(),
+        ["pad"]
+    );
+    // Nesting deeper than the parser allows: an error, not a stack overflow.
+    let deep = format!("{}{}", "[".repeat(5_000), "]".repeat(5_000));
+    let (ctx, skipped) = roomy.restore_bytes_report(deep.as_bytes());
+    assert!(ctx.is_empty());
+    assert!(skipped.to_string().contains("malformed JSON"), "{skipped}");
+    // Thousands of unknown names: one bounded warning.
+    let many: String = format!(
+        "{{{}}}",
+        (0..5_000)
+            .map(|i| format!("\"k{i}\": 0"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let (_, skipped) = roomy.restore_bytes_report(many.as_bytes());
+    assert_eq!(skipped.entries().count(), 5_000);
+    let warning = skipped.to_string();
+    assert!(
+        warning.contains("and 4992 more") && warning.len() < 1_000,
+        "{warning}"
+    );
+}
+
+#[test]
+fn a_job_struct_with_a_garbage_snapshot_field_still_deserializes() {
+    #[derive(serde::Deserialize)]
+    struct Job {
+        n: u32,
+        context: Snapshot,
+    }
+    let job: Job = serde_json::from_str(r#"{"n": 7, "context": [1, 2]}"#).unwrap();
+    assert_eq!(job.n, 7);
+    let (ctx, skipped) = SNAPSHOTS.restore_report(&job.context);
+    assert!(ctx.is_empty());
+    assert!(
+        skipped.to_string().contains("not a JSON object: an array"),
+        "{skipped}"
+    );
+}
+
+#[test]
+#[should_panic(expected = "two variables named `snap_dup` were added")]
+fn two_variables_of_one_name_are_refused_naming_it() {
+    static A: ContextVar<u32> = ContextVar::new("snap_dup");
+    static B: ContextVar<u32> = ContextVar::new("snap_dup");
+    let _ = Snapshots::new().with_var(&A).with_var(&B);
+}
+
+#[test]
+fn a_value_that_cannot_be_serialized_is_left_out_of_the_capture() {
+    use std::collections::HashMap;
+    // JSON object keys must be strings: a map keyed by tuples fails.
+    static ODD: ContextVar<HashMap<(u8, u8), u8>> = ContextVar::new("snap_odd");
+    let s = Snapshots::new().with_var(&ODD).with_var(&REQUEST_ID);
+    let snap = Context::new().run(|| {
+        ODD.set(HashMap::from([((1, 2), 3)]));
+        REQUEST_ID.set(3);
+        s.capture()
+    });
+    assert_eq!(snap.names().collect::<Vec<_>>(), ["snap_request_id"]);
+}
