@@ -78,12 +78,12 @@ impl ContextHandle for &mut Context {
     }
 
     #[inline]
-    fn poll_in<R>(&mut self, _: &Waker, f: impl FnOnce() -> Poll<R>) -> Poll<R> {
-        self.run_exclusive(f)
+    fn poll_in<R>(&mut self, waker: &Waker, f: impl FnOnce() -> Poll<R>) -> Poll<R> {
+        (**self).poll_in(waker, f)
     }
 
     fn drop_in(&mut self, f: impl FnOnce()) {
-        self.run_exclusive(f);
+        (**self).drop_in(f);
     }
 }
 
