@@ -17,6 +17,7 @@ fn both_services_and_background_work_log_the_same_request_id_under_load() {
     let logs = common::Captured::default();
     let writer = logs.clone();
     tracing_subscriber::fmt()
+        .json()
         .event_format(web_service::log_format())
         .with_writer(move || writer.clone())
         .init();
@@ -33,7 +34,8 @@ fn both_services_and_background_work_log_the_same_request_id_under_load() {
                 tokio::spawn(async move {
                     // Two in three carry their own id; the rest get one made by front.
                     let sent = (i % 3 != 0).then(|| format!("req-{i}"));
-                    let answered = web_service::call_front(front, sent.as_deref()).await;
+                    let tenant = format!("t{i}");
+                    let answered = web_service::call_front(front, sent.as_deref(), &tenant).await;
                     (sent, answered)
                 })
             })
@@ -55,17 +57,23 @@ fn both_services_and_background_work_log_the_same_request_id_under_load() {
         assert!(ids.insert(answered.clone()), "ids are distinct: {answered}");
     }
 
+    // Every line is JSON, with the request id as a top-level field.
     let text = logs.text();
-    let mut per_id: HashMap<String, Vec<String>> = HashMap::new();
-    for line in text.lines().filter(|l| l.contains("web_service")) {
-        let id = line
-            .strip_prefix("request_id=")
-            .and_then(|rest| rest.split_whitespace().next())
+    let mut per_id: HashMap<String, Vec<serde_json::Value>> = HashMap::new();
+    for line in text.lines() {
+        let event: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {line}"));
+        if !event["target"]
+            .as_str()
+            .unwrap_or("")
+            .contains("web_service")
+        {
+            continue;
+        }
+        let id = event["request_id"]
+            .as_str()
             .unwrap_or_else(|| panic!("a log line without a request id: {line}"));
-        per_id
-            .entry(id.to_string())
-            .or_default()
-            .push(line.to_string());
+        per_id.entry(id.to_string()).or_default().push(event);
     }
     assert_eq!(
         per_id.len(),
@@ -73,7 +81,9 @@ fn both_services_and_background_work_log_the_same_request_id_under_load() {
         "every request logged, under its own id"
     );
     for (id, lines) in &per_id {
-        let has = |what: &str| lines.iter().filter(|l| l.contains(what)).count();
+        let message =
+            |e: &serde_json::Value| e["fields"]["message"].as_str().unwrap_or("").to_owned();
+        let has = |what: &str| lines.iter().filter(|e| message(e) == what).count();
         assert_eq!(has("front: request received"), 1, "{id}: {lines:#?}");
         assert_eq!(
             has("front: background work"),
@@ -85,11 +95,25 @@ fn both_services_and_background_work_log_the_same_request_id_under_load() {
             1,
             "{id}: the other service logs the id"
         );
+        let replies: Vec<_> = lines
+            .iter()
+            .filter(|e| message(e) == "front: back replied")
+            .collect();
+        assert_eq!(replies.len(), 1, "{id}: {lines:#?}");
         assert_eq!(
-            has(&format!("echoed={id}")),
-            1,
+            replies[0]["fields"]["echoed"].as_str(),
+            Some(id.as_str()),
             "{id}: back saw the same id"
         );
+        // The tenant: never registered by front (no field in its lines),
+        // forwarded in its baggage, read by back.
+        for e in lines {
+            let back = message(e).starts_with("back:");
+            assert_eq!(e["tenant"].is_string(), back, "{id}: {e}");
+            if back {
+                assert_eq!(e["fields"]["tenant_seen"], true, "{id}: {e}");
+            }
+        }
         assert_eq!(
             lines.len(),
             4,
