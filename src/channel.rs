@@ -6,7 +6,7 @@
 //! ([`copy_context`]) and puts it, with the message, in an [`Envelope`];
 //! the receiver gets envelopes and runs its handler in the envelope's
 //! context ([`Envelope::run`], [`Envelope::run_async`]). [`mpsc`] wraps
-//! `std::sync::mpsc`; [`tokio`](self::tokio) wraps `tokio::sync::mpsc`
+//! `std::sync::mpsc`; [`tokio`] wraps `tokio::sync::mpsc`
 //! (feature `tokio`).
 //!
 //! **Invariant:** a message is handled, or dropped, only inside the context

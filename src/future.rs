@@ -184,7 +184,7 @@ pub trait FutureExt: Future + Sized {
     /// Polls this future inside a copy of the current context, taken now
     /// (without the variables declared
     /// [`not_inherited`](crate::ContextVar::not_inherited): see
-    /// [`inherited_context`](crate::inherited_context)).
+    /// [`inherited_context`]).
     ///
     /// ```
     /// use contextvars::prelude::*;

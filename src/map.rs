@@ -278,7 +278,9 @@ impl Map {
     }
 
     /// How many entries belong to variables not inherited by spawned work.
+    /// (Read by a test through `__bench_internals`.)
     #[inline]
+    #[cfg_attr(not(feature = "__bench_internals"), allow(dead_code))]
     pub fn locals(&self) -> usize {
         self.locals as usize
     }

@@ -8,7 +8,7 @@
 //! switch: `run`, each poll of a context-carrying future, the task hooks,
 //! generator resumptions, a thread's base context), and after the write of
 //! `set`, `reset` and `scope` (in `var`). Each of those points first reads
-//! one global flag ([`ACTIVE`], a relaxed load); with no observer installed
+//! one global flag (`ACTIVE`, a relaxed load); with no observer installed
 //! that is all they do. The observers themselves are an immutable list
 //! (`Snapshot`) that each thread caches and refreshes only when the global
 //! generation moves, so a notification takes no lock and shares no counter.

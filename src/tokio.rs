@@ -210,7 +210,7 @@ pub trait BuilderExt: sealed::Builder {
     ///   `on_task_spawn`, `on_before_task_poll`, `on_after_task_poll` or
     ///   `on_task_terminate` after this replaces the hook installed here. To
     ///   keep your own hooks, install them yourself and call the functions
-    ///   of [`hooks`] from them (that module shows how).
+    ///   of `contextvars::tokio::hooks` from them (that module shows how).
     /// - **`spawn_blocking` and `LocalSet`/`spawn_local` tasks** get no hook
     ///   calls from tokio. A plain `spawn_blocking` job runs in its pooled
     ///   thread's own context (a `set` there leaks into the next job on that

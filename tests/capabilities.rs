@@ -584,6 +584,7 @@ fn guards_and_forks_can_cross_threads_and_awaits() {
 /// in flat roots and branches alike: a context whose not-inherited
 /// variables are all gone copies for spawns as cheaply as any other.
 #[test]
+#[cfg(feature = "__bench_internals")]
 fn the_count_of_not_inherited_entries_follows_inserts_and_removes() {
     use contextvars::map::{Garbage, Map, Value};
     const LOCAL_BIT: u64 = 1 << 31;
