@@ -120,7 +120,8 @@ mod tests {
     use super::*;
 
     fn value(n: usize) -> Option<NonNull<()>> {
-        NonNull::new(n as *mut ())
+        // A pointer never dereferenced: an address without provenance.
+        NonNull::new(std::ptr::without_provenance_mut(n))
     }
 
     #[test]
