@@ -656,6 +656,14 @@ fn decode_op(bytes: &mut impl Iterator<Item = u8>, depth: usize) -> Option<Op> {
 /// Every variable of `ctx`, read on another thread (one reader thread for
 /// the whole run: spawning one per read would dominate the test's time).
 fn read_elsewhere(ctx: Arc<Context>) -> Vec<Option<u64>> {
+    let read = |ctx: &Context| -> Vec<Option<u64>> {
+        VARS.iter().map(|var| ctx.get(var).map(|v| v.0)).collect()
+    };
+    if cfg!(miri) {
+        // Miri wants every thread joined before the program ends (and runs
+        // few programs): a thread per read.
+        return std::thread::spawn(move || read(&ctx)).join().unwrap();
+    }
     type Request = (Arc<Context>, std::sync::mpsc::Sender<Vec<Option<u64>>>);
     static READER: std::sync::Mutex<Option<std::sync::mpsc::Sender<Request>>> =
         std::sync::Mutex::new(None);
@@ -666,7 +674,7 @@ fn read_elsewhere(ctx: Arc<Context>) -> Vec<Option<u64>> {
             let (requests, incoming) = std::sync::mpsc::channel::<Request>();
             std::thread::spawn(move || {
                 for (ctx, reply) in incoming {
-                    let seen = VARS.iter().map(|var| ctx.get(var).map(|v| v.0)).collect();
+                    let seen = read(&ctx);
                     // Let go of the context before answering, so the caller's
                     // count of live values does not race with this drop.
                     drop(ctx);
