@@ -461,9 +461,10 @@ impl<S: Subscriber> tracing_subscriber::Layer<S> for ContextSpanFields {
         attrs.record(&mut given);
         for render in &self.vars {
             render(&mut |name, value| {
-                if let Some(field) = fields.field(name)
-                    && !given.has(&field)
-                {
+                let Some(field) = fields.field(name) else {
+                    return;
+                };
+                if !given.has(&field) {
                     value.as_value(|value| {
                         let values = [(&field, Some(value))];
                         dispatch.record(id, &Record::new(&fields.value_set(&values)));
