@@ -74,9 +74,20 @@ pub struct Context {
     /// For a resumption of a generator (see `generator`): its own values
     /// and the caller's map under them; `None` for every other context.
     frame: UnsafeCell<Option<Box<Frame>>>,
+    /// The newest `scope`d value not yet written into `map` (see
+    /// [`scoped`]), or null; each links to the one before. Written by the
+    /// thread that has the context entered (under `lock` unless `private`),
+    /// read by other threads under `lock`.
+    scoped: Cell<*const Scoped>,
 }
 
-// SAFETY: `map` and `frame` are the only fields without their own
+// SAFETY: every field but `scoped` is `Send`. `scoped` is non-null only
+// while `scope` calls are under way inside the context, and those run while
+// it is entered, that is borrowed: a context cannot move to another thread
+// with its list non-empty.
+unsafe impl Send for Context {}
+
+// SAFETY: `map`, `frame` and `scoped` are the only fields without their own
 // synchronisation. They are written only by the thread on which this context
 // is current, holding `lock` (or, while `private`, by the one thread that can
 // reach the context at all); every reader on another thread takes `lock`
@@ -111,9 +122,6 @@ struct Current {
     /// mutate in place), plus [`PARKED_BIT`] if `PARKED` holds anything: one
     /// word, so ending a borrow is one decrement and one comparison.
     readers: Cell<usize>,
-    /// The newest `scope`d value not yet written into the current context's
-    /// map (see [`scoped`]), or null; each links to the one before.
-    scoped: Cell<*const Scoped>,
 }
 
 /// The bit of `Current::readers` that says `PARKED` holds something.
@@ -128,7 +136,6 @@ thread_local! {
             root: Cell::new(RawRoot::EMPTY),
             cache: ReadCache::new(),
             readers: Cell::new(0),
-            scoped: Cell::new(ptr::null()),
         }
     };
     static BASE: Base = Base(Context::base());
@@ -144,11 +151,6 @@ impl Current {
     /// Makes `ctx` (null: none) current; returns the one it replaces.
     #[inline]
     fn enter(&self, ctx: *const Context) -> *const Context {
-        // The scoped values of the context being left belong in its map
-        // before anything else runs (they must not show in `ctx`).
-        if !self.scoped.get().is_null() {
-            write_scoped(self);
-        }
         if crate::observe::active() {
             return enter_observed(self, ctx);
         }
@@ -252,6 +254,7 @@ impl Context {
             base: false,
             map: UnsafeCell::new(map),
             frame: UnsafeCell::new(None),
+            scoped: Cell::new(ptr::null()),
         }
     }
 
@@ -603,21 +606,44 @@ impl Context {
     /// Runs `f` on this context's map: lock-free on the thread where the
     /// context is current (the only writer), under the lock elsewhere.
     fn read<R>(&self, f: impl FnOnce(&Map) -> R) -> R {
-        let current = CURRENT.with(|cur| {
-            let current = std::ptr::eq(cur.ctx.get(), self);
-            if current && !cur.scoped.get().is_null() {
+        let cur = current();
+        if std::ptr::eq(cur.ctx.get(), self) {
+            if !self.scoped.get().is_null() {
                 write_scoped(cur);
             }
-            current
-        });
-        let _lock = if current {
-            None
-        } else {
-            Some(self.write_lock())
-        };
-        // SAFETY: see the invariant on `Sync`: either this thread is the only
-        // writer, or we hold the lock every writer takes.
-        f(unsafe { &*self.map.get() })
+            // SAFETY: see the invariant on `Sync`: this thread is the only
+            // writer.
+            return f(unsafe { &*self.map.get() });
+        }
+        let lock = self.write_lock();
+        // SAFETY: as above: we hold the lock every writer takes.
+        let map = unsafe { &*self.map.get() };
+        if self.scoped.get().is_null() {
+            return f(map);
+        }
+        // Entered elsewhere, inside `scope`s: their values over a copy of
+        // the map (only the thread that has the context entered writes it).
+        let merged = self.with_scoped(map);
+        drop(lock);
+        f(&merged)
+    }
+
+    /// A copy of `map` (this context's) with the scoped values on top, for
+    /// a reader that holds the lock but cannot write the map.
+    #[cold]
+    #[inline(never)]
+    fn with_scoped(&self, map: &Map) -> Map {
+        let mut merged = map.clone();
+        let mut garbage = Garbage::new();
+        for entry in scoped_entries(self.scoped.get()).into_iter().rev() {
+            // SAFETY: listed entries are alive (see `look_up`), and taken
+            // off the list under the lock this caller holds.
+            let entry = unsafe { &*entry };
+            // SAFETY: as above; the value is taken only once off the list.
+            let value = Value::clone(unsafe { &*entry.value.get() });
+            merged.insert(entry.id, value, &mut garbage);
+        }
+        merged
     }
 
     #[inline]
@@ -645,6 +671,10 @@ impl Context {
     #[cold]
     #[inline(never)]
     fn release(&mut self) {
+        debug_assert!(
+            self.scoped.get().is_null(),
+            "scopes end inside their context"
+        );
         for _ in 0..RELEASE_ROUNDS {
             let map = std::mem::take(self.map.get_mut());
             let frame = self.frame.get_mut().take();
@@ -864,14 +894,18 @@ pub(crate) fn read_current<R>(
 #[cold]
 #[inline(never)]
 fn look_up(cur: &Current, slot: Slot, id: VarId) -> Option<NonNull<()>> {
-    // SAFETY: `scoped` links entries that live in the frames of the `scoped`
-    // calls under way on this thread, which unlink them before they end.
-    let mut entry = unsafe { cur.scoped.get().as_ref() };
+    // SAFETY: a current context is alive (see below). Its `scoped` links
+    // entries that live in the frames of the `scoped` calls under way inside
+    // it on this thread, which unlink them before they end.
+    let mut entry = unsafe { cur.ctx.get().as_ref().and_then(|c| c.scoped.get().as_ref()) };
     while let Some(e) = entry {
         if e.id == id {
             // SAFETY: the value is taken only after the entry left the list.
             let value = Some(unsafe { &*e.value.get() }.as_raw());
-            cur.cache.fill(slot, id, value);
+            // Only into the entry's own slot, the one its end clears.
+            if slot == e.slot {
+                cur.cache.fill(slot, id, value);
+            }
             return value;
         }
         // SAFETY: as above.
@@ -934,17 +968,15 @@ pub(crate) fn write_current<R>(
 ) -> R {
     // Tiny closures around the thread-local, so each access inlines to a
     // thread-pointer load (as on the read path).
-    let mut ctx = CURRENT.with(|cur| {
-        if !cur.scoped.get().is_null() {
-            write_scoped(cur);
-        }
-        cur.ctx.get()
-    });
+    let mut ctx = CURRENT.with(|cur| cur.ctx.get());
     if ctx.is_null() {
         ctx = enter_base();
     }
     // SAFETY: as in `read_current`, a current context is alive.
     let ctx = unsafe { &*ctx };
+    if !ctx.scoped.get().is_null() {
+        write_scoped(current());
+    }
     if checked && ctx.base {
         crate::misuse::check_base_write(var);
     }
@@ -981,11 +1013,14 @@ impl Drop for Refresh {
     }
 }
 
-/// A value set by `ContextVar::scope` that lives beside the current
-/// context's map instead of in it, while nothing needs the map (see
-/// [`scoped`]). It lives in the frame of the `scoped` call.
+/// A value set by `ContextVar::scope` that lives beside its context's map
+/// instead of in it, while nothing needs the map (see [`scoped`]). It lives
+/// in the frame of the `scoped` call.
 pub(crate) struct Scoped {
     id: VarId,
+    /// The read-cache slot of the variable: the only slot that may hold
+    /// this value, cleared when the entry leaves the list.
+    slot: Slot,
     /// Dropped by the scope's end, with the variable's own type.
     value: UnsafeCell<ManuallyDrop<Value>>,
     prev: *const Scoped,
@@ -996,23 +1031,23 @@ pub(crate) struct Scoped {
 
 /// Runs `f` with `value` as `id`'s value in the current context: `scope`.
 ///
-/// In a private context (a thread's base context, a task's or callback's
-/// own, a generator's resumption: no other thread can read it) the value is
-/// not written into the map. It goes on the thread's list of scoped values
-/// and straight into the read cache, and the scope's end takes it off again:
-/// no map write, no version bump, no token. Whatever needs the map as it
-/// is, writes the scoped values into it first ([`write_scoped`]): a write
-/// (`set`, `reset`), a switch to another context, a copy, a read through
-/// `Context` itself. The scope's end then restores the map as `reset` does.
-/// A shared context (entered with `run` on a `&Context` or an
-/// `Arc<Context>`) can be read from other threads, so there the scope is a
-/// plain `set` and `reset`.
+/// The value is not written into the map. It goes on the context's list of
+/// scoped values and straight into the thread's read cache, and the scope's
+/// end takes it off again: no map write, no version bump, no token. In a
+/// shared context (entered with `run` on a `&Context` or an `Arc<Context>`)
+/// pushing and popping take the context's lock, because other threads'
+/// `Context::get` read the list too ([`Context::read`]); in a private one
+/// (a thread's base context, a task's or callback's own) they take nothing.
+/// Whatever needs the map as it is writes the list into it first
+/// ([`write_scoped`]): a write (`set`, `reset`), a copy, a read through
+/// `Context` itself on this thread. The scope's end then restores the map
+/// as `reset` does. A switch to another context leaves the list where it
+/// is: it belongs to its context, not to the thread.
 ///
-/// **Invariant:** every value on the list is the newest value of its
-/// variable in the current context and is in no map; a read-cache slot that
-/// holds it is cleared when it leaves the list.
-///
-/// Only for a private current context ([`current_is_private`]).
+/// **Invariant:** every value on a context's list is the newest value of
+/// its variable in that context and is in no map; only the entry's own
+/// read-cache slot ever holds it, and that slot is cleared when it leaves
+/// the list.
 #[inline]
 pub(crate) fn scoped<R>(
     var: &'static str,
@@ -1023,36 +1058,36 @@ pub(crate) fn scoped<R>(
     drop_as: unsafe fn(Value),
 ) -> R {
     let cur = current();
-    if cur.ctx.get().is_null() {
-        enter_base();
+    let mut ctx = cur.ctx.get();
+    if ctx.is_null() {
+        ctx = enter_base();
     }
+    // SAFETY: as in `read_current`, a current context is alive; and it stays
+    // alive and current until `f` returns (contexts are left in the order
+    // they were entered, also on unwinding).
+    let ctx = unsafe { &*ctx };
     let slot = Slot::of(hint);
     let raw = value.as_raw();
     let entry = Scoped {
         id,
+        slot,
         value: UnsafeCell::new(ManuallyDrop::new(value)),
-        prev: cur.scoped.get(),
+        // Only this thread writes the list, so it reads it without the lock.
+        prev: ctx.scoped.get(),
         written: Cell::new(None),
     };
-    cur.scoped.set(&entry);
+    {
+        let _lock = ctx.write_lock();
+        ctx.scoped.set(&entry);
+    }
     cur.cache.fill(slot, id, Some(raw));
     let _end = ScopeEnd {
-        cur,
+        ctx,
         entry: &entry,
         var,
-        slot,
         drop_as,
     };
     f()
-}
-
-/// Whether the current context is private (see [`scoped`]); a thread with
-/// none yet gets its private base context on its first write.
-#[inline]
-pub(crate) fn current_is_private() -> bool {
-    let ctx = current().ctx.get();
-    // SAFETY: as in `read_current`, a current context is alive.
-    ctx.is_null() || unsafe { (*ctx).private }
 }
 
 /// This thread's `Current`, reached through a tiny closure so that
@@ -1068,10 +1103,9 @@ fn current() -> &'static Current {
 
 /// Ends a `scoped` call, also on unwinding.
 struct ScopeEnd<'a> {
-    cur: &'a Current,
+    ctx: &'a Context,
     entry: &'a Scoped,
     var: &'static str,
-    slot: Slot,
     drop_as: unsafe fn(Value),
 }
 
@@ -1080,11 +1114,15 @@ impl Drop for ScopeEnd<'_> {
     fn drop(&mut self) {
         match self.entry.written.take() {
             None => {
-                // Scopes nest, and writing the list empties it whole, so an
-                // entry not written is the newest.
-                debug_assert!(ptr::eq(self.cur.scoped.get(), self.entry));
-                self.cur.scoped.set(self.entry.prev);
-                self.cur.cache.forget(self.slot);
+                {
+                    let _lock = self.ctx.write_lock();
+                    // Scopes nest, and writing the list empties it whole, so
+                    // an entry not written is the newest.
+                    debug_assert!(ptr::eq(self.ctx.scoped.get(), self.entry));
+                    self.ctx.scoped.set(self.entry.prev);
+                }
+                // The context is current again (or still): the slot is its.
+                current().cache.forget(self.entry.slot);
             }
             Some(old) => restore_written(self.var, self.entry.id, old, self.drop_as),
         }
@@ -1108,30 +1146,34 @@ fn restore_written(var: &'static str, id: VarId, old: Option<Value>, drop_as: un
     }
 }
 
-/// Writes the thread's scoped values into the current context's map,
-/// oldest first, each remembering the value it replaced, and empties the
-/// list; the scopes' ends then restore the map.
-#[cold]
-#[inline(never)]
-fn write_scoped(cur: &Current) {
+/// The entries of a list of scoped values, newest first.
+fn scoped_entries(mut next: *const Scoped) -> Vec<*const Scoped> {
     let mut entries = Vec::new();
-    let mut next = cur.scoped.replace(ptr::null());
     while !next.is_null() {
         entries.push(next);
         // SAFETY: see `look_up`.
         next = unsafe { (*next).prev };
     }
-    let ctx = cur.ctx.get();
-    // SAFETY: entries are only listed while their private context is
-    // current on this thread, so it is alive and this thread alone writes
-    // it (no lock).
-    let ctx = unsafe { &*ctx };
+    entries
+}
+
+/// Writes the current context's scoped values into its map, oldest first,
+/// each remembering the value it replaced, and empties the list; the
+/// scopes' ends then restore the map.
+#[cold]
+#[inline(never)]
+fn write_scoped(cur: &Current) {
+    // SAFETY: only called with a current context, which is alive and which
+    // this thread alone writes.
+    let ctx = unsafe { &*cur.ctx.get() };
+    let entries = scoped_entries(ctx.scoped.get());
     if cur.readers.get() >= READER {
         park_current_version(ctx);
     }
     let mut garbage = Garbage::new();
     {
-        // SAFETY: as above.
+        let _lock = ctx.write_lock();
+        // SAFETY: as above, and we hold the lock other readers take.
         let map = unsafe { &mut *ctx.map.get() };
         for entry in entries.into_iter().rev() {
             // SAFETY: see `look_up`.
@@ -1141,6 +1183,7 @@ fn write_scoped(cur: &Current) {
             let old = map.insert(entry.id, value, &mut garbage);
             entry.written.set(Some(old));
         }
+        ctx.scoped.set(ptr::null());
     }
     cur.refresh();
     drop(garbage);
@@ -1260,12 +1303,13 @@ pub(crate) fn inherited_map() -> Map {
 #[inline]
 pub(crate) fn current_map() -> Map {
     CURRENT.with(|cur| {
-        if !cur.scoped.get().is_null() {
-            write_scoped(cur);
-        }
         let ctx = cur.ctx.get();
         if ctx.is_null() {
             return Map::default();
+        }
+        // SAFETY: a current context is alive.
+        if !unsafe { (*ctx).scoped.get() }.is_null() {
+            write_scoped(cur);
         }
         // SAFETY: a current context is alive and only this thread writes
         // it (map and frame), so reading it here needs no lock.

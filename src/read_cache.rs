@@ -11,8 +11,8 @@
 //! and the version moves on ([`ReadCache::bump`]) at every switch of context
 //! and every write of the current map, before anything the write released
 //! is dropped; so a hit always points into the live current map (or at a
-//! scoped value still on the thread's list, which clears its slot when it
-//! leaves). The version is never 0, so the empty tag never matches.
+//! scoped value still on its context's list: only the entry's own slot
+//! holds it, cleared when it leaves). The version is never 0, so the empty tag never matches.
 
 use std::cell::Cell;
 use std::ptr::NonNull;
@@ -52,7 +52,7 @@ pub(crate) struct ReadCache {
 
 /// Where a variable's lookup is remembered (by the variable's address, so
 /// finding it does not wait for the id to load).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Slot(usize);
 
 impl Slot {

@@ -10,7 +10,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::context::{current_id, current_is_private, read_current, scoped, write_current};
+use crate::context::{current_id, read_current, scoped, write_current};
 use crate::error::{LookupError, ResetError, ResetFailed};
 use crate::ids::FmtValue;
 use crate::map::{Value, VarId};
@@ -317,21 +317,20 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// assert_eq!(second.old_value(), Some(&1));
     /// ```
     pub fn set(&self, value: T) -> Token<T> {
-        let token = self.set_checked(value, true);
+        let token = self.set_unobserved(value);
         if crate::observe::vars_observed() {
             crate::observe::var_written(token.var_id, self.hint(), token.old.as_ref(), Cause::Set);
         }
         token
     }
 
-    /// `set`, with the misuse check (see `misuse`) or without it (for
-    /// `scope`, which is balanced by construction).
+    /// `set`, without telling observers.
     #[inline]
-    fn set_checked(&self, value: T, checked: bool) -> Token<T> {
+    fn set_unobserved(&self, value: T) -> Token<T> {
         let id = self.id();
         let value = Value::new(value);
         let (context, old) =
-            write_current(self.name, checked, |mut w| (w.context, w.insert(id, value)));
+            write_current(self.name, true, |mut w| (w.context, w.insert(id, value)));
         Token {
             var: self.name,
             var_id: id,
@@ -387,12 +386,6 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// assert!(N.get().is_err());
     /// ```
     pub fn try_reset(&self, token: Token<T>) -> Result<(), ResetFailed<T>> {
-        self.reset_observed(token, true)
-    }
-
-    /// `try_reset`, telling the variable's observers (`observe`) or not
-    /// (for `scope`, which tells them itself).
-    fn reset_observed(&self, token: Token<T>, observed: bool) -> Result<(), ResetFailed<T>> {
         let id = self.id();
         if token.var_id != id {
             let error = ResetError::DifferentVar {
@@ -412,7 +405,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
             debug_assert_eq!(w.context, context);
             w.restore(id, old)
         });
-        if observed && crate::observe::vars_observed() {
+        if crate::observe::vars_observed() {
             crate::observe::var_written(id, self.hint(), replaced.as_ref(), Cause::Reset);
         }
         if let Some(replaced) = replaced {
@@ -444,24 +437,16 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// `scope`, without telling observers.
     #[inline]
     pub(crate) fn scope_unobserved<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
-        // Balanced by construction, so never a misuse (see `misuse`): in a
-        // private context the value need not even enter the map (`scoped`).
-        if current_is_private() {
-            let id = self.id();
-            return scoped(
-                self.name,
-                id,
-                self.hint(),
-                Value::new(value),
-                f,
-                Value::drop_as::<T>,
-            );
-        }
-        let _reset = ResetOnDrop {
-            var: self,
-            token: Some(self.set_checked(value, false)),
-        };
-        f()
+        // Balanced by construction, so never a misuse (see `misuse`), and
+        // the value need not even enter the map (`scoped`).
+        scoped(
+            self.name,
+            self.id(),
+            self.hint(),
+            Value::new(value),
+            f,
+            Value::drop_as::<T>,
+        )
     }
 
     #[inline]
@@ -471,27 +456,6 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
         // invariant). Skipping the `TypeId` check saves an indirect call on
         // every read (see BENCHMARKS.md).
         unsafe { value.downcast_unchecked::<T>() }
-    }
-}
-
-struct ResetOnDrop<'a, T: Send + Sync + 'static> {
-    var: &'a ContextVar<T>,
-    token: Option<Token<T>>,
-}
-
-impl<T: Send + Sync + 'static> Drop for ResetOnDrop<'_, T> {
-    fn drop(&mut self) {
-        let token = self.token.take().expect("reset once");
-        // `run` restores contexts on every exit path, so the scope ends in
-        // the context it began in and the reset cannot fail.
-        if let Err(e) = self.var.reset_observed(token, false) {
-            if !std::thread::panicking() {
-                panic!(
-                    "contextvars: scope of `{}` ended unbalanced: {e}",
-                    self.var.name
-                );
-            }
-        }
     }
 }
 

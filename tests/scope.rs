@@ -1,6 +1,7 @@
-//! `scope` in a private context keeps its value beside the map (issue 16):
-//! everything that looks at the map while the scope is open must still see
-//! the scoped value, and nothing may see it after the scope ends.
+//! `scope` keeps its value beside the map, on its context's list (issue
+//! 16): everything that looks at the map while the scope is open, on this
+//! thread or another, must still see the scoped value, and nothing may see
+//! it after the scope ends.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,18 +12,20 @@ use contextvars::{Context, ContextVar, copy_context};
 static V: ContextVar<u32> = ContextVar::with_default("v", 0);
 static W: ContextVar<u32> = ContextVar::new("w");
 
-/// Runs `f` in each kind of private context: a thread's base context, a
-/// callback's own (`wrap`), and a generator's resumption.
-fn in_private_contexts(f: fn()) {
+/// Runs `f` in each kind of context: a thread's base context, a callback's
+/// own (`wrap`), a generator's resumption (the private ones, whose writes
+/// take no lock), and a shared context entered with `run`.
+fn in_every_kind_of_context(f: fn()) {
     std::thread::spawn(f).join().unwrap();
     contextvars::wrap(f)();
     let mut generator = std::iter::once_with(f).isolated();
     generator.next();
+    Arc::new(Context::new()).run(f);
 }
 
 #[test]
 fn a_copy_taken_inside_a_scope_keeps_the_scoped_value() {
-    in_private_contexts(|| {
+    in_every_kind_of_context(|| {
         V.set(1);
         let copy = V.scope(2, copy_context);
         assert_eq!(copy.get(&V), Some(2));
@@ -33,7 +36,7 @@ fn a_copy_taken_inside_a_scope_keeps_the_scoped_value() {
 
 #[test]
 fn nested_scopes_of_one_variable_unwind_in_order_around_writes() {
-    in_private_contexts(|| {
+    in_every_kind_of_context(|| {
         V.scope(1, || {
             V.scope(2, || {
                 assert_eq!(V.get(), Ok(2));
@@ -53,7 +56,7 @@ fn nested_scopes_of_one_variable_unwind_in_order_around_writes() {
 
 #[test]
 fn a_borrow_of_a_scoped_value_outlives_a_write_in_its_closure() {
-    in_private_contexts(|| {
+    in_every_kind_of_context(|| {
         V.scope(4, || {
             V.with(|v| {
                 let borrowed = v.unwrap();
@@ -69,7 +72,7 @@ fn a_borrow_of_a_scoped_value_outlives_a_write_in_its_closure() {
 
 #[test]
 fn a_switch_inside_a_scope_neither_shows_nor_loses_the_value() {
-    in_private_contexts(|| {
+    in_every_kind_of_context(|| {
         V.scope(8, || {
             Context::new().run(|| assert_eq!(V.get(), Ok(0), "not in another context"));
             assert_eq!(V.get(), Ok(8), "still here after the switch");
@@ -122,4 +125,126 @@ fn a_shared_context_shows_a_scoped_value_to_another_thread() {
         })
     });
     assert_eq!(ctx.get(&V), None);
+}
+
+#[test]
+fn another_thread_sees_everything_a_scope_in_a_shared_context_holds() {
+    let ctx = Arc::new(Context::new());
+    ctx.run(|| W.set(1));
+    let reader = ctx.clone();
+    let (ask, asked) = std::sync::mpsc::channel::<()>();
+    let (answer, answers) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        for () in asked {
+            let copy = reader.copy();
+            let seen = (
+                reader.get(&V),
+                reader.get(&W),
+                reader.contains(&V),
+                reader.len(),
+                copy.get(&V),
+                copy.run(|| (V.get(), W.get())),
+            );
+            answer.send(seen).unwrap();
+        }
+    });
+    let look = || {
+        ask.send(()).unwrap();
+        answers.recv().unwrap()
+    };
+    ctx.run(|| {
+        V.scope(7, || {
+            assert_eq!(look(), (Some(7), Some(1), true, 2, Some(7), (Ok(7), Ok(1))));
+            W.scope(2, || {
+                V.scope(8, || {
+                    assert_eq!(look(), (Some(8), Some(2), true, 2, Some(8), (Ok(8), Ok(2))));
+                });
+                assert_eq!(look().0, Some(7), "the inner scope ended");
+                // A write puts the scoped values into the map: still seen.
+                let token = V.set(9);
+                assert_eq!(look(), (Some(9), Some(2), true, 2, Some(9), (Ok(9), Ok(2))));
+                V.reset(token).unwrap();
+                assert_eq!(look().0, Some(7));
+            });
+            assert_eq!(look().1, Some(1), "W's scope ended");
+        });
+        assert_eq!(look(), (None, Some(1), false, 1, None, (Ok(0), Ok(1))));
+    });
+    drop(ask);
+    thread.join().unwrap();
+    assert_eq!((ctx.get(&V), ctx.get(&W), ctx.len()), (None, Some(1), 1));
+}
+
+#[test]
+fn a_context_entered_under_another_shows_its_scoped_values_on_its_own_thread() {
+    let outer = Context::new();
+    outer.run(|| {
+        V.scope(3, || {
+            let inner = Context::new();
+            let seen = inner.run(|| (V.get(), outer.get(&V), outer.copy().get(&V)));
+            assert_eq!(seen, (Ok(0), Some(3), Some(3)));
+            assert_eq!(V.get(), Ok(3));
+        })
+    });
+    assert_eq!(outer.get(&V), None);
+}
+
+#[test]
+fn scopes_in_two_contexts_at_once_each_stay_in_their_own() {
+    in_every_kind_of_context(|| {
+        V.scope(1, || {
+            let other = Context::new();
+            other.run(|| {
+                V.scope(2, || {
+                    assert_eq!(V.get(), Ok(2));
+                    assert_eq!(copy_context().get(&V), Some(2));
+                });
+                assert_eq!(V.get(), Ok(0));
+            });
+            assert_eq!(other.get(&V), None);
+            assert_eq!(V.get(), Ok(1));
+            assert_eq!(copy_context().get(&V), Some(1));
+        });
+        assert_eq!(V.get(), Ok(0));
+    });
+}
+
+static O: ContextVar<String> = ContextVar::new("observed");
+
+/// A variable observer reads the value around a switch through another
+/// read-cache slot than the variable's own; a scoped value must not stay
+/// behind in that slot once its scope ended and its box is freed.
+#[test]
+fn observers_around_a_switch_never_see_a_scope_that_ended() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let _observer = O.observe(move |change| {
+        log.lock()
+            .unwrap()
+            .push((change.previous().cloned(), change.current().cloned()));
+    });
+    in_every_kind_of_context(|| {
+        O.scope("scoped".to_string(), || Context::new().run(|| ()));
+        // The scope is over; a switch now must read O's current value (none).
+        Context::new().run(|| assert!(O.get().is_err()));
+        assert!(O.get().is_err());
+    });
+    let scoped = || Some("scoped".to_string());
+    let one_scope = [
+        (None, scoped()), // the scope begins
+        (scoped(), None), // the switch into a new context
+        (None, scoped()), // and back
+        (scoped(), None), // the scope ends
+    ];
+    // Once per kind of context, and nothing after each scope ended: the
+    // later switches find no value on either side.
+    assert_eq!(
+        *seen.lock().unwrap(),
+        one_scope
+            .iter()
+            .cycle()
+            .take(16)
+            .cloned()
+            .collect::<Vec<_>>()
+    );
 }
