@@ -32,7 +32,7 @@ use crate::generator::Frame;
 pub(crate) use crate::ids::next_id;
 use crate::map::{Garbage, Map, RawRoot, Value, VarId};
 use crate::read_cache::{ReadCache, Slot};
-use crate::sync::{AtomicBool, AtomicUsize, Ordering};
+use crate::sync::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 /// A mapping from context variables to values: the state one logical flow of
 /// work (a request, a task, a job) carries with it.
@@ -75,19 +75,14 @@ pub struct Context {
     /// and the caller's map under them; `None` for every other context.
     frame: UnsafeCell<Option<Box<Frame>>>,
     /// The newest `scope`d value not yet written into `map` (see
-    /// [`scoped`]), or null; each links to the one before. Written by the
-    /// thread that has the context entered (under `lock` unless `private`),
-    /// read by other threads under `lock`.
-    scoped: Cell<*const Scoped>,
+    /// [`scoped`]), or null; each links to the one before. Written only by
+    /// the thread that has the context entered: a push with a release store,
+    /// anything that unlinks entries under `lock` (unless `private`). Read
+    /// by other threads under `lock`.
+    scoped: AtomicPtr<Scoped>,
 }
 
-// SAFETY: every field but `scoped` is `Send`. `scoped` is non-null only
-// while `scope` calls are under way inside the context, and those run while
-// it is entered, that is borrowed: a context cannot move to another thread
-// with its list non-empty.
-unsafe impl Send for Context {}
-
-// SAFETY: `map`, `frame` and `scoped` are the only fields without their own
+// SAFETY: `map` and `frame` are the only fields without their own
 // synchronisation. They are written only by the thread on which this context
 // is current, holding `lock` (or, while `private`, by the one thread that can
 // reach the context at all); every reader on another thread takes `lock`
@@ -193,6 +188,11 @@ impl Drop for Base {
         let this: *const Context = &self.0;
         CURRENT.with(|cur| {
             if cur.ctx.get() == this {
+                // The same address, with a provenance this drop's `&mut`
+                // allows: observers read the context being left, and the
+                // pointer `enter_base` stored came from a shared borrow that
+                // the thread-local's destructor has since invalidated.
+                cur.ctx.set(this);
                 cur.enter(ptr::null());
             }
         });
@@ -254,7 +254,7 @@ impl Context {
             base: false,
             map: UnsafeCell::new(map),
             frame: UnsafeCell::new(None),
-            scoped: Cell::new(ptr::null()),
+            scoped: AtomicPtr::new(ptr::null_mut()),
         }
     }
 
@@ -285,6 +285,13 @@ impl Context {
         unsafe { &*self.frame.get() }
             .as_deref()
             .and_then(|frame| frame.outer_value(id))
+    }
+
+    /// The head of the list of scoped values, as the thread that has this
+    /// context entered (the list's only writer) sees it.
+    #[inline]
+    fn own_scoped(&self) -> *const Scoped {
+        self.scoped.load(Ordering::Relaxed)
     }
 
     /// The map of a context not entered anywhere.
@@ -608,7 +615,7 @@ impl Context {
     fn read<R>(&self, f: impl FnOnce(&Map) -> R) -> R {
         let cur = current();
         if std::ptr::eq(cur.ctx.get(), self) {
-            if !self.scoped.get().is_null() {
+            if !self.own_scoped().is_null() {
                 write_scoped(cur);
             }
             // SAFETY: see the invariant on `Sync`: this thread is the only
@@ -618,7 +625,8 @@ impl Context {
         let lock = self.write_lock();
         // SAFETY: as above: we hold the lock every writer takes.
         let map = unsafe { &*self.map.get() };
-        if self.scoped.get().is_null() {
+        // Acquire: the entries were linked without the lock (see `scoped`).
+        if self.scoped.load(Ordering::Acquire).is_null() {
             return f(map);
         }
         // Entered elsewhere, inside `scope`s: their values over a copy of
@@ -635,7 +643,10 @@ impl Context {
     fn with_scoped(&self, map: &Map) -> Map {
         let mut merged = map.clone();
         let mut garbage = Garbage::new();
-        for entry in scoped_entries(self.scoped.get()).into_iter().rev() {
+        for entry in scoped_entries(self.scoped.load(Ordering::Acquire))
+            .into_iter()
+            .rev()
+        {
             // SAFETY: listed entries are alive (see `look_up`), and taken
             // off the list under the lock this caller holds.
             let entry = unsafe { &*entry };
@@ -672,7 +683,7 @@ impl Context {
     #[inline(never)]
     fn release(&mut self) {
         debug_assert!(
-            self.scoped.get().is_null(),
+            self.own_scoped().is_null(),
             "scopes end inside their context"
         );
         for _ in 0..RELEASE_ROUNDS {
@@ -897,7 +908,7 @@ fn look_up(cur: &Current, slot: Slot, id: VarId) -> Option<NonNull<()>> {
     // SAFETY: a current context is alive (see below). Its `scoped` links
     // entries that live in the frames of the `scoped` calls under way inside
     // it on this thread, which unlink them before they end.
-    let mut entry = unsafe { cur.ctx.get().as_ref().and_then(|c| c.scoped.get().as_ref()) };
+    let mut entry = unsafe { cur.ctx.get().as_ref().and_then(|c| c.own_scoped().as_ref()) };
     while let Some(e) = entry {
         if e.id == id {
             // SAFETY: the value is taken only after the entry left the list.
@@ -974,7 +985,7 @@ pub(crate) fn write_current<R>(
     }
     // SAFETY: as in `read_current`, a current context is alive.
     let ctx = unsafe { &*ctx };
-    if !ctx.scoped.get().is_null() {
+    if !ctx.own_scoped().is_null() {
         write_scoped(current());
     }
     if checked && ctx.base {
@@ -1035,9 +1046,11 @@ pub(crate) struct Scoped {
 /// scoped values and straight into the thread's read cache, and the scope's
 /// end takes it off again: no map write, no version bump, no token. In a
 /// shared context (entered with `run` on a `&Context` or an `Arc<Context>`)
-/// pushing and popping take the context's lock, because other threads'
-/// `Context::get` read the list too ([`Context::read`]); in a private one
-/// (a thread's base context, a task's or callback's own) they take nothing.
+/// other threads' `Context::get` read the list too ([`Context::read`], under
+/// the lock), so taking an entry off takes the context's lock (a reader may
+/// be walking it); putting one on is a release store. In a private context
+/// (a thread's base context, a task's or callback's own) neither takes a
+/// lock.
 /// Whatever needs the map as it is writes the list into it first
 /// ([`write_scoped`]): a write (`set`, `reset`), a copy, a read through
 /// `Context` itself on this thread. The scope's end then restores the map
@@ -1072,14 +1085,14 @@ pub(crate) fn scoped<R>(
         id,
         slot,
         value: UnsafeCell::new(ManuallyDrop::new(value)),
-        // Only this thread writes the list, so it reads it without the lock.
-        prev: ctx.scoped.get(),
+        prev: ctx.own_scoped(),
         written: Cell::new(None),
     };
-    {
-        let _lock = ctx.write_lock();
-        ctx.scoped.set(&entry);
-    }
+    // No lock: a reader elsewhere sees the list with or without the entry,
+    // both whole (release: with its fields), and none can be mid-way
+    // through an entry that goes, as unlinking takes the lock.
+    ctx.scoped
+        .store(ptr::from_ref(&entry).cast_mut(), Ordering::Release);
     cur.cache.fill(slot, id, Some(raw));
     let _end = ScopeEnd {
         ctx,
@@ -1118,8 +1131,12 @@ impl Drop for ScopeEnd<'_> {
                     let _lock = self.ctx.write_lock();
                     // Scopes nest, and writing the list empties it whole, so
                     // an entry not written is the newest.
-                    debug_assert!(ptr::eq(self.ctx.scoped.get(), self.entry));
-                    self.ctx.scoped.set(self.entry.prev);
+                    debug_assert!(ptr::eq(self.ctx.own_scoped(), self.entry));
+                    // Under the lock: no reader elsewhere is still walking
+                    // the entry when its frame goes.
+                    self.ctx
+                        .scoped
+                        .store(self.entry.prev.cast_mut(), Ordering::Relaxed);
                 }
                 // The context is current again (or still): the slot is its.
                 current().cache.forget(self.entry.slot);
@@ -1166,7 +1183,7 @@ fn write_scoped(cur: &Current) {
     // SAFETY: only called with a current context, which is alive and which
     // this thread alone writes.
     let ctx = unsafe { &*cur.ctx.get() };
-    let entries = scoped_entries(ctx.scoped.get());
+    let entries = scoped_entries(ctx.own_scoped());
     if cur.readers.get() >= READER {
         park_current_version(ctx);
     }
@@ -1183,7 +1200,7 @@ fn write_scoped(cur: &Current) {
             let old = map.insert(entry.id, value, &mut garbage);
             entry.written.set(Some(old));
         }
-        ctx.scoped.set(ptr::null());
+        ctx.scoped.store(ptr::null_mut(), Ordering::Relaxed);
     }
     cur.refresh();
     drop(garbage);
@@ -1308,7 +1325,7 @@ pub(crate) fn current_map() -> Map {
             return Map::default();
         }
         // SAFETY: a current context is alive.
-        if !unsafe { (*ctx).scoped.get() }.is_null() {
+        if !unsafe { (*ctx).own_scoped() }.is_null() {
             write_scoped(cur);
         }
         // SAFETY: a current context is alive and only this thread writes
@@ -1412,6 +1429,11 @@ pub(crate) unsafe fn leave_raw(prev: *const Context) {
 fn enter_observed(cur: &Current, ctx: *const Context) -> *const Context {
     // SAFETY: the current context and `ctx` are alive (see `enter`'s callers).
     let id_of = |c: *const Context| unsafe { c.as_ref() }.map(|c| c.id);
+    // The hooks read through slot 0, not each variable's own; a scoped value
+    // is only ever in its own slot, so slot 0 may still answer for the map
+    // under it. Forget everything first: the reads then find the scoped
+    // values on the context's list.
+    cur.cache.bump();
     let before = crate::observe::before_switch(id_of(cur.ctx.get()));
     let prev = cur.ctx.replace(ctx);
     cur.refresh();

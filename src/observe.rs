@@ -532,7 +532,8 @@ impl Drop for ScopeNotice {
 /// cache's slot for `hint` (the variable's address). Inside a `scope` that
 /// must be the variable's own slot: a scoped value is put into that slot
 /// alone, without moving the cache's version on. Around a switch any slot
-/// does (0): a look-up fills a slot with a scoped value only if it is the
+/// does (0): the switch moves the version on before and after the hooks
+/// read, and a look-up fills a slot with a scoped value only if it is the
 /// value's own, so a scope's end never leaves it behind in slot 0.
 fn current_value(id: VarId, hint: usize) -> Option<Value> {
     read_current(id, hint, || id, |v| v.cloned())

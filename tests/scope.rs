@@ -209,42 +209,54 @@ fn scopes_in_two_contexts_at_once_each_stay_in_their_own() {
     });
 }
 
-static O: ContextVar<String> = ContextVar::new("observed");
+static OBSERVED: [ContextVar<String>; 4] = [
+    ContextVar::new("observed 1"),
+    ContextVar::new("observed 2"),
+    ContextVar::new("observed 3"),
+    ContextVar::new("observed 4"),
+];
+/// Which of `OBSERVED` the scenario runs with.
+static WHICH: AtomicUsize = AtomicUsize::new(0);
 
 /// A variable observer reads the value around a switch through another
-/// read-cache slot than the variable's own; a scoped value must not stay
-/// behind in that slot once its scope ended and its box is freed.
+/// read-cache slot than the variable's own; it must see a scoped value
+/// there (not an older answer for the map under it), and never a scoped
+/// value once its scope ended and its box is freed. (Four variables, so
+/// that some have their own slot elsewhere than the switch's.)
 #[test]
-fn observers_around_a_switch_never_see_a_scope_that_ended() {
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let log = seen.clone();
-    let _observer = O.observe(move |change| {
-        log.lock()
-            .unwrap()
-            .push((change.previous().cloned(), change.current().cloned()));
-    });
-    in_every_kind_of_context(|| {
-        O.scope("scoped".to_string(), || Context::new().run(|| ()));
-        // The scope is over; a switch now must read O's current value (none).
-        Context::new().run(|| assert!(O.get().is_err()));
-        assert!(O.get().is_err());
-    });
-    let scoped = || Some("scoped".to_string());
-    let one_scope = [
-        (None, scoped()), // the scope begins
-        (scoped(), None), // the switch into a new context
-        (None, scoped()), // and back
-        (scoped(), None), // the scope ends
-    ];
-    // Once per kind of context, and nothing after each scope ended: the
-    // later switches find no value on either side.
-    assert_eq!(
-        *seen.lock().unwrap(),
-        one_scope
-            .iter()
-            .cycle()
-            .take(16)
-            .cloned()
-            .collect::<Vec<_>>()
-    );
+fn observers_around_a_switch_see_a_scope_exactly_while_it_lasts() {
+    for which in 0..OBSERVED.len() {
+        WHICH.store(which, Ordering::SeqCst);
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let _observer = OBSERVED[which].observe(move |change| {
+            log.lock()
+                .unwrap()
+                .push((change.previous().cloned(), change.current().cloned()));
+        });
+        in_every_kind_of_context(|| {
+            let var = &OBSERVED[WHICH.load(Ordering::SeqCst)];
+            // A switch before the scope: the hooks read the variable (none).
+            Context::new().run(|| ());
+            var.scope("scoped".to_string(), || Context::new().run(|| ()));
+            // The scope is over; the switches now find no value.
+            Context::new().run(|| assert!(var.get().is_err()));
+            assert!(var.get().is_err());
+        });
+        let scoped = || Some("scoped".to_string());
+        let one_scope = [
+            (None, scoped()), // the scope begins
+            (scoped(), None), // the switch into a new context
+            (None, scoped()), // and back
+            (scoped(), None), // the scope ends
+        ];
+        // Once per kind of context, and nothing after each scope ended.
+        let expected: Vec<_> = one_scope.iter().cycle().take(16).cloned().collect();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            expected,
+            "{}",
+            OBSERVED[which].name()
+        );
+    }
 }
