@@ -225,11 +225,11 @@ static WHICH: AtomicUsize = AtomicUsize::new(0);
 /// that some have their own slot elsewhere than the switch's.)
 #[test]
 fn observers_around_a_switch_see_a_scope_exactly_while_it_lasts() {
-    for which in 0..OBSERVED.len() {
+    for (which, observed) in OBSERVED.iter().enumerate() {
         WHICH.store(which, Ordering::SeqCst);
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let log = seen.clone();
-        let _observer = OBSERVED[which].observe(move |change| {
+        let _observer = observed.observe(move |change| {
             log.lock()
                 .unwrap()
                 .push((change.previous().cloned(), change.current().cloned()));
