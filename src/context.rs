@@ -20,7 +20,6 @@
 
 use std::cell::{Cell, UnsafeCell};
 use std::fmt;
-use std::hint::spin_loop;
 use std::mem::ManuallyDrop;
 use std::ptr::{self, NonNull};
 use std::sync::Mutex;
@@ -32,7 +31,7 @@ use crate::generator::Frame;
 pub(crate) use crate::ids::next_id;
 use crate::map::{Garbage, Map, RawRoot, Value, VarId};
 use crate::read_cache::{ReadCache, Slot};
-use crate::sync::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use crate::sync::{AtomicBool, AtomicPtr, AtomicUsize, Ordering, spin_loop, yield_now};
 
 /// A mapping from context variables to values: the state one logical flow of
 /// work (a request, a task, a job) carries with it.
@@ -70,10 +69,10 @@ pub struct Context {
     private: bool,
     /// Whether this is a thread's base context (see `misuse`).
     base: bool,
-    map: UnsafeCell<Map>,
+    map: crate::sync::UnsafeCell<Map>,
     /// For a resumption of a generator (see `generator`): its own values
     /// and the caller's map under them; `None` for every other context.
-    frame: UnsafeCell<Option<Box<Frame>>>,
+    frame: crate::sync::UnsafeCell<Option<Box<Frame>>>,
     /// The newest `scope`d value not yet written into `map` (see
     /// [`scoped`]), or null; each links to the one before. Written only by
     /// the thread that has the context entered: a push with a release store,
@@ -124,7 +123,7 @@ const PARKED_BIT: usize = 1;
 /// One borrow in `Current::readers`.
 const READER: usize = 2;
 
-thread_local! {
+crate::sync::thread_local! {
     static CURRENT: Current = const {
         Current {
             ctx: Cell::new(ptr::null()),
@@ -163,7 +162,7 @@ impl Current {
         } else {
             // SAFETY: a current context is alive (see `read_current`) and only
             // this thread writes its map.
-            unsafe { (*(*ctx).map.get()).raw_root() }
+            unsafe { (*ctx).map.with(|map| (*map).raw_root()) }
         };
         self.root.set(root);
         self.cache.bump();
@@ -252,8 +251,8 @@ impl Context {
             lock: AtomicBool::new(false),
             private,
             base: false,
-            map: UnsafeCell::new(map),
-            frame: UnsafeCell::new(None),
+            map: crate::sync::UnsafeCell::new(map),
+            frame: crate::sync::UnsafeCell::new(None),
             scoped: AtomicPtr::new(ptr::null_mut()),
         }
     }
@@ -282,7 +281,7 @@ impl Context {
     #[cold]
     unsafe fn outer_value(&self, id: VarId) -> Option<&Value> {
         // SAFETY: caller.
-        unsafe { &*self.frame.get() }
+        unsafe { self.frame.with(|frame| &*frame) }
             .as_deref()
             .and_then(|frame| frame.outer_value(id))
     }
@@ -620,11 +619,11 @@ impl Context {
             }
             // SAFETY: see the invariant on `Sync`: this thread is the only
             // writer.
-            return f(unsafe { &*self.map.get() });
+            return self.map.with(|map| f(unsafe { &*map }));
         }
         let lock = self.write_lock();
         // SAFETY: as above: we hold the lock every writer takes.
-        let map = unsafe { &*self.map.get() };
+        let map = self.map.with(|map| unsafe { &*map });
         // Acquire: the entries were linked without the lock (see `scoped`).
         if self.scoped.load(Ordering::Acquire).is_null() {
             return f(map);
@@ -724,7 +723,7 @@ fn backoff(spins: &mut u32) {
     if *spins < 64 {
         spin_loop();
     } else {
-        std::thread::yield_now();
+        yield_now();
     }
 }
 
@@ -866,7 +865,7 @@ impl Drop for Reading {
 #[inline(never)]
 fn free_parked_versions() {
     CURRENT.with(|cur| cur.readers.set(cur.readers.get() & !PARKED_BIT));
-    drop(ManuallyDrop::into_inner(PARKED.take()));
+    drop(ManuallyDrop::into_inner(PARKED.with(Cell::take)));
 }
 
 /// Calls `f` with the current context's value for `id`, without locks,
@@ -1002,7 +1001,7 @@ pub(crate) fn write_current<R>(
         let _lock = ctx.write_lock();
         // SAFETY: this thread is the only writer (the context is current
         // here) and holds the lock that other readers take.
-        let map = unsafe { &mut *ctx.map.get() };
+        let map = ctx.map.with_mut(|map| unsafe { &mut *map });
         f(Writer {
             context: ctx.id,
             map,
@@ -1191,7 +1190,7 @@ fn write_scoped(cur: &Current) {
     {
         let _lock = ctx.write_lock();
         // SAFETY: as above, and we hold the lock other readers take.
-        let map = unsafe { &mut *ctx.map.get() };
+        let map = ctx.map.with_mut(|map| unsafe { &mut *map });
         for entry in entries.into_iter().rev() {
             // SAFETY: see `look_up`.
             let entry = unsafe { &*entry };
@@ -1241,10 +1240,10 @@ fn enter_base() -> *const Context {
 #[inline(never)]
 fn park_current_version(ctx: &Context) {
     // SAFETY: this thread is the only writer of its current context.
-    let version = unsafe { (*ctx.map.get()).clone() };
-    let mut parked = PARKED.take();
+    let version = ctx.map.with(|map| unsafe { (*map).clone() });
+    let mut parked = PARKED.with(Cell::take);
     parked.push(version);
-    PARKED.set(parked);
+    PARKED.with(|slot| slot.set(parked));
     CURRENT.with(|cur| cur.readers.set(cur.readers.get() | PARKED_BIT));
 }
 
@@ -1330,7 +1329,7 @@ pub(crate) fn current_map() -> Map {
         }
         // SAFETY: a current context is alive and only this thread writes
         // it (map and frame), so reading it here needs no lock.
-        let (map, frame) = unsafe { (&*(*ctx).map.get(), &*(*ctx).frame.get()) };
+        let (map, frame) = unsafe { ((*ctx).map.with(|m| &*m), (*ctx).frame.with(|f| &*f)) };
         match frame {
             None => map.clone(),
             Some(frame) => frame.merged(map),

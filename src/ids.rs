@@ -28,7 +28,7 @@ use crate::map::VarId;
 pub(crate) fn next_id() -> u64 {
     const BLOCK: u64 = 1024;
     static NEXT_BLOCK: AtomicU64 = AtomicU64::new(1);
-    thread_local! {
+    crate::sync::thread_local! {
         static IDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
     }
     IDS.with(|ids| {

@@ -21,9 +21,9 @@
 use std::alloc::Layout;
 use std::any::TypeId;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::spare;
+use crate::sync::{AtomicUsize, Ordering};
 
 /// What every box starts with, whatever the value's type.
 #[repr(C)]

@@ -1,55 +1,114 @@
 //! loom models of the parts where threads race on one context. Run with
 //!
 //! ```text
-//! RUSTFLAGS="--cfg loom" cargo test --release --test loom
+//! cd loom && RUSTFLAGS="--cfg loom" cargo test --release
 //! ```
 //!
-//! (`.ci/run` does, with `LOOM_MAX_PREEMPTIONS=3`.)
+//! (`.ci/run` does.)
 //!
-//! Two kinds of model, and `RELIABILITY.md` says which is which:
-//!
-//! - **Real code**: `two_threads_entering_one_context` runs the crate's own
-//!   `Context::try_run` and `ContextVar::set`, whose `entered` and `lock`
-//!   flags are loom atomics under `--cfg loom` (`src/sync.rs`).
-//! - **Protocol replicas**: the rest. The crate's map lives in a plain
-//!   `UnsafeCell` reached through `thread_local!` pointers, and loom runs
-//!   its threads as coroutines on one OS thread, so a `thread_local!` would
-//!   be shared between loom's threads, and accesses to a `std` cell are not
-//!   tracked. These models therefore restate the protocol of
-//!   `src/context.rs` step by step with loom's `UnsafeCell`, `Arc` and
-//!   atomics, **with the same orderings**: the `entered` compare-exchange
-//!   (Acquire) and its release on exit (Release, `Exit::drop`), the write
-//!   lock (`write_lock`: compare-exchange Acquire, store Release), writes only
-//!   under the lock by the thread on which the context is current, lock-free
-//!   reads by that thread only, reads and copies from other threads under the
-//!   lock (`Context::read`), and the old version dropped after the lock is
-//!   released (`Garbage`). loom checks every interleaving (up to the
-//!   preemption bound) for data races on the map, torn versions,
-//!   use-after-free and leaks of versions and values.
+//! Every model but the last runs the crate's own code: under `--cfg loom`
+//! the atomics of a context (`state`, `lock`) and of a value's reference
+//! count, the cells of a context's map and frame, and the thread-locals of
+//! the current context are loom's (`src/sync.rs`), so loom checks every
+//! interleaving of the real `run`, `set`, `reset`, `scope`, `get`, `copy`
+//! and drops for data races on the map and on the values, and the
+//! assertions for what each thread sees. `RELIABILITY.md` says what stays
+//! outside loom's view.
 #![cfg(loom)]
 
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering::SeqCst};
+
+use contextvars::{Context, ContextVar};
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::thread;
 
+/// Every interleaving, unless `LOOM_MAX_PREEMPTIONS` bounds them: the
+/// models are small enough for loom to explore them all (in well under a
+/// second; `RELIABILITY.md` has the counts).
 fn model(f: impl Fn() + Sync + Send + 'static) {
-    let mut builder = loom::model::Builder::new();
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(3);
-    }
-    builder.check(f);
+    loom::model::Builder::new().check(f);
 }
 
-/// Real code: two threads try to enter one shared context; never are both
-/// inside at once, at least one gets in, the context ends up not entered,
-/// and it holds the value of a thread that got in.
+std::thread_local! {
+    /// How many `Probe`s are alive. A test's model threads all run on its
+    /// one OS thread, so a `std` thread-local counts exactly that test's
+    /// probes, and adds no interleavings.
+    static LIVE: Cell<usize> = const { Cell::new(0) };
+}
+
+/// A value that loom watches. Its number is kept twice, once in a cell
+/// that `clone` reads and `drop` writes: so a value freed while another
+/// thread still reads it (a reference count that orders too little) is a
+/// data race loom reports, and a torn or stale value shows as a mismatch.
+/// `LIVE` counts it, so a leak or a second drop shows too.
+struct Probe {
+    n: usize,
+    watched: UnsafeCell<usize>,
+}
+
+// SAFETY: through a shared reference the cell is only read (`get`,
+// `clone`); the one write is in `drop`, through `&mut self`.
+unsafe impl Sync for Probe {}
+
+impl Probe {
+    fn new(n: usize) -> Probe {
+        LIVE.with(|live| live.set(live.get() + 1));
+        Probe {
+            n,
+            watched: UnsafeCell::new(n),
+        }
+    }
+
+    fn get(&self) -> usize {
+        // SAFETY: see `Sync`; loom checks it.
+        let watched = self.watched.with(|n| unsafe { *n });
+        assert_eq!(watched, self.n, "a torn or freed value");
+        self.n
+    }
+}
+
+impl Clone for Probe {
+    fn clone(&self) -> Probe {
+        Probe::new(self.get())
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        // SAFETY: `&mut self`; loom checks that every read happened before.
+        self.watched.with_mut(|n| unsafe { *n = usize::MAX });
+        LIVE.with(|live| live.set(live.get() - 1));
+    }
+}
+
+/// Drops the last handle of `ctx` and checks that no value outlives it.
+fn no_value_left(ctx: Arc<Context>) {
+    drop(ctx);
+    assert_eq!(LIVE.with(Cell::get), 0, "a value leaked or dropped twice");
+}
+
+/// Runs `body` over every interleaving, then checks that each outcome
+/// in `expected` happened in at least one of them (so the model did race
+/// the two threads, rather than run them one after the other).
+fn model_seeing(expected: &'static [usize], seen: &'static StdAtomicUsize, body: fn()) {
+    seen.store(0, SeqCst);
+    model(body);
+    for n in expected {
+        assert_ne!(seen.load(SeqCst) & (1 << n), 0, "no interleaving saw {n}");
+    }
+}
+
+/// Two threads try to enter one shared context; never are both inside at
+/// once, at least one gets in, the context ends up not entered, and it
+/// holds the value of a thread that got in.
 #[test]
 fn two_threads_entering_one_context() {
-    use contextvars::{Context, ContextVar};
     static N: ContextVar<usize> = ContextVar::new("n");
     model(|| {
-        let ctx = std::sync::Arc::new(Context::new());
+        let ctx = Arc::new(Context::new());
         let inside = Arc::new(AtomicUsize::new(0));
         let handles: Vec<_> = (0..2)
             .map(|i| {
@@ -72,34 +131,220 @@ fn two_threads_entering_one_context() {
     });
 }
 
-/// A version of a context's map: two fields that a torn read would show
-/// unequal, and a drop counter.
-struct Version {
-    a: usize,
-    b: usize,
-    dropped: Arc<AtomicUsize>,
+/// One thread enters, writes and leaves; the other enters and reads,
+/// lock-free, as the thread the context is current on. Entering (the
+/// `state` word's Acquire, leaving's Release) must order the first
+/// thread's write before that read: loom reports a data race on the map
+/// otherwise. What the second thread reads is nothing or the first's value.
+#[test]
+fn an_entry_after_another_threads_exit_sees_its_writes() {
+    static V: ContextVar<Probe> = ContextVar::new("v");
+    model(|| {
+        let ctx = Arc::new(Context::new());
+        let first = {
+            let ctx = ctx.clone();
+            thread::spawn(move || ctx.try_run(|| drop(V.set(Probe::new(1)))).is_ok())
+        };
+        let mine = ctx
+            .try_run(|| {
+                let seen = V.with(|v| v.map(Probe::get));
+                assert!(seen.is_none() || seen == Some(1), "saw {seen:?}");
+                drop(V.set(Probe::new(2)));
+            })
+            .is_ok();
+        let theirs = first.join().unwrap();
+        assert!(mine || theirs);
+        let last = ctx.get(&V).map(|v| v.get());
+        assert!(last == Some(1) || last == Some(2));
+        no_value_left(ctx);
+    });
 }
 
-impl Drop for Version {
-    fn drop(&mut self) {
-        self.dropped.fetch_add(1, Ordering::SeqCst);
+/// The owner sets a variable in a shared context (while it borrows the old
+/// value) and resets it, while another thread reads it with
+/// `Context::get`: the reader sees the old value or the new one, whole. The reader's handle may outlive the
+/// owner's (the value replaced and its handle dropped by the owner), or
+/// the other way round: each value is freed once, by the last handle,
+/// after every read of it (a data race on the probe otherwise).
+#[test]
+fn a_foreign_get_while_the_owner_sets_and_resets() {
+    static V: ContextVar<Probe> = ContextVar::new("v");
+    static SEEN: StdAtomicUsize = StdAtomicUsize::new(0);
+    model_seeing(&[1, 2], &SEEN, || {
+        let ctx = Arc::new(Context::new());
+        ctx.run(|| drop(V.set(Probe::new(1))));
+        let owner = {
+            let ctx = ctx.clone();
+            thread::spawn(move || {
+                ctx.run(|| {
+                    // A borrow across the write: the write copies, and keeps
+                    // the old version (`PARKED`) until the borrow ends.
+                    let token = V.with(|old| {
+                        let token = V.set(Probe::new(2));
+                        assert_eq!(old.map(Probe::get), Some(1));
+                        token
+                    });
+                    assert_eq!(V.with(|v| v.map(Probe::get)), Some(2));
+                    V.reset(token).unwrap();
+                    assert_eq!(V.with(|v| v.map(Probe::get)), Some(1));
+                })
+            })
+        };
+        let seen = ctx.get(&V).expect("set before").get();
+        assert!(seen == 1 || seen == 2, "saw {seen}");
+        SEEN.fetch_or(1 << seen, SeqCst);
+        owner.join().unwrap();
+        assert_eq!(ctx.get(&V).map(|v| v.get()), Some(1));
+        no_value_left(ctx);
+    });
+}
+
+/// `scope` in a shared context is a `set` and a `reset` that another
+/// thread can see (the scoped value goes into the map, under the lock):
+/// some interleaving sees it, every one sees the old value or it.
+#[test]
+fn a_scope_in_a_shared_context_while_another_thread_gets() {
+    static V: ContextVar<Probe> = ContextVar::new("v");
+    static SEEN: StdAtomicUsize = StdAtomicUsize::new(0);
+    model_seeing(&[1, 2], &SEEN, || {
+        let ctx = Arc::new(Context::new());
+        ctx.run(|| drop(V.set(Probe::new(1))));
+        let owner = {
+            let ctx = ctx.clone();
+            thread::spawn(move || {
+                ctx.run(|| {
+                    let inner = V.scope(Probe::new(2), || V.with(|v| v.map(Probe::get)));
+                    assert_eq!(inner, Some(2));
+                })
+            })
+        };
+        let seen = ctx.get(&V).expect("set before").get();
+        assert!(seen == 1 || seen == 2, "saw {seen}");
+        SEEN.fetch_or(1 << seen, SeqCst);
+        owner.join().unwrap();
+        assert_eq!(ctx.get(&V).map(|v| v.get()), Some(1));
+        no_value_left(ctx);
+    });
+}
+
+/// A copy taken on one thread while the owner sets on another is a
+/// snapshot: the values after some prefix of the owner's writes, never a
+/// mix, and it does not change when the owner writes on (the owner must
+/// copy the nodes the copy shares, not write them in place).
+#[test]
+fn a_copy_taken_while_the_owner_sets() {
+    static A: ContextVar<Probe> = ContextVar::new("a");
+    static B: ContextVar<Probe> = ContextVar::new("b");
+    model(|| {
+        let ctx = Arc::new(Context::new());
+        let owner = {
+            let ctx = ctx.clone();
+            thread::spawn(move || {
+                ctx.run(|| {
+                    drop(A.set(Probe::new(1)));
+                    drop(B.set(Probe::new(1)));
+                    drop(A.set(Probe::new(2)));
+                })
+            })
+        };
+        let copy = ctx.copy();
+        let values = |c: &Context| (c.get(&A).map(|v| v.get()), c.get(&B).map(|v| v.get()));
+        let taken = values(&copy);
+        assert!(
+            matches!(
+                taken,
+                (None, None) | (Some(1), None) | (Some(1), Some(1)) | (Some(2), Some(1))
+            ),
+            "not a snapshot: {taken:?}"
+        );
+        owner.join().unwrap();
+        assert_eq!(values(&copy), taken, "the copy changed");
+        // Entered, the copy reads the same (through the read cache).
+        let inside = copy.run(|| (A.with(|v| v.map(Probe::get)), B.with(|v| v.map(Probe::get))));
+        assert_eq!(inside, taken);
+        assert_eq!(values(&ctx), (Some(2), Some(1)));
+        drop(copy);
+        no_value_left(ctx);
+    });
+}
+
+/// Protocol replica, not the real code: a version of a context's map as
+/// one loom `Arc`, which the real map (nodes in `std` `Arc`s, see
+/// `RELIABILITY.md`) is not. It keeps the one property the real models
+/// cannot check: a version (not just a value) that another thread cloned
+/// under the lock stays alive while the owner replaces and releases it,
+/// and is freed exactly once.
+#[test]
+fn a_version_dropped_while_another_thread_reads() {
+    /// A version with two fields that a torn read would show unequal, and
+    /// a drop counter.
+    struct Version {
+        a: usize,
+        b: usize,
+        dropped: Arc<AtomicUsize>,
     }
-}
 
-/// The replica of `Context`: the flags and the map, with the orderings of
-/// `src/context.rs`.
-struct Ctx {
-    entered: AtomicBool,
-    lock: AtomicBool,
-    map: UnsafeCell<Arc<Version>>,
-    dropped: Arc<AtomicUsize>,
-}
+    impl Drop for Version {
+        fn drop(&mut self) {
+            self.dropped.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 
-impl Ctx {
-    fn new() -> Ctx {
+    /// The replica of `Context` (the write lock and the map cell), with
+    /// the orderings of `src/context.rs`.
+    struct Ctx {
+        lock: AtomicBool,
+        map: UnsafeCell<Arc<Version>>,
+        dropped: Arc<AtomicUsize>,
+    }
+
+    impl Ctx {
+        /// `write_lock` (a loom yield where the real code spins).
+        fn lock(&self) {
+            while self
+                .lock
+                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                thread::yield_now();
+            }
+        }
+
+        fn unlock(&self) {
+            self.lock.store(false, Ordering::Release);
+        }
+
+        /// `write_current`: a new version under the lock, the old one
+        /// dropped after it (`Garbage`).
+        fn set(&self, v: usize) {
+            let new = Arc::new(Version {
+                a: v,
+                b: v,
+                dropped: self.dropped.clone(),
+            });
+            self.lock();
+            // SAFETY: the lock, which every access takes.
+            let old = self
+                .map
+                .with_mut(|m| std::mem::replace(unsafe { &mut *m }, new));
+            self.unlock();
+            drop(old);
+        }
+
+        /// `Context::read` from another thread: the version cloned under
+        /// the lock, looked at after it.
+        fn copy(&self) -> Arc<Version> {
+            self.lock();
+            // SAFETY: as in `set`.
+            let version = self.map.with(|m| unsafe { (*m).clone() });
+            self.unlock();
+            version
+        }
+    }
+
+    model(|| {
         let dropped = Arc::new(AtomicUsize::new(0));
-        Ctx {
-            entered: AtomicBool::new(false),
+        let ctx = Arc::new(Ctx {
             lock: AtomicBool::new(false),
             map: UnsafeCell::new(Arc::new(Version {
                 a: 0,
@@ -107,165 +352,23 @@ impl Ctx {
                 dropped: dropped.clone(),
             })),
             dropped,
-        }
-    }
-
-    /// `try_run`'s entry.
-    fn try_enter(&self) -> bool {
-        self.entered
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
-    }
-
-    /// `Exit::drop`.
-    fn exit(&self) {
-        self.entered.store(false, Ordering::Release);
-    }
-
-    /// `write_lock` (a loom yield where the real code spins).
-    fn lock(&self) {
-        while self
-            .lock
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            thread::yield_now();
-        }
-    }
-
-    fn unlock(&self) {
-        self.lock.store(false, Ordering::Release);
-    }
-
-    /// `with_current_mut` + `Map::insert`, by the thread where the context
-    /// is entered: a new version under the lock, the old one dropped after.
-    fn set(&self, v: usize) {
-        let new = Arc::new(Version {
-            a: v,
-            b: v,
-            dropped: self.dropped.clone(),
         });
-        self.lock();
-        let old = self
-            .map
-            .with_mut(|m| std::mem::replace(unsafe { &mut *m }, new));
-        self.unlock();
-        drop(old); // `Garbage`: after the lock
-    }
-
-    /// `with_value`: the lock-free read of the thread where it is entered.
-    fn read_own(&self) -> usize {
-        self.map.with(|m| {
-            let v = unsafe { &**m };
-            assert_eq!(v.a, v.b, "torn version");
-            v.a
-        })
-    }
-
-    /// `Context::read` from another thread (`copy`, `get`, `len`): the
-    /// version cloned under the lock, looked at after it.
-    fn copy(&self) -> Arc<Version> {
-        self.lock();
-        let version = self.map.with(|m| unsafe { (*m).clone() });
-        self.unlock();
-        version
-    }
-}
-
-/// A copy taken on one thread while the owner sets on another: the copy is
-/// one whole version (the one before, between, or after the sets), and the
-/// owner's own lock-free reads see its writes.
-#[test]
-fn a_copy_taken_while_the_owner_sets() {
-    model(|| {
-        let ctx = Arc::new(Ctx::new());
-        let owner = {
-            let ctx = ctx.clone();
-            thread::spawn(move || {
-                assert!(ctx.try_enter());
-                ctx.set(1);
-                assert_eq!(ctx.read_own(), 1);
-                ctx.set(2);
-                assert_eq!(ctx.read_own(), 2);
-                ctx.exit();
-            })
-        };
-        let copy = ctx.copy();
-        assert_eq!(copy.a, copy.b, "torn copy");
-        assert!(copy.a <= 2);
-        owner.join().unwrap();
-        // The copy keeps its version alive, the context the last one; the
-        // rest are gone, each exactly once.
-        let expected = if copy.a == 2 { 2 } else { 1 };
-        assert_eq!(ctx.dropped.load(Ordering::SeqCst), expected);
-        drop(copy);
-        assert_eq!(ctx.dropped.load(Ordering::SeqCst), 2);
-    });
-}
-
-/// A value replaced (its last reference dropped by the owner) while
-/// another thread reads the context: the reader's version stays alive as
-/// long as it holds it, and every version is dropped exactly once.
-#[test]
-fn a_value_dropped_while_another_thread_reads() {
-    model(|| {
-        let ctx = Arc::new(Ctx::new());
         let reader = {
             let ctx = ctx.clone();
             thread::spawn(move || {
                 let seen = ctx.copy();
-                let before = seen.dropped.load(Ordering::SeqCst);
                 // Whatever the owner does meanwhile, this version is alive.
                 thread::yield_now();
-                assert_eq!(seen.a, seen.b);
-                let after = seen.dropped.load(Ordering::SeqCst);
-                assert!(after >= before);
+                assert_eq!(seen.a, seen.b, "torn version");
                 seen.a
             })
         };
-        assert!(ctx.try_enter());
         ctx.set(7);
-        ctx.exit();
         let seen = reader.join().unwrap();
         assert!(seen == 0 || seen == 7);
-        // The initial version is dropped exactly once, by whoever let go
-        // last; the current one is alive.
+        // The first version is dropped exactly once, by whoever let go of
+        // it last; the current one is alive.
         assert_eq!(ctx.dropped.load(Ordering::SeqCst), 1);
-        assert_eq!(ctx.read_own(), 7);
-    });
-}
-
-/// One thread enters, writes and leaves; another then enters and reads
-/// lock-free as the current thread. The `entered` flag's acquire/release
-/// (and the lock's) must order the first thread's write before that read:
-/// loom reports a data race on the map otherwise.
-#[test]
-fn an_entry_after_another_threads_exit_sees_its_writes() {
-    model(|| {
-        let ctx = Arc::new(Ctx::new());
-        let first = {
-            let ctx = ctx.clone();
-            thread::spawn(move || {
-                if ctx.try_enter() {
-                    ctx.set(1);
-                    ctx.exit();
-                    true
-                } else {
-                    false
-                }
-            })
-        };
-        let mine = ctx.try_enter();
-        if mine {
-            let v = ctx.read_own();
-            assert!(v == 0 || v == 1);
-            ctx.set(2);
-            ctx.exit();
-        }
-        let theirs = first.join().unwrap();
-        assert!(mine || theirs);
-        assert!(ctx.try_enter());
-        assert!(ctx.read_own() == 1 || ctx.read_own() == 2);
-        ctx.exit();
+        assert_eq!(ctx.copy().a, 7);
     });
 }
