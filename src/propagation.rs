@@ -387,7 +387,11 @@ impl Propagator {
     /// forward. `feed` runs inside the fresh context, where the decoded
     /// values are set.
     pub(crate) fn seed(&self, feed: impl FnOnce(&mut Seeder<'_>)) -> Context {
-        let mut ctx = Context::new();
+        // Seeding sets at most one entry per registered variable and one for
+        // the forwarded members: a root with that much room is filled
+        // without being regrown (an allocation and a copy per entry).
+        let most = self.vars.len() + usize::from(self.forward);
+        let mut ctx = Context::with_room(most.min(crate::map::FLAT_MAX));
         ctx.run_exclusive(|| {
             let mut seeder = Seeder {
                 propagator: self,
