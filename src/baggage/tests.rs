@@ -1,10 +1,10 @@
-//! The borrowing parser against the owned one it replaced (kept here,
-//! verbatim, as the reference): on headers built from the pieces where the
-//! two could part ways (whitespace of every kind around `=`, `,` and `;`,
-//! percent-escapes good and bad, properties, empty members, bytes that are
-//! not UTF-8, members past the limits), both must keep the same members
-//! with the same text, key, value and properties, and drop the same ones
-//! for the same reasons.
+//! The borrowing parser (its shortcut for plain members included) against
+//! the owned one it replaced (kept here, verbatim, as the reference): on
+//! headers built from the pieces where the two could part ways (whitespace
+//! of every kind around `=`, `,` and `;`, percent-escapes good and bad,
+//! properties, empty members, bytes that are not UTF-8, members past the
+//! limits), both must keep the same members with the same text, key, value
+//! and properties, and drop the same ones for the same reasons.
 
 use proptest::prelude::*;
 
@@ -254,4 +254,46 @@ fn tables_match_their_definitions() {
         );
     }
     assert!(is_key("k") && Budget::default().take(1));
+}
+
+#[test]
+fn the_shortcut_takes_plain_members_only_and_agrees_with_the_general_path() {
+    for (header, plain) in [
+        ("k=v", true),
+        ("k=v,x=1", true),
+        ("k=", true),
+        ("k=v;p ; q=1 \t,x=1", true),
+        ("k=v;", true),
+        (" k=v", false),
+        ("k =v", false),
+        ("k= v", false),
+        ("k=v ", false),
+        ("k=v ;p", false),
+        ("k=a%20b", false),
+        ("k=é", false),
+        ("=v", false),
+        ("k", false),
+        ("k;p=v", false),
+        ("", false),
+    ] {
+        let shortcut = super::parse_plain(header, 0);
+        assert_eq!(shortcut.is_some(), plain, "{header:?}");
+        let Some((m, end)) = shortcut else { continue };
+        assert_eq!(
+            header.as_bytes().get(end).copied().unwrap_or(b','),
+            b',',
+            "{header:?}"
+        );
+        let general = super::parse_received(super::trim(&header[..end])).unwrap();
+        assert_eq!(
+            (m.raw, m.key, &m.value, m.to_member()),
+            (
+                general.raw,
+                general.key,
+                &general.value,
+                general.to_member()
+            ),
+            "{header:?}"
+        );
+    }
 }
