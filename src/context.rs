@@ -243,6 +243,13 @@ impl Context {
         Context::from_map(next_id(), Map::default(), false)
     }
 
+    /// A new, empty context whose map has room for `room` entries without
+    /// growing (see `Map::with_room`).
+    #[cfg(feature = "http")]
+    pub(crate) fn with_room(room: usize) -> Context {
+        Context::from_map(next_id(), Map::with_room(room), false)
+    }
+
     #[inline]
     pub(crate) fn from_map(id: u64, map: Map, private: bool) -> Context {
         Context {

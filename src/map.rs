@@ -271,6 +271,19 @@ fn grow(
 }
 
 impl Map {
+    /// An empty map whose flat root has room for `room` entries (at most
+    /// [`FLAT_MAX`]): for a map about to be filled with a known number of
+    /// entries, which then grows no node on the way (as an emptied map keeps
+    /// its room, see `remove`).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn with_room(room: usize) -> Map {
+        debug_assert!(room <= FLAT_MAX, "a flat root holds at most FLAT_MAX");
+        Map {
+            root: (room > 0).then(|| build(room, std::iter::empty())),
+            ..Map::default()
+        }
+    }
+
     /// How many entries the map has.
     #[inline]
     pub fn len(&self) -> usize {

@@ -45,8 +45,6 @@
 //! }
 //! ```
 
-use std::borrow::Cow;
-
 use opentelemetry::baggage::{Baggage, BaggageExt};
 
 use crate::Context;
@@ -113,8 +111,8 @@ impl Propagator {
     /// ```
     pub fn extract_baggage(&self, baggage: &Baggage) -> Context {
         let mut dropped = Dropped::default();
-        let ctx = self.seed(
-            baggage.iter().map(|(key, (value, metadata))| {
+        let ctx = self.seed(|seeder| {
+            for (key, (value, metadata)) in baggage {
                 let raw = || {
                     let mut raw =
                         format!("{}={}", key.as_str(), baggage::encode_value(value.as_str()));
@@ -124,10 +122,9 @@ impl Propagator {
                     }
                     raw
                 };
-                (key.as_str(), value.as_str(), Cow::Owned(raw()))
-            }),
-            &mut dropped,
-        );
+                seeder.member(key.as_str(), value.as_str(), raw, &mut dropped);
+            }
+        });
         dropped.warn("received");
         ctx
     }

@@ -36,7 +36,7 @@ use std::fmt::{self, Display};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::baggage::{self, Budget, Dropped};
 
@@ -44,6 +44,10 @@ use crate::{Context, ContextVar};
 
 /// The header name: `baggage`.
 pub const BAGGAGE: &str = "baggage";
+
+/// [`BAGGAGE`] as a `HeaderName`: a lookup by `&str` parses the name first,
+/// on every request, with or without baggage.
+static BAGGAGE_NAME: HeaderName = HeaderName::from_static(BAGGAGE);
 
 type Encode = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 type Decode = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
@@ -310,12 +314,14 @@ impl Propagator {
     pub fn inject(&self, headers: &mut HeaderMap) {
         let ours = self.current();
         let sets = |key: &str| ours.iter().any(|(k, _)| *k == key);
-        let joined = joined(headers).into_owned();
+        let joined = joined(headers).map(Cow::into_owned).unwrap_or_default();
         let mut dropped = Dropped::default();
-        let existing = baggage::parse_raw(&joined, &mut dropped);
+        // (text as received, key)
+        let mut existing = Vec::new();
+        baggage::each_member(&joined, &mut dropped, |m, _| existing.push((m.raw, m.key)));
         let mut out = Header::default();
-        for (raw, member) in &existing {
-            if !sets(&member.key) {
+        for (raw, key) in &existing {
+            if !sets(key) {
                 out.push(raw, &mut dropped);
             }
         }
@@ -327,18 +333,18 @@ impl Propagator {
         }
         self.each_forwarded(|raw| {
             let key = raw.split_once('=').map_or(raw, |(k, _)| k).trim();
-            if !sets(key) && !existing.iter().any(|(_, m)| m.key == key) {
+            if !sets(key) && !existing.iter().any(|(_, k)| *k == key) {
                 out.push(raw, &mut dropped);
             }
         });
         dropped.warn("sent");
-        headers.remove(BAGGAGE);
+        headers.remove(&BAGGAGE_NAME);
         if out.text.is_empty() {
             return;
         }
         match HeaderValue::from_str(&out.text) {
             Ok(value) => {
-                headers.insert(BAGGAGE, value);
+                headers.insert(BAGGAGE_NAME.clone(), value);
             }
             Err(_) => {
                 tracing::warn!("baggage not sent: the encoded header is not a valid header value")
@@ -363,51 +369,37 @@ impl Propagator {
     /// assert!(p.extract(&headers).is_empty());
     /// ```
     pub fn extract(&self, headers: &HeaderMap) -> Context {
-        if !headers.contains_key(BAGGAGE) {
+        let Some(joined) = joined(headers) else {
             return Context::new();
-        }
-        let joined = joined(headers);
+        };
         let mut dropped = Dropped::default();
-        let members = baggage::parse_raw(&joined, &mut dropped);
-        let ctx = self.seed(
-            members
-                .iter()
-                .map(|(raw, m)| (m.key.as_str(), m.value.as_str(), Cow::Borrowed(*raw))),
-            &mut dropped,
-        );
+        let ctx = self.seed(|seeder| {
+            baggage::each_member(&joined, &mut dropped, |m, dropped| {
+                seeder.member(m.key, &m.value, || m.raw, dropped);
+            });
+        });
         dropped.warn("received");
         ctx
     }
 
-    /// A fresh context from received members (key, decoded value, text as
-    /// received): registered ones decoded into their variables, the rest
-    /// kept to forward.
-    pub(crate) fn seed<'a>(
-        &self,
-        members: impl Iterator<Item = (&'a str, &'a str, Cow<'a, str>)>,
-        dropped: &mut Dropped,
-    ) -> Context {
-        let mut ctx = Context::new();
+    /// A fresh context from the members `feed` hands to its [`Seeder`]:
+    /// registered ones decoded into their variables, the rest kept to
+    /// forward. `feed` runs inside the fresh context, where the decoded
+    /// values are set.
+    pub(crate) fn seed(&self, feed: impl FnOnce(&mut Seeder<'_>)) -> Context {
+        // Seeding sets at most one entry per registered variable and one for
+        // the forwarded members: a root with that much room is filled
+        // without being regrown (an allocation and a copy per entry).
+        let most = self.vars.len() + usize::from(self.forward);
+        let mut ctx = Context::with_room(most.min(crate::map::FLAT_MAX));
         ctx.run_exclusive(|| {
-            let mut forwarded = String::new();
-            for (key, value, raw) in members {
-                match self.vars.iter().find(|t| t.key == key) {
-                    Some(travel) => {
-                        if let Err(why) = (travel.decode)(value) {
-                            dropped.unparsed(key, &why);
-                        }
-                    }
-                    None if self.forward => {
-                        if !forwarded.is_empty() {
-                            forwarded.push(',');
-                        }
-                        forwarded.push_str(&raw);
-                    }
-                    None => {}
-                }
-            }
-            if !forwarded.is_empty() {
-                FORWARDED.set(forwarded);
+            let mut seeder = Seeder {
+                propagator: self,
+                forwarded: String::new(),
+            };
+            feed(&mut seeder);
+            if !seeder.forwarded.is_empty() {
+                FORWARDED.set(seeder.forwarded);
             }
         });
         ctx
@@ -436,6 +428,42 @@ impl Propagator {
     }
 }
 
+/// Received members on their way into a fresh context (see
+/// [`Propagator::seed`]).
+pub(crate) struct Seeder<'a> {
+    propagator: &'a Propagator,
+    /// The members to forward, as received, joined with `,`.
+    forwarded: String,
+}
+
+impl Seeder<'_> {
+    /// One received member: its key, its decoded value, and its text as
+    /// received (asked for only if the member is forwarded). A value that
+    /// does not parse is counted in `dropped`.
+    pub(crate) fn member<R: AsRef<str>>(
+        &mut self,
+        key: &str,
+        value: &str,
+        raw: impl FnOnce() -> R,
+        dropped: &mut Dropped,
+    ) {
+        match self.propagator.vars.iter().find(|t| t.key == key) {
+            Some(travel) => {
+                if let Err(why) = (travel.decode)(value) {
+                    dropped.unparsed(key, &why);
+                }
+            }
+            None if self.propagator.forward => {
+                if !self.forwarded.is_empty() {
+                    self.forwarded.push(',');
+                }
+                self.forwarded.push_str(raw().as_ref());
+            }
+            None => {}
+        }
+    }
+}
+
 /// An outgoing header being built within the W3C limits.
 #[derive(Default)]
 struct Header {
@@ -456,21 +484,20 @@ impl Header {
     }
 }
 
-/// Every `baggage` header as one list (several headers are one list).
-fn joined(headers: &HeaderMap) -> Cow<'_, [u8]> {
-    let mut values = headers.get_all(BAGGAGE).iter();
-    let Some(first) = values.next() else {
-        return Cow::Borrowed(&[]);
-    };
+/// Every `baggage` header as one list (several headers are one list);
+/// `None` if there is none. One header, the usual case, is borrowed.
+fn joined(headers: &HeaderMap) -> Option<Cow<'_, [u8]>> {
+    let mut values = headers.get_all(&BAGGAGE_NAME).iter();
+    let first = values.next()?;
     let Some(second) = values.next() else {
-        return Cow::Borrowed(first.as_bytes());
+        return Some(Cow::Borrowed(first.as_bytes()));
     };
     let mut all = first.as_bytes().to_vec();
     for value in std::iter::once(second).chain(values) {
         all.push(b',');
         all.extend_from_slice(value.as_bytes());
     }
-    Cow::Owned(all)
+    Some(Cow::Owned(all))
 }
 
 impl fmt::Debug for Propagator {

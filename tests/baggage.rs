@@ -89,6 +89,122 @@ fn members_past_the_limits_are_dropped() {
     assert!(m.is_empty());
 }
 
+/// The edges of the parser that borrows from the header (values decoded
+/// only when they hold an escape, members forwarded as the slice received).
+#[test]
+fn percent_escapes_decode_in_either_case_and_bad_ones_drop_only_their_member() {
+    let m = parse("a=%2c%2C,b=x%e2%82%ACy,c=%C3%A9,d=100%25,e=v=w");
+    let values: Vec<&str> = m.iter().map(|m| m.value.as_str()).collect();
+    assert_eq!(values, [",,", "x€y", "é", "100%", "v=w"]);
+    for bad in [
+        "k=%",
+        "k=%4",
+        "k=a%4g",
+        "k=%C3",
+        "k=%FF",
+        "k=%C3%28",
+        "k=a b",
+        "k=a\u{7f}",
+    ] {
+        assert_eq!(
+            keys(&parse(&format!("x=1,{bad},y=2"))),
+            ["x", "y"],
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn whitespace_around_separators_is_not_part_of_keys_values_or_properties() {
+    let m = parse(" \tk1 \t= \tv1 \t; p1 ;  p2 = x \t,\tk2=v2 ,\u{a0}k3\u{a0}=\u{2003}v3\u{3000}");
+    assert_eq!(
+        keys(&m),
+        ["k1", "k2", "k3"],
+        "Unicode whitespace trimmed too"
+    );
+    assert_eq!(
+        m.iter().map(|m| m.value.as_str()).collect::<Vec<_>>(),
+        ["v1", "v2", "v3"]
+    );
+    assert_eq!(m[0].properties, ["p1", "p2 = x"]);
+    // Whitespace inside a key or a value is not trimmed away: dropped.
+    assert_eq!(keys(&parse("a b=1,c=d e,f=1")), ["f"]);
+    // U+000B is whitespace to `str::trim`, not to `u8::is_ascii_whitespace`.
+    assert_eq!(keys(&parse("\u{b}k=v\u{b}")), ["k"]);
+}
+
+#[test]
+fn properties_and_empty_members() {
+    let m = parse("k=v;;p; ;q=1;,j=w;");
+    assert_eq!(keys(&m), ["k", "j"]);
+    assert_eq!(m[0].properties, ["p", "q=1"]);
+    assert!(m[1].properties.is_empty());
+    // The `=` must come before the first `;`: here the pair is `k` alone.
+    assert!(parse("k;p=v").is_empty());
+    assert!(parse(";k=v").is_empty());
+    // Empty members are skipped, not reported.
+    assert_eq!(keys(&parse(",, ,\t,k=v,,")), ["k"]);
+    assert_eq!(keys(&parse("k=")), ["k"], "an empty value is a value");
+    assert_eq!(parse("k=")[0].value, "");
+}
+
+#[test]
+fn a_member_that_is_not_utf8_costs_only_itself_next_to_non_ascii_ones() {
+    // The header is not UTF-8 as a whole, so it is checked member by
+    // member: the one before the bad bytes keeps its non-ASCII property.
+    let m = parse_bytes(b"a=1;caf\xc3\xa9,b=\xff,c=3;\xe2\x82\xac");
+    assert_eq!(keys(&m), ["a", "c"]);
+    assert_eq!(
+        (m[0].properties.as_slice(), m[1].properties.as_slice()),
+        (&["café".to_string()][..], &["€".to_string()][..])
+    );
+    // A value that is UTF-8 on the wire but not ASCII is not a baggage value.
+    assert!(parse("k=é").is_empty());
+}
+
+#[test]
+fn a_member_exactly_at_the_byte_limit_is_kept_counted_as_received() {
+    let at = format!("k={}", "x".repeat(MAX_BYTES - 2));
+    assert_eq!(keys(&parse(&at)), ["k"]);
+    assert_eq!(
+        keys(&parse(&format!("  {at} \t,"))),
+        ["k"],
+        "outer whitespace is not counted"
+    );
+    assert!(parse(&format!("{at}x")).is_empty());
+    // The limit counts the member as received, escapes included, not decoded.
+    let escaped = format!("k={}", "%41".repeat((MAX_BYTES - 2) / 3));
+    assert_eq!(escaped.len(), MAX_BYTES);
+    let m = parse(&escaped);
+    assert_eq!(m[0].value, "A".repeat((MAX_BYTES - 2) / 3));
+    assert!(parse(&format!("{escaped}B")).is_empty());
+    // Properties count too.
+    let with_property = format!("k={};p", "x".repeat(MAX_BYTES - 4));
+    assert_eq!(keys(&parse(&with_property)), ["k"]);
+    assert!(parse(&format!("{with_property}q")).is_empty());
+}
+
+#[test]
+fn unknown_members_are_forwarded_exactly_as_received() {
+    static ID: ContextVar<u64> = ContextVar::new("request_id");
+    let p = Propagator::new().with_var(&ID);
+    let mut incoming = http::HeaderMap::new();
+    incoming.insert(
+        "baggage",
+        " other = a%2Cb ; ttl = 3 ,request_id = %34%32, v=%e2%82%ac;p"
+            .parse()
+            .unwrap(),
+    );
+    let ctx = p.extract(&incoming);
+    assert_eq!(ctx.get(&ID), Some(42), "a registered value is decoded");
+    let mut outgoing = http::HeaderMap::new();
+    ctx.run(|| p.inject(&mut outgoing));
+    assert_eq!(
+        outgoing["baggage"], "request_id=42,other = a%2Cb ; ttl = 3,v=%e2%82%ac;p",
+        "not decoded, re-encoded or re-spaced; only the outer whitespace trimmed"
+    );
+}
+
 #[test]
 fn the_propagator_keeps_good_values_when_others_do_not_parse() {
     static ID: ContextVar<u64> = ContextVar::new("request_id");

@@ -6,6 +6,7 @@
 //! versions, and persistence of every earlier version.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::{Garbage, Map, Value};
 
@@ -230,4 +231,28 @@ fn test_hamt_eq_of_versions() {
     assert!(!d.ptr_eq(&a));
     assert_ne!(contents(&d), contents(&a));
     assert_eq!(read(&a, 1), Some(1));
+}
+
+#[test]
+fn a_map_made_with_room_fills_it_without_a_new_node() {
+    let mut map = Map::with_room(3);
+    assert!(map.is_empty() && map.iter().next().is_none() && map.get(1).is_none());
+    let node = map.root.as_ref().map(Arc::as_ptr).unwrap();
+    let mut garbage = Garbage::new();
+    for id in 1..=3 {
+        assert!(map.insert(id, value(id * 10), &mut garbage).is_none());
+        assert_eq!(
+            map.root.as_ref().map(Arc::as_ptr),
+            Some(node),
+            "entry {id} went into the room"
+        );
+    }
+    assert_eq!(contents(&map), HashMap::from([(1, 10), (2, 20), (3, 30)]));
+    // Past the room it grows as any map does, and reads stay right.
+    map.insert(4, value(40), &mut garbage);
+    map.insert(5, value(50), &mut garbage);
+    assert_eq!(map.len(), 5);
+    assert_eq!(read(&map, 5), Some(50));
+    // No room asked: no node.
+    assert!(Map::with_room(0).root.is_none());
 }

@@ -1,0 +1,124 @@
+//! The requests of `benches/server_layer.rs`, in a plain loop, for counting
+//! instructions per request with callgrind (which load on a shared machine
+//! does not move, unlike criterion's times):
+//!
+//! ```text
+//! cargo build --release -p contextvars-integration --example server_layer_loop
+//! valgrind --tool=callgrind target/release/examples/server_layer_loop contextvars baggage 50000
+//! ```
+//!
+//! Arguments: the stack (`bare`, `contextvars` or `opentelemetry`), whether
+//! the request carries `baggage: request_id=42,other=x` (`baggage` or
+//! `none`), and how many requests. Each response is dropped inside the loop
+//! (criterion drops them after timing), so the per-request figure includes
+//! dropping the request's context. Run two counts and divide the
+//! difference to leave out start-up: BENCHMARKS.md, "A request through
+//! `ServerLayer`".
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::task::{Context as TaskContext, Poll, Waker};
+
+use contextvars::ContextVar;
+use contextvars::propagation::Propagator;
+use contextvars::tower::ServerLayer;
+use opentelemetry::baggage::BaggageExt;
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use tower::{Layer, Service};
+
+static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+
+/// OpenTelemetry's extractor over an `http::HeaderMap`, as in the bench.
+struct Headers<'a>(&'a http::HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+fn request(baggage: bool) -> http::Request<()> {
+    let mut req = http::Request::builder().uri("/work");
+    if baggage {
+        req = req.header("baggage", "request_id=42,other=x");
+    }
+    req.body(()).unwrap()
+}
+
+/// Polls a future that is ready at once.
+fn ready<F: Future>(fut: F) -> F::Output {
+    let mut cx = TaskContext::from_waker(Waker::noop());
+    match std::pin::pin!(fut).poll(&mut cx) {
+        Poll::Ready(r) => r,
+        Poll::Pending => unreachable!("the handler is ready at once"),
+    }
+}
+
+fn handler(id: u64) -> Result<http::Response<u64>, Infallible> {
+    Ok(http::Response::new(black_box(id)))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let usage = "usage: server_layer_loop bare|contextvars|opentelemetry baggage|none COUNT";
+    let [_, stack, baggage, count] = args.as_slice() else {
+        panic!("{usage}")
+    };
+    let baggage = match baggage.as_str() {
+        "baggage" => true,
+        "none" => false,
+        _ => panic!("{usage}"),
+    };
+    let count: u64 = count.parse().expect(usage);
+    let mut sum = 0;
+    match stack.as_str() {
+        "bare" => {
+            let mut svc = tower::service_fn(|_req: http::Request<()>| async { handler(0) });
+            for _ in 0..count {
+                sum += *ready(svc.call(request(baggage))).unwrap().body();
+            }
+        }
+        "contextvars" => {
+            let mut svc =
+                ServerLayer::new(Propagator::new().with_var(&REQUEST_ID)).layer(tower::service_fn(
+                    |_req: http::Request<()>| async { handler(REQUEST_ID.get_or(0)) },
+                ));
+            for _ in 0..count {
+                sum += *ready(svc.call(request(baggage))).unwrap().body().get_ref();
+            }
+        }
+        "opentelemetry" => {
+            let propagator = opentelemetry_sdk::propagation::BaggagePropagator::new();
+            let mut svc = tower::service_fn(move |req: http::Request<()>| {
+                let cx = propagator.extract(&Headers(req.headers()));
+                opentelemetry::context::FutureExt::with_context(
+                    async {
+                        let id = opentelemetry::Context::map_current(|cx| {
+                            cx.baggage()
+                                .get("request_id")
+                                .and_then(|v| v.as_str().parse().ok())
+                        });
+                        handler(id.unwrap_or(0))
+                    },
+                    cx,
+                )
+            });
+            for _ in 0..count {
+                sum += *ready(svc.call(request(baggage))).unwrap().body();
+            }
+        }
+        _ => panic!("{usage}"),
+    }
+    // Every request with the header answers 42: the stack did its work.
+    assert_eq!(
+        sum,
+        if baggage && stack != "bare" {
+            42 * count
+        } else {
+            0
+        }
+    );
+}
