@@ -199,9 +199,11 @@ fn a_foreign_get_while_the_owner_sets_and_resets() {
     });
 }
 
-/// `scope` in a shared context is a `set` and a `reset` that another
-/// thread can see (the scoped value goes into the map, under the lock):
-/// some interleaving sees it, every one sees the old value or it.
+/// `scope` in a shared context is seen by another thread's `get`: the
+/// scoped value goes on the context's list (a release store), which the
+/// reader walks under the lock, and leaves it under the lock. Some
+/// interleaving sees it, every one sees the old value or it, and the scoped
+/// value is freed once, after every read of it.
 #[test]
 fn a_scope_in_a_shared_context_while_another_thread_gets() {
     static V: ContextVar<Probe> = ContextVar::new("v");

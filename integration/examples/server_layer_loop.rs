@@ -15,51 +15,15 @@
 //! difference to leave out start-up: BENCHMARKS.md, "A request through
 //! `ServerLayer`".
 
-use std::convert::Infallible;
-use std::hint::black_box;
-use std::task::{Context as TaskContext, Poll, Waker};
-
-use contextvars::ContextVar;
 use contextvars::propagation::Propagator;
 use contextvars::tower::ServerLayer;
 use opentelemetry::baggage::BaggageExt;
-use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::propagation::TextMapPropagator;
 use tower::{Layer, Service};
 
-static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
-
-/// OpenTelemetry's extractor over an `http::HeaderMap`, as in the bench.
-struct Headers<'a>(&'a http::HeaderMap);
-
-impl Extractor for Headers<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|k| k.as_str()).collect()
-    }
-}
-
-fn request(baggage: bool) -> http::Request<()> {
-    let mut req = http::Request::builder().uri("/work");
-    if baggage {
-        req = req.header("baggage", "request_id=42,other=x");
-    }
-    req.body(()).unwrap()
-}
-
-/// Polls a future that is ready at once.
-fn ready<F: Future>(fut: F) -> F::Output {
-    let mut cx = TaskContext::from_waker(Waker::noop());
-    match std::pin::pin!(fut).poll(&mut cx) {
-        Poll::Ready(r) => r,
-        Poll::Pending => unreachable!("the handler is ready at once"),
-    }
-}
-
-fn handler(id: u64) -> Result<http::Response<u64>, Infallible> {
-    Ok(http::Response::new(black_box(id)))
-}
+#[path = "../benches/common/server.rs"]
+mod server_fixtures;
+use server_fixtures::{Headers, REQUEST_ID, handler, ready, request};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
