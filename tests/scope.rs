@@ -260,3 +260,46 @@ fn observers_around_a_switch_see_a_scope_exactly_while_it_lasts() {
         );
     }
 }
+
+/// Readers on other threads copy a shared context while its owner opens
+/// and closes nested scopes: every copy is one moment of it (the inner
+/// scope's value only with the outer one's, and from the same round), and
+/// nothing is seen once the last scope ended.
+#[test]
+fn copies_from_other_threads_see_nested_scopes_whole() {
+    let rounds: u32 = if cfg!(miri) { 20 } else { 5_000 };
+    let ctx = Arc::new(Context::new());
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (ctx, done) = (ctx.clone(), done.clone());
+            std::thread::spawn(move || {
+                while !done.load(Ordering::SeqCst) {
+                    let copy = ctx.copy();
+                    match (copy.get(&V), copy.get(&W)) {
+                        (None, None) | (Some(_), None) => {}
+                        (Some(v), Some(w)) => {
+                            assert_eq!(w, v + 1_000_000, "the inner scope of another round");
+                        }
+                        (None, Some(w)) => panic!("the inner scope ({w}) without the outer one"),
+                    }
+                    assert_eq!(
+                        copy.len(),
+                        usize::from(copy.contains(&V)) + usize::from(copy.contains(&W))
+                    );
+                }
+            })
+        })
+        .collect();
+    ctx.run(|| {
+        for i in 0..rounds {
+            let inner = V.scope(i, || W.scope(i + 1_000_000, || (V.get(), W.get())));
+            assert_eq!(inner, (Ok(i), Ok(i + 1_000_000)));
+        }
+    });
+    done.store(true, Ordering::SeqCst);
+    for reader in readers {
+        reader.join().unwrap();
+    }
+    assert_eq!((ctx.get(&V), ctx.get(&W), ctx.len()), (None, None, 0));
+}
