@@ -1,0 +1,128 @@
+//! Every value set is dropped exactly once, and only when nothing holds it
+//! any more, through the map's copy-on-write paths: contexts that share
+//! nodes with copies, writes that copy a shared node (`make_mut`), that
+//! grow one, that take an entry out of a shared or an owned one, that turn
+//! the flat root into a branch, and that empty the map. A node a write lets
+//! go of (`Garbage`) that were never released would keep its values alive;
+//! one released twice would drop them twice.
+//!
+//! Pure core (no runtime), so it also runs under Miri (`.ci/miri`).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use contextvars::{Context, ContextVar};
+
+/// A value that counts its drops in `DROPS`.
+struct Counted(usize);
+
+static DROPS: AtomicUsize = AtomicUsize::new(0);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        DROPS.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Enough variables for the root to become a branch (a flat root holds a
+/// few), and for branches to hold several entries each.
+const N: usize = 48;
+static VARS: [ContextVar<Counted>; N] = [const { ContextVar::new("counted") }; N];
+
+/// Sets every variable in `ctx`, each value numbered from `*made`.
+fn set_all(ctx: &Context, made: &mut usize) {
+    ctx.run(|| {
+        for var in &VARS {
+            var.set(Counted(*made));
+            *made += 1;
+        }
+    });
+}
+
+#[test]
+fn every_value_is_dropped_once_through_copies_and_copy_on_write() {
+    // The only test of this file, so nothing else counts in `DROPS`.
+    let before = DROPS.load(Ordering::SeqCst);
+    let mut made = 0;
+    {
+        let a = Context::new();
+        set_all(&a, &mut made);
+        // `b` shares every node with `a`.
+        let b = a.copy();
+        assert_eq!(DROPS.load(Ordering::SeqCst) - before, 0);
+        // Replacing in `a` copies the shared nodes: `b` keeps the old values.
+        set_all(&a, &mut made);
+        assert_eq!(DROPS.load(Ordering::SeqCst) - before, 0, "b holds them");
+        let numbers = |ctx: &Context| -> Vec<Option<usize>> {
+            ctx.run(|| VARS.iter().map(|v| v.with(|c| c.map(|c| c.0))).collect())
+        };
+        assert_eq!(numbers(&b), (0..N).map(Some).collect::<Vec<_>>());
+        assert_eq!(numbers(&a), (N..2 * N).map(Some).collect::<Vec<_>>());
+        let c = b.copy();
+        // Removing from `b`, whose nodes `c` shares: an entry taken out of a
+        // shared node, then out of the node `b` now owns alone.
+        let tokens: Vec<_> = b.run(|| {
+            VARS.iter()
+                .map(|var| {
+                    let token = var.set(Counted(usize::MAX));
+                    made += 1;
+                    token
+                })
+                .collect()
+        });
+        b.run(|| {
+            for (var, token) in VARS.iter().zip(tokens).rev() {
+                var.reset(token).unwrap();
+            }
+        });
+        // The values set and reset in `b` went with their resets.
+        assert_eq!(DROPS.load(Ordering::SeqCst) - before, N);
+        drop(b);
+        assert_eq!(
+            DROPS.load(Ordering::SeqCst) - before,
+            N,
+            "c holds b's values"
+        );
+        assert_eq!(numbers(&c), (0..N).map(Some).collect::<Vec<_>>());
+        drop(c);
+        assert_eq!(
+            DROPS.load(Ordering::SeqCst) - before,
+            2 * N,
+            "the first values had no holder left"
+        );
+        // Replacing in `a` again: `a` owns its nodes now, so in place.
+        set_all(&a, &mut made);
+        assert_eq!(DROPS.load(Ordering::SeqCst) - before, 3 * N);
+        // A context emptied one variable at a time (removals down to an
+        // empty root) while a copy shares its nodes, then the copy dropped.
+        let d = Context::new();
+        let tokens: Vec<_> = d.run(|| {
+            VARS.iter()
+                .map(|var| {
+                    made += 1;
+                    var.set(Counted(made))
+                })
+                .collect()
+        });
+        let e = d.copy();
+        d.run(|| {
+            for (var, token) in VARS.iter().zip(tokens) {
+                var.reset(token).unwrap();
+            }
+        });
+        assert!(d.is_empty());
+        assert_eq!(e.len(), N);
+        assert_eq!(
+            DROPS.load(Ordering::SeqCst) - before,
+            3 * N,
+            "e holds d's values"
+        );
+        drop(e);
+        assert_eq!(DROPS.load(Ordering::SeqCst) - before, 4 * N);
+        drop(d);
+    }
+    assert_eq!(
+        DROPS.load(Ordering::SeqCst) - before,
+        made,
+        "every value, once"
+    );
+}
