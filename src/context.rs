@@ -904,6 +904,8 @@ pub(crate) fn read_current<R>(
 #[cold]
 #[inline(never)]
 fn look_up(cur: &Current, slot: Slot, id: VarId) -> Option<NonNull<()>> {
+    #[cfg(test)]
+    LOOK_UPS.with(|n| n.set(n.get() + 1));
     // SAFETY: a current context is alive (see below). Its `scoped` links
     // entries that live in the frames of the `scoped` calls under way inside
     // it on this thread, which unlink them before they end.
@@ -933,6 +935,12 @@ fn look_up(cur: &Current, slot: Slot, id: VarId) -> Option<NonNull<()>> {
     let value = value.map(Value::as_raw);
     cur.cache.fill(slot, id, value);
     value
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Read-cache misses on this thread (unit tests count them).
+    pub(crate) static LOOK_UPS: Cell<u64> = const { Cell::new(0) };
 }
 
 /// The current context, opened for one write: what `set` and `reset` see

@@ -255,6 +255,26 @@ fn debug_output_names_the_variable_the_token_and_the_context() {
     assert_eq!(format!("{:?}", async {}.with_context(ctx)), expected);
 }
 
+#[test]
+fn a_variables_declared_default_inheritance_and_formatter_show() {
+    static PLAIN: ContextVar<u32> = ContextVar::new("plain");
+    static LEVEL: ContextVar<u32> = ContextVar::with_default("level", 42).not_inherited();
+    static USER: ContextVar<String> = ContextVar::new("user").debuggable();
+    assert_eq!((PLAIN.default(), LEVEL.default()), (None, Some(&42)));
+    assert_eq!((PLAIN.is_inherited(), LEVEL.is_inherited()), (true, false));
+
+    let ctx = Context::new();
+    ctx.run(|| {
+        USER.set("ada".to_string());
+        PLAIN.set(1);
+    });
+    let shown = format!("{ctx:?}");
+    assert!(
+        shown.contains(r#"vars: {"plain": .., "user": "ada"}"#),
+        "{shown}"
+    );
+}
+
 // --- thread teardown -----------------------------------------------------------
 
 /// Dropped in another thread-local's destructor, after the thread's base
