@@ -230,6 +230,31 @@ fn accessors_see_a_contexts_values() {
     assert!(std::ptr::eq(task.context(), &*shared), "the same context");
 }
 
+/// A future polled in a borrowed context (`with_context(&mut ctx)`, what
+/// `Fork::run_future` makes) sees that context, and its drop runs inside it.
+#[test]
+fn a_future_in_a_borrowed_context_is_dropped_inside_it() {
+    /// Records what `W` reads when it is dropped.
+    struct ReadsAtDrop(Arc<Mutex<Vec<Option<u32>>>>);
+    impl Drop for ReadsAtDrop {
+        fn drop(&mut self) {
+            self.0.lock().unwrap().push(W.get().ok());
+        }
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut ctx = Context::new();
+    ctx.run(|| W.set(5));
+    let guard = ReadsAtDrop(seen.clone());
+    let task = async move {
+        let _guard = guard;
+        std::future::pending::<()>().await;
+    }
+    .with_context(&mut ctx);
+    assert_eq!(task.context().get(&W), Some(5));
+    drop(task); // never polled: dropping it drops `guard`
+    assert_eq!(*seen.lock().unwrap(), [Some(5)], "dropped once, inside ctx");
+}
+
 #[test]
 fn debug_output_names_the_variable_the_token_and_the_context() {
     static LEVEL: ContextVar<u32> = ContextVar::new("level");
