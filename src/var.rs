@@ -578,4 +578,30 @@ mod tests {
         .join()
         .unwrap();
     }
+
+    /// Inside a `scope`, reads of the scoped value after the first hit the
+    /// read cache, also after a switch to another context and back (which
+    /// empties the cache), in a thread's base context and in a shared one.
+    #[test]
+    fn reads_of_a_scoped_value_hit_the_read_cache() {
+        std::thread::spawn(|| {
+            let a = &PAIR[0];
+            let reads = || {
+                a.scope(3, || {
+                    crate::Context::new().run(|| ());
+                    assert_eq!(a.get(), Ok(3));
+                    let before = look_ups();
+                    for _ in 0..10 {
+                        assert_eq!(a.get(), Ok(3));
+                    }
+                    assert_eq!(look_ups(), before, "later reads hit the cache");
+                });
+            };
+            a.set(1);
+            reads();
+            crate::Context::new().run(reads);
+        })
+        .join()
+        .unwrap();
+    }
 }
