@@ -805,6 +805,8 @@ impl Drop for Exit<'_> {
 #[cold]
 #[inline(never)]
 fn wake_waiters(id: u64) {
+    #[cfg(test)]
+    WAKE_WAITERS_CALLS.with(|n| n.set(n.get() + 1));
     let woken: Vec<Waker> = {
         let mut waiters = WAITERS.lock().unwrap_or_else(|e| e.into_inner());
         let mut woken = Vec::new();
@@ -871,6 +873,8 @@ impl Drop for Reading {
 #[cold]
 #[inline(never)]
 fn free_parked_versions() {
+    #[cfg(test)]
+    FREE_PARKED_CALLS.with(|n| n.set(n.get() + 1));
     CURRENT.with(|cur| cur.readers.set(cur.readers.get() & !PARKED_BIT));
     drop(ManuallyDrop::into_inner(PARKED.with(Cell::take)));
 }
@@ -911,6 +915,8 @@ pub(crate) fn read_current<R>(
 #[cold]
 #[inline(never)]
 fn look_up(cur: &Current, slot: Slot, id: VarId) -> Option<NonNull<()>> {
+    #[cfg(test)]
+    LOOK_UPS.with(|n| n.set(n.get() + 1));
     // SAFETY: a current context is alive (see below). Its `scoped` links
     // entries that live in the frames of the `scoped` calls under way inside
     // it on this thread, which unlink them before they end.
@@ -940,6 +946,16 @@ fn look_up(cur: &Current, slot: Slot, id: VarId) -> Option<NonNull<()>> {
     let value = value.map(Value::as_raw);
     cur.cache.fill(slot, id, value);
     value
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Read-cache misses on this thread (unit tests count them).
+    pub(crate) static LOOK_UPS: Cell<u64> = const { Cell::new(0) };
+    /// Calls of `wake_waiters` (the global `WAITERS` lock) on this thread.
+    static WAKE_WAITERS_CALLS: Cell<u64> = const { Cell::new(0) };
+    /// Calls of `free_parked_versions` (a borrow's slow end) on this thread.
+    static FREE_PARKED_CALLS: Cell<u64> = const { Cell::new(0) };
 }
 
 /// The current context, opened for one write: what `set` and `reset` see
@@ -1447,4 +1463,42 @@ fn enter_observed(cur: &Current, ctx: *const Context) -> *const Context {
         crate::observe::after_switch(before, id_of(ctx));
     }
     prev
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Leaving a shared context that no poll waits for takes no global lock
+    /// (`WAITERS`): the exit looks at the context's own state word only.
+    #[test]
+    fn leaving_a_context_nobody_waits_for_takes_no_global_lock() {
+        let calls = || WAKE_WAITERS_CALLS.with(Cell::get);
+        let ctx = Context::new();
+        let before = calls();
+        for _ in 0..3 {
+            ctx.run(|| ());
+        }
+        assert_eq!(calls(), before);
+    }
+
+    /// A `with` borrow under which nothing was written ends on the fast
+    /// path, also after an earlier borrow parked (and freed) a version.
+    #[test]
+    fn a_borrow_after_one_that_parked_a_version_ends_on_the_fast_path() {
+        static V: ContextVar<u32> = ContextVar::new("v");
+        std::thread::spawn(|| {
+            let calls = || FREE_PARKED_CALLS.with(Cell::get);
+            V.set(1);
+            V.with(|old| {
+                V.set(2);
+                assert_eq!(old, Some(&1));
+            });
+            assert_eq!(calls(), 1, "the parked version was freed");
+            V.with(|v| assert_eq!(v, Some(&2)));
+            assert_eq!(calls(), 1, "and the next borrow parked nothing");
+        })
+        .join()
+        .unwrap();
+    }
 }

@@ -541,3 +541,67 @@ impl<T: fmt::Debug + 'static> fmt::Debug for Token<T> {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::LOOK_UPS;
+    use crate::read_cache::Slot;
+
+    fn look_ups() -> u64 {
+        LOOK_UPS.with(std::cell::Cell::get)
+    }
+
+    /// Two variables in one static, so their addresses (which pick their
+    /// read-cache slots) are a `ContextVar` apart.
+    static PAIR: [ContextVar<u32>; 2] = [ContextVar::new("a"), ContextVar::new("b")];
+
+    /// Reads of variables the thread read since the last write or switch
+    /// are answered by the read cache without a look-up in the map, also
+    /// when two variables are read in turn (each has its own slot).
+    #[test]
+    fn reads_in_turn_of_two_variables_hit_the_read_cache() {
+        std::thread::spawn(|| {
+            let [a, b] = &PAIR;
+            let slot = |v: &ContextVar<u32>| Slot::of(std::ptr::from_ref(v).addr());
+            assert!(slot(a) != slot(b), "the two variables share a slot");
+            a.set(1);
+            b.set(2);
+            let before = look_ups();
+            assert_eq!((a.get(), b.get()), (Ok(1), Ok(2)));
+            assert_eq!(look_ups(), before + 2, "the first reads look up");
+            for _ in 0..10 {
+                assert_eq!((a.get(), b.get(), a.get_or(0)), (Ok(1), Ok(2), 1));
+            }
+            assert_eq!(look_ups(), before + 2, "later reads hit the cache");
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// Inside a `scope`, reads of the scoped value after the first hit the
+    /// read cache, also after a switch to another context and back (which
+    /// empties the cache), in a thread's base context and in a shared one.
+    #[test]
+    fn reads_of_a_scoped_value_hit_the_read_cache() {
+        std::thread::spawn(|| {
+            let a = &PAIR[0];
+            let reads = || {
+                a.scope(3, || {
+                    crate::Context::new().run(|| ());
+                    assert_eq!(a.get(), Ok(3));
+                    let before = look_ups();
+                    for _ in 0..10 {
+                        assert_eq!(a.get(), Ok(3));
+                    }
+                    assert_eq!(look_ups(), before, "later reads hit the cache");
+                });
+            };
+            a.set(1);
+            reads();
+            crate::Context::new().run(reads);
+        })
+        .join()
+        .unwrap();
+    }
+}

@@ -221,3 +221,33 @@ fn isolated_streams_keep_their_own_layer() {
         .with_current_context(),
     );
 }
+
+/// An isolated iterator reports the size hint and `Debug` of the one it
+/// wraps.
+#[test]
+fn isolated_iterators_pass_on_size_hint_and_debug() {
+    let mut generator = [1, 2, 3].into_iter().isolated();
+    assert_eq!(generator.size_hint(), (3, Some(3)));
+    assert_eq!(generator.next(), Some(1));
+    assert_eq!(generator.size_hint(), (2, Some(2)));
+    assert_eq!(
+        format!("{generator:?}"),
+        "Isolated { iter: IntoIter([2, 3]), .. }"
+    );
+    let filtered = [1, 2, 3].into_iter().filter(|_| true).isolated();
+    assert_eq!(filtered.size_hint(), (0, Some(3)));
+}
+
+/// An isolated stream reports the size hint of the one it wraps, and names
+/// itself in `Debug`.
+#[cfg(feature = "futures")]
+#[test]
+fn isolated_streams_pass_on_size_hint_and_debug() {
+    use contextvars::prelude::StreamExt as _;
+    use futures::Stream as _;
+    let stream = futures::stream::iter([1, 2, 3]).isolated();
+    assert_eq!(stream.size_hint(), (3, Some(3)));
+    assert_eq!(format!("{stream:?}"), "IsolatedStream { .. }");
+    let unbounded = futures::stream::repeat(1).isolated();
+    assert_eq!(unbounded.size_hint(), (usize::MAX, None));
+}

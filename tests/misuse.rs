@@ -190,3 +190,25 @@ fn without_feature_tokio_a_thread_named_like_a_tokio_worker_is_checked() {
         assert!(on_plain.is_ok());
     });
 }
+
+/// Without the `tokio` feature a thread named as tokio names its workers
+/// counts as one. There, a write into a context of the caller's own (which
+/// cannot leak into the next task) is no misuse; a write into the thread's
+/// base context is.
+#[cfg(not(feature = "tokio"))]
+#[test]
+fn on_a_worker_thread_only_a_write_to_the_base_context_is_a_misuse() {
+    static ON_WORKER: ContextVar<u32> = ContextVar::new("on_worker");
+    with_policy(Misuse::Panic, || {
+        std::thread::Builder::new()
+            .name("tokio-runtime-worker".into())
+            .spawn(|| {
+                contextvars::Context::new().run(|| ON_WORKER.set(1));
+                let base_write = std::panic::catch_unwind(|| ON_WORKER.set(2));
+                assert!(base_write.is_err(), "a base-context write is refused");
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    });
+}

@@ -27,6 +27,17 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// Operations per `cargo test` run, across cases (the bar).
 const MIN_OPS: u64 = 1_000_000;
 
+/// `MIN_OPS`, or `CONTEXTVARS_MODEL_OPS` when set: fewer operations for a
+/// quick run (each mutant of `cargo mutants`, RELIABILITY.md).
+fn min_ops() -> u64 {
+    match std::env::var("CONTEXTVARS_MODEL_OPS") {
+        Ok(ops) => ops
+            .parse()
+            .expect("CONTEXTVARS_MODEL_OPS: a number of operations"),
+        Err(_) => MIN_OPS,
+    }
+}
+
 fn op_strategy() -> impl Strategy<Value = Op> {
     let var = 0..VARS.len();
     let leaf = prop_oneof![
@@ -61,7 +72,7 @@ fn random_programs_match_the_model() {
     let (batch, min_ops, max_len) = if cfg!(miri) {
         (3, 0, 16)
     } else {
-        (200, MIN_OPS, 120)
+        (200, min_ops(), 120)
     };
     let start = OPS.load(Ordering::Relaxed);
     let mut programs = 0;

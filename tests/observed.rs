@@ -103,6 +103,27 @@ fn nested_borrows_keep_every_replaced_value_until_the_outermost_ends() {
 }
 
 #[test]
+fn three_nested_borrows_keep_a_replaced_value_until_the_outermost_ends() {
+    in_each_kind_of_context(|| {
+        let first = counter();
+        drop(V.set(Counted(1, first.clone())));
+        V.with(|outer| {
+            V.with(|middle| {
+                V.with(|inner| {
+                    drop(V.set(Counted(2, counter())));
+                    assert_eq!(inner.unwrap().0, 1);
+                });
+                assert_eq!(drops(&first), 0, "two borrows still read it");
+                assert_eq!(middle.unwrap().0, 1);
+            });
+            assert_eq!(drops(&first), 0, "the outer borrow still reads it");
+            assert_eq!(outer.unwrap().0, 1);
+        });
+        assert_eq!(drops(&first), 1, "released with the outermost borrow");
+    });
+}
+
+#[test]
 fn without_a_borrow_a_replaced_value_is_dropped_at_once() {
     in_each_kind_of_context(|| {
         let first = counter();
@@ -230,6 +251,69 @@ fn accessors_see_a_contexts_values() {
     assert!(std::ptr::eq(task.context(), &*shared), "the same context");
 }
 
+/// A future polled in a borrowed context (`with_context(&mut ctx)`, what
+/// `Fork::run_future` makes) sees that context, and its drop runs inside it.
+#[test]
+fn a_future_in_a_borrowed_context_is_dropped_inside_it() {
+    /// Records what `W` reads when it is dropped.
+    struct ReadsAtDrop(Arc<Mutex<Vec<Option<u32>>>>);
+    impl Drop for ReadsAtDrop {
+        fn drop(&mut self) {
+            self.0.lock().unwrap().push(W.get().ok());
+        }
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut ctx = Context::new();
+    ctx.run(|| W.set(5));
+    let guard = ReadsAtDrop(seen.clone());
+    let task = async move {
+        let _guard = guard;
+        std::future::pending::<()>().await;
+    }
+    .with_context(&mut ctx);
+    assert_eq!(task.context().get(&W), Some(5));
+    drop(task); // never polled: dropping it drops `guard`
+    assert_eq!(*seen.lock().unwrap(), [Some(5)], "dropped once, inside ctx");
+}
+
+/// A callback made by `wrap` and dropped without being called is dropped
+/// inside the context it captured.
+#[test]
+fn a_wrapped_callback_never_called_is_dropped_inside_its_context() {
+    /// Records what `W` reads when it is dropped.
+    struct ReadsAtDrop(Arc<Mutex<Vec<Option<u32>>>>);
+    impl Drop for ReadsAtDrop {
+        fn drop(&mut self) {
+            self.0.lock().unwrap().push(W.get().ok());
+        }
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let guard = ReadsAtDrop(seen.clone());
+    let callback = Context::new().run(|| {
+        W.set(6);
+        contextvars::wrap(move || drop(guard))
+    });
+    drop(callback);
+    assert_eq!(*seen.lock().unwrap(), [Some(6)]);
+}
+
+/// A fork merges only in the context it was made in (as a token resets only
+/// there); elsewhere the merge is refused and the fork handed back.
+#[test]
+fn a_fork_merges_only_where_it_was_made() {
+    Context::new().run(|| {
+        let mut fork = contextvars::Fork::new();
+        fork.run(|| W.set(8));
+        let refused = Context::new().run(|| fork.merge()).unwrap_err();
+        let contextvars::MergeError::DifferentContext { fork } = refused else {
+            panic!("refused for another reason: {refused:?}");
+        };
+        assert!(W.get().is_err(), "nothing merged");
+        fork.merge().unwrap();
+        assert_eq!(W.get(), Ok(8));
+    });
+}
+
 #[test]
 fn debug_output_names_the_variable_the_token_and_the_context() {
     static LEVEL: ContextVar<u32> = ContextVar::new("level");
@@ -253,6 +337,26 @@ fn debug_output_names_the_variable_the_token_and_the_context() {
     let expected = format!("WithContext {{ ctx: {ctx:?}, .. }}");
     assert!(expected.contains(r#"vars: {"level": ..}"#), "{expected}");
     assert_eq!(format!("{:?}", async {}.with_context(ctx)), expected);
+}
+
+#[test]
+fn a_variables_declared_default_inheritance_and_formatter_show() {
+    static PLAIN: ContextVar<u32> = ContextVar::new("plain");
+    static LEVEL: ContextVar<u32> = ContextVar::with_default("level", 42).not_inherited();
+    static USER: ContextVar<String> = ContextVar::new("user").debuggable();
+    assert_eq!((PLAIN.default(), LEVEL.default()), (None, Some(&42)));
+    assert_eq!((PLAIN.is_inherited(), LEVEL.is_inherited()), (true, false));
+
+    let ctx = Context::new();
+    ctx.run(|| {
+        USER.set("ada".to_string());
+        PLAIN.set(1);
+    });
+    let shown = format!("{ctx:?}");
+    assert!(
+        shown.contains(r#"vars: {"plain": .., "user": "ada"}"#),
+        "{shown}"
+    );
 }
 
 // --- thread teardown -----------------------------------------------------------
@@ -306,4 +410,121 @@ fn a_value_set_after_the_base_context_is_gone_is_still_dropped() {
         "a fresh context, then its value"
     );
     assert_eq!(drops(&value), 1, "the late value was dropped");
+}
+
+// --- shared contexts entered on another thread -----------------------------
+
+/// A waker that counts how often it was woken.
+struct Wakes(AtomicUsize);
+
+impl std::task::Wake for Wakes {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn waker() -> (Arc<Wakes>, std::task::Waker) {
+    let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
+    (wakes.clone(), std::task::Waker::from(wakes))
+}
+
+/// Another thread inside a context: it sets `W` to `value` there, and leaves
+/// when told to (or after ten seconds, so that a poll that wrongly waits for
+/// it fails the test instead of hanging it).
+struct Holder {
+    leave: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Holder {
+    /// Returns once the thread is inside `ctx`.
+    fn enter(ctx: &Arc<Context>, value: u32) -> Holder {
+        let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+        let (leave, leave_rx) = std::sync::mpsc::channel::<()>();
+        let ctx = ctx.clone();
+        let thread = std::thread::spawn(move || {
+            ctx.run(|| {
+                W.set(value);
+                entered_tx.send(()).unwrap();
+                let _ = leave_rx.recv_timeout(std::time::Duration::from_secs(10));
+            });
+        });
+        entered_rx.recv().unwrap();
+        Holder { leave, thread }
+    }
+
+    fn leave(self) {
+        self.leave.send(()).unwrap();
+        self.thread.join().unwrap();
+    }
+}
+
+/// Polls of tasks whose shared context another thread has entered are
+/// `Pending` (not the "entered already" panic, nor a wait), and every
+/// waiting task's waker is woken once when that thread leaves, not before,
+/// and not when another context is left; the next poll runs inside it.
+#[test]
+fn polls_wait_their_turn_while_another_thread_has_the_context_entered() {
+    use std::task::{Context as Cx, Poll};
+    let (first, second) = (Arc::new(Context::new()), Arc::new(Context::new()));
+    let (first_holder, second_holder) = (Holder::enter(&first, 1), Holder::enter(&second, 2));
+    // Two tasks in `first`, with wakers of their own; the second task also
+    // waits for `second`, with the same waker.
+    let (a_wakes, a_waker) = waker();
+    let (b_wakes, b_waker) = waker();
+    let mut a = std::pin::pin!(async { W.get() }.with_context(first.clone()));
+    let mut b = std::pin::pin!(async { W.get() }.with_context(first.clone()));
+    let mut b2 = std::pin::pin!(async { W.get() }.with_context(second.clone()));
+    assert!(a.as_mut().poll(&mut Cx::from_waker(&a_waker)).is_pending());
+    assert!(a.as_mut().poll(&mut Cx::from_waker(&a_waker)).is_pending());
+    assert!(b.as_mut().poll(&mut Cx::from_waker(&b_waker)).is_pending());
+    assert!(b2.as_mut().poll(&mut Cx::from_waker(&b_waker)).is_pending());
+    let wakes = || {
+        (
+            a_wakes.0.load(Ordering::SeqCst),
+            b_wakes.0.load(Ordering::SeqCst),
+        )
+    };
+    assert_eq!(wakes(), (0, 0), "not woken while they are entered");
+
+    second_holder.leave();
+    assert_eq!(wakes(), (0, 1), "the waiter for `second` only");
+    let poll = b2.as_mut().poll(&mut Cx::from_waker(&b_waker));
+    assert_eq!(poll, Poll::Ready(Ok(2)));
+
+    first_holder.leave();
+    assert_eq!(wakes(), (1, 2), "each waiter for `first`, once");
+    assert_eq!(
+        a.as_mut().poll(&mut Cx::from_waker(&a_waker)),
+        Poll::Ready(Ok(1))
+    );
+    assert_eq!(
+        b.as_mut().poll(&mut Cx::from_waker(&b_waker)),
+        Poll::Ready(Ok(1))
+    );
+}
+
+/// Dropping a task whose shared context another thread has entered waits
+/// for it to be left, then drops the future inside the context.
+#[test]
+fn a_drop_waits_while_another_thread_has_the_context_entered() {
+    /// Records what `W` reads when it is dropped.
+    struct ReadsAtDrop(Arc<Mutex<Vec<Option<u32>>>>);
+    impl Drop for ReadsAtDrop {
+        fn drop(&mut self) {
+            self.0.lock().unwrap().push(W.get().ok());
+        }
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let ctx = Arc::new(Context::new());
+    let holder = Holder::enter(&ctx, 1);
+    let guard = ReadsAtDrop(seen.clone());
+    let task = async move {
+        let _guard = guard;
+    }
+    .with_context(ctx.clone());
+    let dropper = std::thread::spawn(move || drop(task));
+    holder.leave();
+    dropper.join().unwrap();
+    assert_eq!(*seen.lock().unwrap(), [Some(1)], "dropped inside ctx");
 }

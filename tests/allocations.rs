@@ -1,0 +1,150 @@
+//! What reaches the global allocator, counted per thread by a counting
+//! allocator: small value boxes are recycled from the thread's spare blocks
+//! (`src/spare.rs`), so a `set` and `reset` repeated in a loop allocates
+//! nothing once the loop is warm, while big boxes go to the allocator each
+//! time; and a thread that exits gives every block it kept back.
+//!
+//! Pure core (no runtime).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+use contextvars::{Context, ContextVar};
+
+/// The system allocator, counting each thread's allocations, and the blocks
+/// a tracked thread allocated and did not free.
+struct Counting;
+
+thread_local! {
+    static ALLOCS: Cell<usize> = const { Cell::new(0) };
+    /// Whether this thread's allocations and frees count in `TRACKED_LIVE`.
+    /// (No destructor: readable until the thread is gone, also from the
+    /// other thread-locals' destructors.)
+    static TRACKED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Blocks allocated by tracked threads minus blocks they freed.
+static TRACKED_LIVE: AtomicIsize = AtomicIsize::new(0);
+
+fn track(change: isize) {
+    if TRACKED.try_with(Cell::get).unwrap_or(false) {
+        TRACKED_LIVE.fetch_add(change, Ordering::SeqCst);
+    }
+}
+
+fn bump(counter: &'static std::thread::LocalKey<Cell<usize>>) {
+    // `try_with`: the allocator also runs while thread-locals are torn down.
+    let _ = counter.try_with(|n| n.set(n.get() + 1));
+}
+
+// SAFETY: forwards to `System`, only counting.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        bump(&ALLOCS);
+        track(1);
+        // SAFETY: as the caller promised.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        track(-1);
+        // SAFETY: as the caller promised.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocs() -> usize {
+    ALLOCS.with(Cell::get)
+}
+
+static SMALL: ContextVar<u64> = ContextVar::new("small");
+static BIG: ContextVar<[u64; 32]> = ContextVar::new("big");
+
+#[test]
+fn small_boxes_are_recycled_and_big_ones_are_not() {
+    std::thread::spawn(|| {
+        let ctx = Context::new();
+        ctx.run(|| {
+            // Warm: the map's nodes and the first box.
+            for i in 0..4 {
+                let token = SMALL.set(i);
+                SMALL.reset(token).unwrap();
+            }
+            let before = allocs();
+            for i in 0..100 {
+                let token = SMALL.set(i);
+                assert_eq!(SMALL.get(), Ok(i));
+                SMALL.reset(token).unwrap();
+            }
+            let small = allocs() - before;
+
+            for i in 0..4 {
+                let token = BIG.set([i; 32]);
+                BIG.reset(token).unwrap();
+            }
+            let before = allocs();
+            for i in 0..100 {
+                let token = BIG.set([i; 32]);
+                assert_eq!(BIG.get().map(|v| v[31]), Ok(i));
+                BIG.reset(token).unwrap();
+            }
+            let big = allocs() - before;
+            assert_eq!(
+                (small, big),
+                (0, 100),
+                "allocations for 100 small and 100 big boxes"
+            );
+        });
+    })
+    .join()
+    .unwrap();
+}
+
+static MEDIUM: ContextVar<[u64; 4]> = ContextVar::new("medium");
+
+/// What a thread running `work` allocated and did not free, from the
+/// moment it starts `work` to its exit.
+fn left_allocated_by_a_thread(work: fn()) -> isize {
+    // One tracked thread at a time.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serial = SERIAL.lock().unwrap();
+    let before = TRACKED_LIVE.load(Ordering::SeqCst);
+    std::thread::spawn(move || {
+        TRACKED.with(|t| t.set(true));
+        work();
+    })
+    .join()
+    .unwrap();
+    TRACKED_LIVE.load(Ordering::SeqCst) - before
+}
+
+/// The spare blocks a thread kept are freed when it exits: everything the
+/// thread allocated (its contexts, maps, boxes and spare lists) is given
+/// back by the time it is joined, as by a thread that does nothing.
+#[test]
+fn a_thread_that_exits_gives_back_every_block_it_kept() {
+    // The thread frees what its spawner allocated for it (its closure): the
+    // same for every thread.
+    let idle = left_allocated_by_a_thread(|| {});
+    let work = || {
+        let ctx = Context::new();
+        ctx.run(|| {
+            for i in 0..20 {
+                let small = SMALL.set(i);
+                let medium = MEDIUM.set([i; 4]);
+                MEDIUM.reset(medium).unwrap();
+                SMALL.reset(small).unwrap();
+            }
+            SMALL.set(7);
+        });
+        drop(ctx);
+        SMALL.set(8); // in the thread's base context
+    };
+    // Once untracked, for what lives as long as the process (the
+    // variables' ids, registered on first use).
+    std::thread::spawn(work).join().unwrap();
+    assert_eq!(left_allocated_by_a_thread(work), idle, "blocks leaked");
+}
