@@ -148,3 +148,41 @@ fn a_thread_that_exits_gives_back_every_block_it_kept() {
     std::thread::spawn(work).join().unwrap();
     assert_eq!(left_allocated_by_a_thread(work), idle, "blocks leaked");
 }
+
+/// Enough variables that the root is a branch (a flat root holds 4), few
+/// enough that, with ids given out in turn, no two share a slot of it (32).
+const MANY: usize = 12;
+static MANY_VARS: [ContextVar<u64>; MANY] = [const { ContextVar::new("many") }; MANY];
+
+/// A `set` and `reset` of a variable the context lacks, in a context big
+/// enough for its root to be a branch: the branch keeps the room the
+/// removal frees (`Child::Vacant`), so once warm the pair allocates
+/// nothing, as in a flat root. (A variable whose slot another one holds
+/// needs a node of the two each time: not this case.)
+#[test]
+fn adding_and_removing_a_variable_in_a_branch_allocates_nothing_once_warm() {
+    std::thread::spawn(|| {
+        let ctx = Context::new();
+        ctx.run(|| {
+            for (i, var) in MANY_VARS[1..].iter().enumerate() {
+                var.set(i as u64);
+            }
+            let missing = &MANY_VARS[0];
+            for i in 0..4 {
+                let token = missing.set(i);
+                missing.reset(token).unwrap();
+            }
+            let before = allocs();
+            for i in 0..100 {
+                let token = missing.set(i);
+                assert_eq!(missing.get(), Ok(i));
+                missing.reset(token).unwrap();
+                assert!(missing.get().is_err());
+            }
+            assert_eq!(allocs() - before, 0, "allocations for 100 pairs");
+            assert_eq!(MANY_VARS[MANY - 1].get(), Ok(MANY as u64 - 2));
+        });
+    })
+    .join()
+    .unwrap();
+}

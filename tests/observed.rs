@@ -493,7 +493,15 @@ fn polls_wait_their_turn_while_another_thread_has_the_context_entered() {
     assert_eq!(poll, Poll::Ready(Ok(2)));
 
     first_holder.leave();
-    assert_eq!(wakes(), (1, 2), "each waiter for `first`, once");
+    if cfg!(miri) {
+        // `a` polled twice with one waker is registered once because
+        // `Waker::will_wake` sees the two as the same; Miri gives each use of
+        // a vtable its own address, so there `will_wake` says no (std allows
+        // it false negatives) and `a` may be woken once per poll.
+        assert!(matches!(wakes(), (1 | 2, 2)), "{:?}", wakes());
+    } else {
+        assert_eq!(wakes(), (1, 2), "each waiter for `first`, once");
+    }
     assert_eq!(
         a.as_mut().poll(&mut Cx::from_waker(&a_waker)),
         Poll::Ready(Ok(1))
