@@ -256,3 +256,39 @@ fn a_map_made_with_room_fills_it_without_a_new_node() {
     // No room asked: no node.
     assert!(Map::with_room(0).root.is_none());
 }
+
+/// Replacing the value of an id the map holds, on a path no other map
+/// shares, is written in place (`slot_mut`) without the slow path, in a
+/// flat root and in a branch two levels deep; in a map that shares its
+/// nodes with a copy it is not (the copy must not change).
+#[test]
+fn replacing_a_value_the_map_holds_alone_takes_the_in_place_path() {
+    let slow = || super::SLOW_INSERTS.with(std::cell::Cell::get);
+    for n in [1u64, 3, 40] {
+        let mut garbage = Garbage::new();
+        let mut map = Map::default();
+        // Ids 32 apart share their first level's slot: a second level.
+        let ids: Vec<u64> = (1..=n)
+            .map(|i| if i % 2 == 0 { i * 32 } else { i })
+            .collect();
+        for &id in &ids {
+            map.insert(id, value(id), &mut garbage);
+        }
+        let before = slow();
+        for round in 0..3 {
+            for &id in &ids {
+                let old = map.insert(id, value(id + round + 1), &mut garbage);
+                assert_eq!(old.map(|v| *v.downcast::<u64>().unwrap()), Some(id + round));
+            }
+        }
+        assert_eq!(slow(), before, "{n} ids: every replacement in place");
+        let copy = map.clone();
+        map.insert(ids[0], value(0), &mut garbage);
+        assert_eq!(slow(), before + 1, "{n} ids: a shared path is copied");
+        assert_eq!(read(&copy, ids[0]), Some(ids[0] + 3));
+        assert_eq!(read(&map, ids[0]), Some(0));
+        for &id in &ids[1..] {
+            assert_eq!(read(&map, id), Some(id + 3));
+        }
+    }
+}
