@@ -303,3 +303,37 @@ fn copies_from_other_threads_see_nested_scopes_whole() {
     }
     assert_eq!((ctx.get(&V), ctx.get(&W), ctx.len()), (None, None, 0));
 }
+
+/// A guard (`set_scoped`) is a `set` whose drop is the `reset`: guards
+/// dropped in order restore the value before the first; dropped out of
+/// order, each restores its own old value (as resetting the tokens in that
+/// order would); a panic drops them on the way out. (Pure core, so Miri
+/// runs the guard's write path here.)
+#[test]
+fn guards_restore_in_and_out_of_order_and_on_panic() {
+    in_every_kind_of_context(|| {
+        V.set(1);
+        {
+            let _two = V.set_scoped(2);
+            let _three = V.set_scoped(3);
+            assert_eq!(V.get(), Ok(3));
+        }
+        assert_eq!(V.get(), Ok(1), "dropped in reverse order");
+        let two = V.set_scoped(2);
+        let three = V.set_scoped(3);
+        drop(two); // restores 1, its own old value
+        assert_eq!(V.get(), Ok(1));
+        drop(three); // restores 2, its own old value
+        assert_eq!(V.get(), Ok(2), "out of order: the last dropped decides");
+        let caught = std::panic::catch_unwind(|| {
+            let _four = V.set_scoped(4);
+            V.scope(5, || panic!("inside"));
+        });
+        assert!(caught.is_err());
+        assert_eq!(
+            V.get(),
+            Ok(2),
+            "the panic dropped the guard and ended the scope"
+        );
+    });
+}
