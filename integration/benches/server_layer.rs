@@ -11,14 +11,12 @@ use std::convert::Infallible;
 use contextvars::propagation::Propagator;
 use contextvars::tower::ServerLayer;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use opentelemetry::baggage::BaggageExt;
-use opentelemetry::propagation::TextMapPropagator;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
 #[path = "common/server.rs"]
 mod server_fixtures;
-use server_fixtures::{Headers, REQUEST_ID, handler, ready, request};
+use server_fixtures::{REQUEST_ID, handler, opentelemetry_service, ready, request};
 
 /// Calls the service once and drops the response (its body included).
 fn call<S, B>(svc: &mut S, req: http::Request<()>) -> http::Response<B>
@@ -54,21 +52,7 @@ fn server_layer(c: &mut Criterion) {
             )
         });
 
-        let propagator = opentelemetry_sdk::propagation::BaggagePropagator::new();
-        let mut otel = tower::service_fn(move |req: http::Request<()>| {
-            let cx = propagator.extract(&Headers(req.headers()));
-            opentelemetry::context::FutureExt::with_context(
-                async {
-                    let id = opentelemetry::Context::map_current(|cx| {
-                        cx.baggage()
-                            .get("request_id")
-                            .and_then(|v| v.as_str().parse().ok())
-                    });
-                    handler(id.unwrap_or(0))
-                },
-                cx,
-            )
-        });
+        let mut otel = opentelemetry_service();
         assert_eq!(*call(&mut otel, request(true)).body(), 42);
         group.bench_function(format!("opentelemetry/{suffix}"), |b| {
             b.iter_batched(

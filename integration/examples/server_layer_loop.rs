@@ -17,13 +17,11 @@
 
 use contextvars::propagation::Propagator;
 use contextvars::tower::ServerLayer;
-use opentelemetry::baggage::BaggageExt;
-use opentelemetry::propagation::TextMapPropagator;
 use tower::{Layer, Service};
 
 #[path = "../benches/common/server.rs"]
 mod server_fixtures;
-use server_fixtures::{Headers, REQUEST_ID, handler, ready, request};
+use server_fixtures::{REQUEST_ID, handler, opentelemetry_service, ready, request};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -55,21 +53,7 @@ fn main() {
             }
         }
         "opentelemetry" => {
-            let propagator = opentelemetry_sdk::propagation::BaggagePropagator::new();
-            let mut svc = tower::service_fn(move |req: http::Request<()>| {
-                let cx = propagator.extract(&Headers(req.headers()));
-                opentelemetry::context::FutureExt::with_context(
-                    async {
-                        let id = opentelemetry::Context::map_current(|cx| {
-                            cx.baggage()
-                                .get("request_id")
-                                .and_then(|v| v.as_str().parse().ok())
-                        });
-                        handler(id.unwrap_or(0))
-                    },
-                    cx,
-                )
-            });
+            let mut svc = opentelemetry_service();
             for _ in 0..count {
                 sum += *ready(svc.call(request(baggage))).unwrap().body();
             }

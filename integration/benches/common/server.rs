@@ -7,7 +7,8 @@ use std::hint::black_box;
 use std::task::{Context as TaskContext, Poll, Waker};
 
 use contextvars::ContextVar;
-use opentelemetry::propagation::Extractor;
+use opentelemetry::baggage::BaggageExt;
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
 
 pub static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
 
@@ -45,4 +46,26 @@ impl Extractor for Headers<'_> {
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(|k| k.as_str()).collect()
     }
+}
+
+/// What a user would build with OpenTelemetry alone: its baggage
+/// propagator's `extract`, and the handler run inside the extracted
+/// context (`FutureExt::with_context`), reading the request id from it.
+pub fn opentelemetry_service()
+-> impl tower::Service<http::Request<()>, Response = http::Response<u64>, Error = Infallible> {
+    let propagator = opentelemetry_sdk::propagation::BaggagePropagator::new();
+    tower::service_fn(move |req: http::Request<()>| {
+        let cx = propagator.extract(&Headers(req.headers()));
+        opentelemetry::context::FutureExt::with_context(
+            async {
+                let id = opentelemetry::Context::map_current(|cx| {
+                    cx.baggage()
+                        .get("request_id")
+                        .and_then(|v| v.as_str().parse().ok())
+                });
+                handler(id.unwrap_or(0))
+            },
+            cx,
+        )
+    })
 }
