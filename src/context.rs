@@ -649,17 +649,9 @@ impl Context {
     fn with_scoped(&self, map: &Map) -> Map {
         let mut merged = map.clone();
         let mut garbage = Garbage::new();
-        for entry in scoped_entries(self.scoped.load(Ordering::Acquire))
-            .into_iter()
-            .rev()
-        {
-            // SAFETY: listed entries are alive (see `look_up`), and taken
-            // off the list under the lock this caller holds.
-            let entry = unsafe { &*entry };
-            // SAFETY: as above; the value is taken only once off the list.
-            let value = Value::clone(unsafe { &*entry.value.get() });
-            merged.insert(entry.id, value, &mut garbage);
-        }
+        // The entries stay listed while the caller holds the lock.
+        let entries = scoped_entries(self.scoped.load(Ordering::Acquire));
+        insert_scoped(&entries, &mut merged, &mut garbage, |_, _| ());
         merged
     }
 
@@ -925,10 +917,10 @@ fn look_up(cur: &Current, slot: Slot, id: VarId) -> Option<NonNull<()>> {
         if e.id == id {
             // SAFETY: the value is taken only after the entry left the list.
             let value = Some(unsafe { &*e.value.get() }.as_raw());
-            // Only into the entry's own slot, the one its end clears.
-            if slot == e.slot {
-                cur.cache.fill(slot, id, value);
-            }
+            // Every read of a variable goes through its own slot (its
+            // address), the one the scope's end clears.
+            debug_assert!(slot == e.slot, "a variable is read through its own slot");
+            cur.cache.fill(slot, id, value);
             return value;
         }
         // SAFETY: as above.
@@ -999,21 +991,20 @@ pub(crate) fn write_current<R>(
     checked: bool,
     f: impl FnOnce(Writer<'_>) -> R,
 ) -> R {
-    // Tiny closures around the thread-local, so each access inlines to a
-    // thread-pointer load (as on the read path).
-    let mut ctx = CURRENT.with(|cur| cur.ctx.get());
+    let cur = current();
+    let mut ctx = cur.ctx.get();
     if ctx.is_null() {
         ctx = enter_base();
     }
     // SAFETY: as in `read_current`, a current context is alive.
     let ctx = unsafe { &*ctx };
     if !ctx.own_scoped().is_null() {
-        write_scoped(current());
+        write_scoped(cur);
     }
     if checked && ctx.base {
         crate::misuse::check_base_write(var);
     }
-    if CURRENT.with(|cur| cur.readers.get()) >= READER {
+    if cur.readers.get() >= READER {
         park_current_version(ctx);
     }
     // Declared in this order so that, also on unwinding, the read cache is
@@ -1081,8 +1072,9 @@ pub(crate) struct Scoped {
 ///
 /// **Invariant:** every value on a context's list is the newest value of
 /// its variable in that context and is in no map; only the entry's own
-/// read-cache slot ever holds it, and that slot is cleared when it leaves
-/// the list.
+/// read-cache slot ever holds it (every read of a variable, `ContextVar`'s,
+/// the observers', the snapshots', goes through the slot of its address),
+/// and that slot is cleared when it leaves the list.
 #[inline]
 pub(crate) fn scoped<R>(
     var: &'static str,
@@ -1196,6 +1188,26 @@ fn scoped_entries(mut next: *const Scoped) -> Vec<*const Scoped> {
     entries
 }
 
+/// Inserts the values of `entries` (a list's, newest first) into `map`,
+/// oldest first so that the newest of a variable wins, and hands each entry
+/// with the value it replaced to `replaced`.
+fn insert_scoped(
+    entries: &[*const Scoped],
+    map: &mut Map,
+    garbage: &mut Garbage,
+    mut replaced: impl FnMut(&Scoped, Option<Value>),
+) {
+    for &entry in entries.iter().rev() {
+        // SAFETY: listed entries live in the frames of their `scoped` calls
+        // (see `look_up`), and the callers hold them listed meanwhile.
+        let entry = unsafe { &*entry };
+        // SAFETY: as above; the value is taken only after it left the list.
+        let value = Value::clone(unsafe { &*entry.value.get() });
+        let old = map.insert(entry.id, value, garbage);
+        replaced(entry, old);
+    }
+}
+
 /// Writes the current context's scoped values into its map, oldest first,
 /// each remembering the value it replaced, and empties the list; the
 /// scopes' ends then restore the map.
@@ -1214,14 +1226,9 @@ fn write_scoped(cur: &Current) {
         let _lock = ctx.write_lock();
         // SAFETY: as above, and we hold the lock other readers take.
         let map = ctx.map.with_mut(|map| unsafe { &mut *map });
-        for entry in entries.into_iter().rev() {
-            // SAFETY: see `look_up`.
-            let entry = unsafe { &*entry };
-            // SAFETY: as in `look_up`.
-            let value = Value::clone(unsafe { &*entry.value.get() });
-            let old = map.insert(entry.id, value, &mut garbage);
+        insert_scoped(&entries, map, &mut garbage, |entry, old| {
             entry.written.set(Some(old));
-        }
+        });
         ctx.scoped.store(ptr::null_mut(), Ordering::Relaxed);
     }
     cur.refresh();
@@ -1451,11 +1458,6 @@ pub(crate) unsafe fn leave_raw(prev: *const Context) {
 fn enter_observed(cur: &Current, ctx: *const Context) -> *const Context {
     // SAFETY: the current context and `ctx` are alive (see `enter`'s callers).
     let id_of = |c: *const Context| unsafe { c.as_ref() }.map(|c| c.id);
-    // The hooks read through slot 0, not each variable's own; a scoped value
-    // is only ever in its own slot, so slot 0 may still answer for the map
-    // under it. Forget everything first: the reads then find the scoped
-    // values on the context's list.
-    cur.cache.bump();
     let before = crate::observe::before_switch(id_of(cur.ctx.get()));
     let prev = cur.ctx.replace(ctx);
     cur.refresh();

@@ -71,6 +71,8 @@ type ErasedChange = dyn Fn(Option<&Value>, Option<&Value>, Cause) + Send + Sync;
 struct VarEntry {
     id: u64,
     var: VarId,
+    /// The variable's address: which read-cache slot its reads go through.
+    hint: usize,
     name: &'static str,
     off: AtomicBool,
     f: Box<ErasedChange>,
@@ -456,7 +458,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// ]);
     /// ```
     pub fn observe(&self, hook: impl Fn(&Change<'_, T>) + Send + Sync + 'static) -> Observer {
-        let var = self.id();
+        let (var, hint) = (self.id(), self.hint());
         let erased = move |old: Option<&Value>, new: Option<&Value>, cause: Cause| {
             fn typed<T: 'static>(v: &Value) -> &T {
                 v.downcast::<T>()
@@ -473,6 +475,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
             s.vars.push(Arc::new(VarEntry {
                 id,
                 var,
+                hint,
                 name,
                 off: AtomicBool::new(false),
                 f: Box::new(erased),
@@ -529,12 +532,9 @@ impl Drop for ScopeNotice {
 }
 
 /// A handle to the current context's value of `id`, read through the read
-/// cache's slot for `hint` (the variable's address). Inside a `scope` that
-/// must be the variable's own slot: a scoped value is put into that slot
-/// alone, without moving the cache's version on. Around a switch any slot
-/// does (0): the switch moves the version on before and after the hooks
-/// read, and a look-up fills a slot with a scoped value only if it is the
-/// value's own, so a scope's end never leaves it behind in slot 0.
+/// cache's slot for `hint`, the variable's address, as every read of it is:
+/// a scoped value is put into that slot alone, without moving the cache's
+/// version on, and cleared from it when its scope ends.
 fn current_value(id: VarId, hint: usize) -> Option<Value> {
     read_current(id, hint, || id, |v| v.cloned())
 }
@@ -570,7 +570,8 @@ fn notify(id: VarId, old: Option<&Value>, new: Option<&Value>, cause: Cause) {
 /// switch changes.
 pub(crate) struct BeforeSwitch {
     previous: Option<u64>,
-    values: Vec<(VarId, Option<Value>)>,
+    /// Each observed variable, its address (see `current_value`), its value.
+    values: Vec<(VarId, usize, Option<Value>)>,
     _hook: HookScope,
 }
 
@@ -581,16 +582,16 @@ pub(crate) struct BeforeSwitch {
 #[inline(never)]
 pub(crate) fn before_switch(previous: Option<u64>) -> Option<BeforeSwitch> {
     let hook = HookScope::enter()?;
-    let mut values: Vec<(VarId, Option<Value>)> = Vec::new();
+    let mut values: Vec<(VarId, usize, Option<Value>)> = Vec::new();
     with_snapshot(|s| {
         for e in &s.vars {
-            if !values.iter().any(|(id, _)| *id == e.var) {
-                values.push((e.var, None));
+            if !values.iter().any(|(id, _, _)| *id == e.var) {
+                values.push((e.var, e.hint, None));
             }
         }
     });
-    for (id, value) in &mut values {
-        *value = current_value(*id, 0);
+    for (id, hint, value) in &mut values {
+        *value = current_value(*id, *hint);
     }
     Some(BeforeSwitch {
         previous,
@@ -608,8 +609,8 @@ pub(crate) fn after_switch(before: BeforeSwitch, current: Option<u64>) {
         previous: before.previous,
         current,
     };
-    for (id, old) in &before.values {
-        let new = current_value(*id, 0);
+    for (id, hint, old) in &before.values {
+        let new = current_value(*id, *hint);
         let same = match (old, &new) {
             (None, None) => true,
             (Some(a), Some(b)) => Value::ptr_eq(a, b),
