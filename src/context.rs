@@ -884,14 +884,50 @@ pub(crate) fn read_current<R>(
     assign: impl FnOnce() -> VarId,
     f: impl FnOnce(Option<&Value>) -> R,
 ) -> R {
+    read::<true, R>(id, hint, assign, f)
+}
+
+/// [`read_current`] for a reader that only clones the value (`get`): it
+/// may read a scoped value in its scope's frame, so the value never leaves
+/// it for that.
+#[inline]
+pub(crate) fn clone_current<R>(
+    id: VarId,
+    hint: usize,
+    assign: impl FnOnce() -> VarId,
+    f: impl FnOnce(Option<&Value>) -> R,
+) -> R {
+    read::<false, R>(id, hint, assign, f)
+}
+
+/// `read_current` and `clone_current`. A reader that lends the value out
+/// (`LENDS`: `with`, whose closure may copy the context or write while it
+/// holds the reference) first moves a scoped value out of its scope's frame
+/// (`Scoped::promote`), so that the reference it lends is to the one box
+/// every later reader and copy sees.
+#[inline]
+fn read<const LENDS: bool, R>(
+    id: VarId,
+    hint: usize,
+    assign: impl FnOnce() -> VarId,
+    f: impl FnOnce(Option<&Value>) -> R,
+) -> R {
     let cur = current();
     // `hint` (the variable's address) only picks the slot, so finding it
     // does not wait for `id` to load; `id` decides a hit.
     let slot = Slot::of(hint);
-    let found = match cur.cache.get(slot, id) {
+    let mut found = match cur.cache.get(slot, id) {
         Some(hit) => hit,
         None => look_up(cur, slot, if id == 0 { assign() } else { id }),
     };
+    if LENDS {
+        if let Some(raw) = found {
+            // SAFETY: as below, `raw` is a live box.
+            if unsafe { Value::borrow_raw(raw) }.is_on_frame() {
+                found = Some(promote_current(cur, raw));
+            }
+        }
+    }
     let _reading = Reading::start();
     // SAFETY: `found` is in the current map as of the current version: the
     // map holds a handle to it until it is written, and every write bumps
@@ -900,6 +936,24 @@ pub(crate) fn read_current<R>(
     // is neither mutated nor freed until `f` returns.
     let value = found.map(|raw| unsafe { Value::borrow_raw(raw) });
     f(value.as_deref())
+}
+
+/// Moves the current context's scoped value at `raw` out of its scope's
+/// frame (see `read`); returns its new box.
+#[cold]
+#[inline(never)]
+fn promote_current(cur: &Current, raw: NonNull<()>) -> NonNull<()> {
+    // SAFETY: see `look_up`.
+    let mut entry = unsafe { cur.ctx.get().as_ref().and_then(|c| c.own_scoped().as_ref()) };
+    while let Some(e) = entry {
+        // SAFETY: the value is taken only after the entry left the list.
+        if unsafe { &*e.value.get() }.as_raw() == raw {
+            return e.promote().as_raw();
+        }
+        // SAFETY: as above.
+        entry = unsafe { e.prev.as_ref() };
+    }
+    unreachable!("a value in a frame is read only while its entry is listed")
 }
 
 /// A cache miss: looks `id` up in the current map and remembers the answer
@@ -1080,7 +1134,7 @@ pub(crate) fn scoped<R>(
     var: &'static str,
     id: VarId,
     hint: usize,
-    value: Value,
+    boxed: impl FnOnce(bool) -> Value,
     f: impl FnOnce() -> R,
     drop_as: unsafe fn(Value),
 ) -> R {
@@ -1093,6 +1147,7 @@ pub(crate) fn scoped<R>(
     // alive and current until `f` returns (contexts are left in the order
     // they were entered, also on unwinding).
     let ctx = unsafe { &*ctx };
+    let value = boxed(ctx.private);
     let slot = Slot::of(hint);
     let raw = value.as_raw();
     let entry = Scoped {
@@ -1115,6 +1170,41 @@ pub(crate) fn scoped<R>(
         drop_as,
     };
     f()
+}
+
+impl Scoped {
+    /// A handle to the entry's value for a map, which may outlive the scope.
+    /// A value still in the scope's frame moves to a box of its own first,
+    /// and the entry and its read-cache slot point there from then on.
+    fn handle(&self) -> Value {
+        // SAFETY: the value is taken only after the entry left the list.
+        let value = unsafe { &*self.value.get() };
+        if value.is_on_frame() {
+            return self.promote().clone();
+        }
+        Value::clone(value)
+    }
+
+    /// Moves the entry's value out of its scope's frame into a box of its
+    /// own (see `handle`), and returns a handle to it.
+    #[cold]
+    #[inline(never)]
+    fn promote(&self) -> &Value {
+        // SAFETY: a frame box is on the list of a private context only
+        // (`scoped`), which no other thread reaches, and no reference into
+        // the cell is held across this call.
+        let value = unsafe { &mut *self.value.get() };
+        // SAFETY: a frame box, not promoted before (it would not be on the
+        // frame any more).
+        let promoted = unsafe { value.promote() };
+        current()
+            .cache
+            .repoint(self.slot, value.as_raw(), promoted.as_raw());
+        let frame = std::mem::replace(&mut **value, promoted);
+        // The frame box owns no count, and its value has moved.
+        std::mem::forget(frame);
+        value
+    }
 }
 
 /// This thread's `Current`, reached through a tiny closure so that
@@ -1201,9 +1291,7 @@ fn insert_scoped(
         // SAFETY: listed entries live in the frames of their `scoped` calls
         // (see `look_up`), and the callers hold them listed meanwhile.
         let entry = unsafe { &*entry };
-        // SAFETY: as above; the value is taken only after it left the list.
-        let value = Value::clone(unsafe { &*entry.value.get() });
-        let old = map.insert(entry.id, value, garbage);
+        let old = map.insert(entry.id, entry.handle(), garbage);
         replaced(entry, old);
     }
 }

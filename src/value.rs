@@ -45,14 +45,32 @@ struct VTable {
     type_id: fn() -> TypeId,
     /// Frees a box whose count has reached zero.
     free: unsafe fn(NonNull<Header>),
+    /// Moves the value of a box in a frame into a new box of its own.
+    promote: unsafe fn(NonNull<Header>) -> Value,
+}
+
+/// The count of a box in a stack frame (`Value::on_frame`): no handle owns
+/// it, and one that tried to share it (a clone) would find the count past
+/// `isize::MAX` and abort rather than corrupt the frame.
+const ON_FRAME: usize = usize::MAX;
+
+/// Room in a stack frame for a box of a `T` (`Value::on_frame`).
+pub(crate) struct Frame<T>(std::mem::MaybeUninit<Boxed<T>>);
+
+impl<T> Frame<T> {
+    #[inline]
+    pub(crate) const fn new() -> Frame<T> {
+        Frame(std::mem::MaybeUninit::uninit())
+    }
 }
 
 struct VTableOf<T>(std::marker::PhantomData<T>);
 
-impl<T: 'static> VTableOf<T> {
+impl<T: Send + Sync + 'static> VTableOf<T> {
     const VTABLE: VTable = VTable {
         type_id: TypeId::of::<T>,
         free: free::<T>,
+        promote: promote::<T>,
     };
 }
 
@@ -92,6 +110,16 @@ unsafe fn free<T>(ptr: NonNull<Header>) {
     }
 }
 
+/// # Safety
+///
+/// `ptr` must be a box in a frame (`Value::on_frame`) of a `T` that was not
+/// promoted before: its value is moved out, and the frame must not drop it.
+unsafe fn promote<T: Send + Sync + 'static>(ptr: NonNull<Header>) -> Value {
+    // SAFETY: the frame holds a `Boxed<T>` (caller) whose value nobody moved
+    // out yet; the bits stay where they are, unowned from now on.
+    Value::new(unsafe { ptr::read(&(*ptr.cast::<Boxed<T>>().as_ptr()).value) })
+}
+
 /// A shared, type-erased value (tests at the end of this file).
 pub struct Value {
     ptr: NonNull<Header>,
@@ -125,6 +153,55 @@ impl Value {
             }
         };
         Value { ptr: ptr.cast() }
+    }
+
+    /// A handle to `value` boxed in `frame`, on the caller's stack: no
+    /// allocation. Reads go through it as through any handle, but it owns no
+    /// count and must never be cloned: a handle that may outlive the frame
+    /// comes from [`promote`](Value::promote).
+    ///
+    /// # Safety
+    ///
+    /// The handle (and every `as_raw` of it) must not be used after `frame`
+    /// is gone or after the value was promoted, and it is dropped with
+    /// [`drop_scoped`](Value::drop_scoped), never as a `Value`. `frame` must
+    /// not be touched otherwise meanwhile.
+    #[inline]
+    pub(crate) unsafe fn on_frame<T: Send + Sync + 'static>(
+        frame: &mut Frame<T>,
+        value: T,
+    ) -> Value {
+        let boxed = frame.0.write(Boxed {
+            header: Header {
+                strong: AtomicUsize::new(ON_FRAME),
+                vtable: &VTableOf::<T>::VTABLE,
+            },
+            value,
+        });
+        Value {
+            ptr: NonNull::from(boxed).cast(),
+        }
+    }
+
+    /// Whether this is a handle to a box in a frame, not yet promoted.
+    #[inline]
+    pub(crate) fn is_on_frame(&self) -> bool {
+        self.header().strong.load(Ordering::Relaxed) == ON_FRAME
+    }
+
+    /// Moves the value of a box in a frame into a box of its own, which
+    /// handles can share and which may outlive the frame.
+    ///
+    /// # Safety
+    ///
+    /// `self` must be a handle from [`on_frame`](Value::on_frame), not
+    /// promoted before; afterwards it is dead (drop it with `forget`), and
+    /// the frame's value is no longer its to drop.
+    #[inline]
+    pub(crate) unsafe fn promote(&self) -> Value {
+        debug_assert!(self.is_on_frame());
+        // SAFETY: the vtable is the box's own type's (caller: a frame box).
+        unsafe { (self.header().vtable.promote)(self.ptr) }
     }
 
     #[inline]
@@ -243,6 +320,29 @@ impl Value {
             // SAFETY: this was the last handle, and the value is a `T`
             // (caller).
             unsafe { free::<T>(this.ptr) }
+        }
+    }
+}
+
+impl Value {
+    /// Drops a scope's handle, knowing the value's type: a box still in its
+    /// frame drops its value in place; a promoted one is dropped as
+    /// [`drop_as`](Value::drop_as) does.
+    ///
+    /// # Safety
+    ///
+    /// The value must be a `T`; a frame box must still be alive and not
+    /// promoted (a promoted one's handle was replaced by its new box's).
+    #[inline]
+    pub(crate) unsafe fn drop_scoped<T: 'static>(self) {
+        if self.is_on_frame() {
+            let this = std::mem::ManuallyDrop::new(self);
+            // SAFETY: a box in a frame holds a `T` (caller) that nothing
+            // moved out (not promoted), and the frame drops nothing itself.
+            unsafe { ptr::drop_in_place(&raw mut (*this.ptr.cast::<Boxed<T>>().as_ptr()).value) }
+        } else {
+            // SAFETY: as the caller promised.
+            unsafe { self.drop_as::<T>() }
         }
     }
 }

@@ -10,11 +10,12 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::context::{current_id, read_current, scoped, write_current};
+use crate::context::{clone_current, current_id, read_current, scoped, write_current};
 use crate::error::{LookupError, ResetError, ResetFailed};
 use crate::ids::FmtValue;
 use crate::map::{Value, VarId};
 use crate::observe::Cause;
+use crate::value::Frame;
 
 /// A context variable: a key to a value that lives in the current
 /// [`Context`](crate::Context), not in the variable.
@@ -269,8 +270,16 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     where
         T: Clone,
     {
-        self.with(|v| v.cloned())
-            .ok_or(LookupError { var: self.name })
+        clone_current(
+            self.raw_id(),
+            self.hint(),
+            || self.id(),
+            |value| match value {
+                Some(value) => Some(self.value(value).clone()),
+                None => self.default.clone(),
+            },
+        )
+        .ok_or(LookupError { var: self.name })
     }
 
     /// The variable's value in the current context, else `default` (which
@@ -289,7 +298,9 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     where
         T: Clone,
     {
-        read_current(
+        // Clones and lends nothing: it may read a scoped value where its
+        // scope keeps it (`clone_current`).
+        clone_current(
             self.raw_id(),
             self.hint(),
             || self.id(),
@@ -439,13 +450,24 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     pub(crate) fn scope_unobserved<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
         // Balanced by construction, so never a misuse (see `misuse`), and
         // the value need not even enter the map (`scoped`).
+        // In a private context the value's box is in this frame (no
+        // allocation) until something needs a handle that may outlive it;
+        // in a shared one, whose list other threads read, on the heap.
+        let mut frame = Frame::new();
         scoped(
             self.name,
             self.id(),
             self.hint(),
-            Value::new(value),
+            |private| match private {
+                // SAFETY: `scoped` drops the handle with `drop_scoped`
+                // before it returns or unwinds, within `frame`'s life, and
+                // promotes it before anything could keep it longer (it is
+                // in a private context); `frame` is not touched otherwise.
+                true => unsafe { Value::on_frame(&mut frame, value) },
+                false => Value::new(value),
+            },
             f,
-            Value::drop_as::<T>,
+            Value::drop_scoped::<T>,
         )
     }
 

@@ -337,3 +337,220 @@ fn guards_restore_in_and_out_of_order_and_on_panic() {
         );
     });
 }
+
+/// A value with state of its own behind `&` (interior mutability): a copy
+/// of its bits would be a second value that drifts apart from the first.
+#[derive(Debug)]
+struct Hits(std::sync::atomic::AtomicU32);
+
+impl Hits {
+    fn new() -> Hits {
+        Hits(std::sync::atomic::AtomicU32::new(0))
+    }
+    fn hit(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+    fn count(&self) -> u32 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl Clone for Hits {
+    fn clone(&self) -> Hits {
+        Hits(std::sync::atomic::AtomicU32::new(self.count()))
+    }
+}
+
+static HITS: ContextVar<Hits> = ContextVar::new("hits");
+
+fn hits_here() -> u32 {
+    HITS.with(|h| h.expect("in the scope").count())
+}
+
+/// A private context keeps a scoped value in the scope's stack frame until
+/// something needs it elsewhere (a map, a copy, a borrow): it then moves,
+/// once, and every reader before and after sees one and the same value.
+#[test]
+fn a_scoped_value_is_one_value_for_every_borrow_copy_and_write() {
+    in_every_kind_of_context(|| {
+        HITS.scope(Hits::new(), || {
+            // Reads that clone, then a borrow, then a copy inside the borrow.
+            assert_eq!(HITS.get().unwrap().count(), 0);
+            HITS.with(|h| {
+                let h = h.unwrap();
+                h.hit();
+                let copy = copy_context();
+                h.hit();
+                assert_eq!(copy.run(hits_here), 2, "the copy has the borrowed value");
+                W.set(9); // a write inside the borrow
+                h.hit();
+                assert_eq!(hits_here(), 3, "the write kept the borrowed value");
+                assert_eq!(copy.run(hits_here), 3);
+            });
+            let before = HITS.with(|h| ptr::from_ref(h.unwrap()));
+            let copy = copy_context();
+            assert!(
+                ptr::eq(
+                    before,
+                    copy.run(|| HITS.with(|h| ptr::from_ref(h.unwrap())))
+                ),
+                "a copy shares the value itself, not a copy of its bits"
+            );
+        });
+        assert!(HITS.with(|h| h.is_none()));
+        // A value hit before anything moved it keeps its hits when a write
+        // or a copy moves it.
+        HITS.scope(Hits::new(), || {
+            HITS.get().unwrap(); // a clone, which does not move it
+            let copy = copy_context();
+            HITS.with(|h| h.unwrap().hit());
+            assert_eq!(copy.run(hits_here), 1);
+        });
+        HITS.scope(Hits::new(), || {
+            HITS.with(|h| h.unwrap().hit());
+            W.set(1);
+            assert_eq!(hits_here(), 1);
+            assert_eq!(copy_context().run(hits_here), 1);
+        });
+    });
+}
+
+use std::ptr;
+
+/// Counts its clones' and its own drops, and may write the context while it
+/// is being cloned (`get` lends the value to `clone`, which is user code).
+struct Sneaky {
+    drops: Arc<AtomicUsize>,
+    text: String,
+}
+
+impl Clone for Sneaky {
+    fn clone(&self) -> Sneaky {
+        if SNEAKY_WRITES.load(Ordering::SeqCst) {
+            // Moves the scoped value out of its frame (a write and a copy)
+            // while `get` is reading it.
+            W.set(W.get().unwrap_or(0) + 1);
+            let copy = copy_context();
+            let seen = copy.run(|| SNEAKY.with(|s| s.map(|s| s.text.len())));
+            assert_eq!(seen, Some(self.text.len()));
+        }
+        Sneaky {
+            drops: self.drops.clone(),
+            text: self.text.clone(),
+        }
+    }
+}
+
+impl Drop for Sneaky {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+static SNEAKY: ContextVar<Sneaky> = ContextVar::new("sneaky");
+static SNEAKY_WRITES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[test]
+fn a_scoped_value_that_moves_while_it_is_cloned_is_dropped_once() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let sneaky = |text: &str| Sneaky {
+        drops: drops.clone(),
+        text: text.to_string(),
+    };
+    SNEAKY_WRITES.store(true, Ordering::SeqCst);
+    let kept = SNEAKY.scope(sneaky("in a frame"), || {
+        let got = SNEAKY.get().unwrap();
+        assert_eq!(got.text, "in a frame");
+        assert_eq!(SNEAKY.get().unwrap().text, "in a frame", "after it moved");
+        // A copy outlives the scope, and keeps the value alive.
+        (got, copy_context())
+    });
+    SNEAKY_WRITES.store(false, Ordering::SeqCst);
+    let (got, copy) = kept;
+    assert!(SNEAKY.with(|s| s.is_none()), "the scope ended");
+    assert_eq!(W.get(), Ok(2), "each clone wrote");
+    let before = drops.load(Ordering::SeqCst);
+    assert_eq!(before, 1, "only the second `get`'s clone went");
+    assert_eq!(
+        copy.get(&SNEAKY).map(|s| s.text.clone()),
+        Some("in a frame".to_string())
+    );
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        before + 1,
+        "the clone `get` made"
+    );
+    drop(got);
+    assert_eq!(drops.load(Ordering::SeqCst), before + 2);
+    drop(copy);
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        before + 3,
+        "the scoped value, dropped once, by the last copy"
+    );
+}
+
+/// Values of every shape live in the frame: nothing, big, over-aligned.
+#[test]
+fn scoped_values_of_any_size_and_alignment_survive_their_move() {
+    #[derive(Clone, Debug, PartialEq)]
+    #[repr(align(128))]
+    struct Aligned(u8);
+    static UNIT: ContextVar<()> = ContextVar::new("unit");
+    static BIG: ContextVar<[u64; 512]> = ContextVar::new("big");
+    static ALIGNED: ContextVar<Aligned> = ContextVar::new("aligned");
+    in_every_kind_of_context(|| {
+        let big: [u64; 512] = std::array::from_fn(|i| i as u64 * 3);
+        UNIT.scope((), || {
+            BIG.scope(big, || {
+                ALIGNED.scope(Aligned(7), || {
+                    assert_eq!(
+                        ALIGNED.with(|a| a.unwrap() as *const Aligned as usize % 128),
+                        0
+                    );
+                    assert_eq!(BIG.with(|b| b.unwrap()[511]), 511 * 3);
+                    let copy = copy_context();
+                    assert_eq!(
+                        ALIGNED.with(|a| a.unwrap() as *const Aligned as usize % 128),
+                        0
+                    );
+                    assert_eq!(copy.get(&ALIGNED), Some(Aligned(7)));
+                    assert_eq!(copy.get(&BIG).map(|b| b[100]), Some(300));
+                    assert_eq!(copy.get(&UNIT), Some(()));
+                })
+            })
+        });
+        assert_eq!(BIG.get().ok(), None);
+        assert_eq!(UNIT.get().ok(), None);
+    });
+}
+
+#[test]
+fn a_scoped_value_moved_by_a_borrow_is_dropped_once_also_on_panic() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    // Moved by a borrow, then the scope ends normally.
+    C.scope(Counted(drops.clone()), || C.with(|c| assert!(c.is_some())));
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    // Moved by a borrow, then a panic in the borrow's closure.
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        C.scope(Counted(drops.clone()), || {
+            C.with(|_| panic!("in the borrow"))
+        })
+    }));
+    assert!(caught.is_err());
+    assert_eq!(drops.load(Ordering::SeqCst), 2);
+    // Not moved, a panic: dropped in place.
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        C.scope(Counted(drops.clone()), || panic!("in the scope"))
+    }));
+    assert!(caught.is_err());
+    assert_eq!(drops.load(Ordering::SeqCst), 3);
+    // A copy taken after a borrow moved it keeps it past the scope.
+    let copy = C.scope(Counted(drops.clone()), || {
+        C.with(|_| ());
+        copy_context()
+    });
+    assert_eq!(drops.load(Ordering::SeqCst), 3, "the copy holds it");
+    drop(copy);
+    assert_eq!(drops.load(Ordering::SeqCst), 4);
+}
