@@ -20,6 +20,7 @@
 
 use std::cell::{Cell, UnsafeCell};
 use std::fmt;
+use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
 use std::ptr::{self, NonNull};
 use std::sync::Mutex;
@@ -32,6 +33,7 @@ pub(crate) use crate::ids::next_id;
 use crate::map::{Garbage, Map, RawRoot, Value, VarId};
 use crate::read_cache::{ReadCache, Slot};
 use crate::sync::{AtomicBool, AtomicPtr, AtomicUsize, Ordering, spin_loop, yield_now};
+use crate::value::Frame as ValueFrame;
 
 /// A mapping from context variables to values: the state one logical flow of
 /// work (a request, a task, a job) carries with it.
@@ -1038,11 +1040,11 @@ impl Writer<'_> {
 /// Runs `f` on the current context for writing, creating the thread's base
 /// context if there is no current context yet. Everything `f` returns or
 /// leaves in the garbage is dropped only after the lock is released, so no
-/// value's destructor runs under it.
+/// value's destructor runs under it. `checked`: the variable a `set` writes,
+/// for the misuse check (`misuse`); a reset is never a misuse.
 #[inline]
 pub(crate) fn write_current<R>(
-    var: &'static str,
-    checked: bool,
+    checked: Option<&'static str>,
     f: impl FnOnce(Writer<'_>) -> R,
 ) -> R {
     let cur = current();
@@ -1055,8 +1057,10 @@ pub(crate) fn write_current<R>(
     if !ctx.own_scoped().is_null() {
         write_scoped(cur);
     }
-    if checked && ctx.base {
-        crate::misuse::check_base_write(var);
+    if let Some(var) = checked {
+        if ctx.base {
+            crate::misuse::check_base_write(var);
+        }
     }
     if cur.readers.get() >= READER {
         park_current_version(ctx);
@@ -1117,7 +1121,9 @@ pub(crate) struct Scoped {
 /// the lock), so taking an entry off takes the context's lock (a reader may
 /// be walking it); putting one on is a release store. In a private context
 /// (a thread's base context, a task's or callback's own) neither takes a
-/// lock.
+/// lock, and the value's box is in this call's frame (`Value::on_frame`): no
+/// allocation, until something needs a handle that may outlive the frame
+/// (`Scoped::handle`, `promote_current`), which moves it to the heap once.
 /// Whatever needs the map as it is writes the list into it first
 /// ([`write_scoped`]): a write (`set`, `reset`), a copy, a read through
 /// `Context` itself on this thread. The scope's end then restores the map
@@ -1128,15 +1134,15 @@ pub(crate) struct Scoped {
 /// its variable in that context and is in no map; only the entry's own
 /// read-cache slot ever holds it (every read of a variable, `ContextVar`'s,
 /// the observers', the snapshots', goes through the slot of its address),
-/// and that slot is cleared when it leaves the list.
+/// and that slot is cleared when it leaves the list. A value still in its
+/// frame is on a private context's list, and no handle to it is ever
+/// cloned: a map, a copy or a `with` borrow gets the box it moved to.
 #[inline]
-pub(crate) fn scoped<R>(
-    var: &'static str,
+pub(crate) fn scoped<T: Send + Sync + 'static, R>(
     id: VarId,
     hint: usize,
-    boxed: impl FnOnce(bool) -> Value,
+    value: T,
     f: impl FnOnce() -> R,
-    drop_as: unsafe fn(Value),
 ) -> R {
     let cur = current();
     let mut ctx = cur.ctx.get();
@@ -1147,29 +1153,45 @@ pub(crate) fn scoped<R>(
     // alive and current until `f` returns (contexts are left in the order
     // they were entered, also on unwinding).
     let ctx = unsafe { &*ctx };
-    let value = boxed(ctx.private);
+    // Declared before the scope, so it outlives it, also on unwinding.
+    let mut frame = ValueFrame::new();
+    let value = if ctx.private {
+        // SAFETY: the scope's end drops the handle (`drop_scoped`) within
+        // `frame`'s life, and the context is private, so only this thread
+        // reaches the entry, and promotes the value before anything could
+        // keep a handle longer; `frame` is not touched otherwise.
+        unsafe { Value::on_frame(&mut frame, value) }
+    } else {
+        Value::new(value)
+    };
     let slot = Slot::of(hint);
     let raw = value.as_raw();
-    let entry = Scoped {
+    // Its end takes what it owns (`written`, `value`) out of it, also on
+    // unwinding: nothing is left for a drop to look at again.
+    let entry = ManuallyDrop::new(Scoped {
         id,
         slot,
         value: UnsafeCell::new(ManuallyDrop::new(value)),
         prev: ctx.own_scoped(),
         written: Cell::new(None),
-    };
+    });
     // No lock: a reader elsewhere sees the list with or without the entry,
     // both whole (release: with its fields), and none can be mid-way
     // through an entry that goes, as unlinking takes the lock.
     ctx.scoped
-        .store(ptr::from_ref(&entry).cast_mut(), Ordering::Release);
-    cur.cache.fill(slot, id, Some(raw));
-    let _end = ScopeEnd {
+        .store(ptr::from_ref(&*entry).cast_mut(), Ordering::Release);
+    // Holds the entry by a shared reference: another thread may be reading
+    // it until the unlinking has taken the lock.
+    let end = ScopeEnd::<T> {
         ctx,
         entry: &entry,
-        var,
-        drop_as,
+        of: PhantomData,
     };
-    f()
+    cur.cache.fill(slot, id, Some(raw));
+    let result = f();
+    // The end inline on the way out; the guard's drop does it on unwinding.
+    ManuallyDrop::new(end).end();
+    result
 }
 
 impl Scoped {
@@ -1219,16 +1241,23 @@ fn current() -> &'static Current {
 }
 
 /// Ends a `scoped` call, also on unwinding.
-struct ScopeEnd<'a> {
+struct ScopeEnd<'a, T: 'static> {
     ctx: &'a Context,
     entry: &'a Scoped,
-    var: &'static str,
-    drop_as: unsafe fn(Value),
+    of: PhantomData<T>,
 }
 
-impl Drop for ScopeEnd<'_> {
-    #[inline]
+impl<T: 'static> Drop for ScopeEnd<'_, T> {
     fn drop(&mut self) {
+        self.end();
+    }
+}
+
+impl<T: 'static> ScopeEnd<'_, T> {
+    /// Takes the entry off (or restores the map it was written into), and
+    /// drops the value. Runs once: by `scoped`, or by the drop.
+    #[inline(always)]
+    fn end(&self) {
         match self.entry.written.take() {
             None => {
                 {
@@ -1245,13 +1274,14 @@ impl Drop for ScopeEnd<'_> {
                 // The context is current again (or still): the slot is its.
                 current().cache.forget(self.entry.slot);
             }
-            Some(old) => restore_written(self.var, self.entry.id, old, self.drop_as),
+            Some(old) => restore_written(self.entry.id, old, Value::drop_as::<T>),
         }
         // SAFETY: the entry is off the list and out of the read cache (or in
         // no map any more), so nothing reaches its value: taken once, here.
         let value = unsafe { ManuallyDrop::take(&mut *self.entry.value.get()) };
-        // SAFETY: `drop_as` is the variable's own (see `scope`).
-        unsafe { (self.drop_as)(value) };
+        // SAFETY: the value is a `T` (`scoped`), and a box still in the
+        // frame was not promoted (promoting replaces the handle).
+        unsafe { value.drop_scoped::<T>() };
     }
 }
 
@@ -1259,8 +1289,8 @@ impl Drop for ScopeEnd<'_> {
 /// map as `reset` does.
 #[cold]
 #[inline(never)]
-fn restore_written(var: &'static str, id: VarId, old: Option<Value>, drop_as: unsafe fn(Value)) {
-    let replaced = write_current(var, false, |mut w| w.restore(id, old));
+fn restore_written(id: VarId, old: Option<Value>, drop_as: unsafe fn(Value)) {
+    let replaced = write_current(None, |mut w| w.restore(id, old));
     if let Some(replaced) = replaced {
         // SAFETY: `drop_as` is the variable's own (see `scope`).
         unsafe { drop_as(replaced) };

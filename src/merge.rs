@@ -371,7 +371,7 @@ impl Fork {
             // One ordinary write per variable; what it replaces is dropped
             // here, after the write (outside any lock), in the parent's
             // context, as a `reset` drops what it replaces.
-            let replaced = write_current(name, true, |mut w| match value {
+            let replaced = write_current(Some(name), |mut w| match value {
                 Some(value) => w.insert(id, value),
                 None => w.restore(id, None),
             });

@@ -60,6 +60,13 @@ impl Slot {
     pub(crate) fn of(hint: usize) -> Slot {
         Slot((hint >> 4) % SLOTS)
     }
+
+    /// The slot's index: in range by construction, and masked again so that
+    /// a slot kept in memory (a scope's entry) needs no bounds check.
+    #[inline]
+    fn index(self) -> usize {
+        self.0 % SLOTS
+    }
 }
 
 impl ReadCache {
@@ -75,7 +82,7 @@ impl ReadCache {
     /// `Some(value)` (a value box, or `None` for "no value").
     #[inline]
     pub(crate) fn get(&self, slot: Slot, id: VarId) -> Option<Option<NonNull<()>>> {
-        let cached = self.slots[slot.0].get();
+        let cached = self.slots[slot.index()].get();
         (cached.tag == self.version.get() | id).then_some(cached.value)
     }
 
@@ -83,7 +90,7 @@ impl ReadCache {
     #[inline]
     pub(crate) fn fill(&self, slot: Slot, id: VarId, value: Option<NonNull<()>>) {
         let tag = self.version.get() | id;
-        self.slots[slot.0].set(Cached { tag, value });
+        self.slots[slot.index()].set(Cached { tag, value });
     }
 
     /// Makes `slot` answer `to` where it answered `from` (a scoped value
@@ -91,9 +98,9 @@ impl ReadCache {
     /// under.
     #[inline]
     pub(crate) fn repoint(&self, slot: Slot, from: NonNull<()>, to: NonNull<()>) {
-        let cached = self.slots[slot.0].get();
+        let cached = self.slots[slot.index()].get();
         if cached.value == Some(from) {
-            self.slots[slot.0].set(Cached {
+            self.slots[slot.index()].set(Cached {
                 value: Some(to),
                 ..cached
             });
@@ -103,7 +110,7 @@ impl ReadCache {
     /// Forgets whatever `slot` remembers.
     #[inline]
     pub(crate) fn forget(&self, slot: Slot) {
-        self.slots[slot.0].set(Cached::NONE);
+        self.slots[slot.index()].set(Cached::NONE);
     }
 
     /// Moves to a new version: every remembered lookup is stale.

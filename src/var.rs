@@ -15,7 +15,6 @@ use crate::error::{LookupError, ResetError, ResetFailed};
 use crate::ids::FmtValue;
 use crate::map::{Value, VarId};
 use crate::observe::Cause;
-use crate::value::Frame;
 
 /// A context variable: a key to a value that lives in the current
 /// [`Context`](crate::Context), not in the variable.
@@ -341,7 +340,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
         let id = self.id();
         let value = Value::new(value);
         let (context, old) =
-            write_current(self.name, true, |mut w| (w.context, w.insert(id, value)));
+            write_current(Some(self.name), |mut w| (w.context, w.insert(id, value)));
         Token {
             var: self.name,
             var_id: id,
@@ -412,7 +411,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
         let Token { old, context, .. } = token;
         // Whatever the map lets go of is returned and dropped here, after
         // the context's lock is released.
-        let replaced = write_current(self.name, false, |mut w| {
+        let replaced = write_current(None, |mut w| {
             debug_assert_eq!(w.context, context);
             w.restore(id, old)
         });
@@ -450,25 +449,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     pub(crate) fn scope_unobserved<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
         // Balanced by construction, so never a misuse (see `misuse`), and
         // the value need not even enter the map (`scoped`).
-        // In a private context the value's box is in this frame (no
-        // allocation) until something needs a handle that may outlive it;
-        // in a shared one, whose list other threads read, on the heap.
-        let mut frame = Frame::new();
-        scoped(
-            self.name,
-            self.id(),
-            self.hint(),
-            |private| match private {
-                // SAFETY: `scoped` drops the handle with `drop_scoped`
-                // before it returns or unwinds, within `frame`'s life, and
-                // promotes it before anything could keep it longer (it is
-                // in a private context); `frame` is not touched otherwise.
-                true => unsafe { Value::on_frame(&mut frame, value) },
-                false => Value::new(value),
-            },
-            f,
-            Value::drop_scoped::<T>,
-        )
+        scoped(self.id(), self.hint(), value, f)
     }
 
     #[inline]
