@@ -8,7 +8,10 @@
 //! the value's offset, as a fat `Arc<dyn _>` needs. There is no weak count, so
 //! dropping a shared handle is one atomic operation, not two, and dropping the
 //! only one is none. Small boxes take their memory from the thread's spare
-//! blocks (`spare`).
+//! blocks (`spare`). A `scope` in a private context keeps its box in its own
+//! stack frame ([`Frame`], [`Value::on_frame`]): the same layout, read the
+//! same way, but owned by the frame, and moved to the heap
+//! ([`Value::promote`]) before anything could share it.
 //!
 //! **Invariant:** the strong count is the number of live handles, and the box
 //! is freed exactly once, by the last handle (the one that finds the count at
@@ -16,7 +19,9 @@
 //! decrement, then an acquire load: the protocol of `std::sync::Arc`). The
 //! vtable is the one of the type the box was made with, so a checked downcast
 //! is sound, and an unchecked one is sound whenever the caller knows that
-//! type.
+//! type. A box in a frame is never shared: its count is a marker that a
+//! clone would push past `isize::MAX` (an abort, not a corruption), and its
+//! value is moved out at most once.
 
 use std::alloc::Layout;
 use std::any::TypeId;
@@ -419,6 +424,45 @@ mod tests {
         // SAFETY: as above.
         unsafe { c.drop_as::<Counted>() };
         assert_eq!(live.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_box_in_a_frame_drops_its_value_once_where_it_ends_up() {
+        let live = Arc::new(AtomicUsize::new(0));
+        // Never promoted: dropped in the frame.
+        let mut frame = super::Frame::new();
+        // SAFETY: the handle is dropped with `drop_scoped` while `frame`
+        // lives, and never cloned.
+        let value = unsafe { Value::on_frame(&mut frame, Counted::new(&live)) };
+        assert!(value.is_on_frame());
+        assert_eq!(
+            value
+                .downcast::<Counted>()
+                .map(|c| c.0.load(Ordering::SeqCst)),
+            Some(1)
+        );
+        // SAFETY: a `Counted`, still in its frame.
+        unsafe { value.drop_scoped::<Counted>() };
+        assert_eq!(live.load(Ordering::SeqCst), 0);
+
+        // Promoted: the heap box owns it, the frame drops nothing.
+        let mut frame = super::Frame::new();
+        // SAFETY: as above.
+        let value = unsafe { Value::on_frame(&mut frame, Counted::new(&live)) };
+        // SAFETY: a frame box, not promoted before.
+        let promoted = unsafe { value.promote() };
+        std::mem::forget(value);
+        assert!(!promoted.is_on_frame());
+        let shared = promoted.clone();
+        // SAFETY: a `Counted`, promoted: dropped as a heap handle.
+        unsafe { promoted.drop_scoped::<Counted>() };
+        assert_eq!(live.load(Ordering::SeqCst), 1, "`shared` holds it");
+        drop(shared);
+        assert_eq!(
+            live.load(Ordering::SeqCst),
+            0,
+            "dropped once, by the last handle"
+        );
     }
 
     /// Moved from `tests/core.rs`.

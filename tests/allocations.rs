@@ -186,3 +186,51 @@ fn adding_and_removing_a_variable_in_a_branch_allocates_nothing_once_warm() {
     .join()
     .unwrap();
 }
+
+/// A `scope` in a private context keeps its value's box in its own stack
+/// frame: no allocation at all, even for a box too big for a spare block;
+/// in a shared context (whose list other threads read and copy) the value
+/// is boxed on the heap; and one that leaves its frame (a copy) is boxed
+/// once.
+#[test]
+fn a_scope_in_a_private_context_allocates_nothing() {
+    std::thread::spawn(|| {
+        let big: [u64; 32] = std::array::from_fn(|i| i as u64);
+        BIG.scope(big, || ()); // warm: the base context
+        let before = allocs();
+        for i in 0..100 {
+            let got = BIG.scope(big, || SMALL.scope(i, || (BIG.get(), SMALL.get())));
+            assert_eq!(got, (Ok(big), Ok(i)));
+        }
+        assert_eq!(allocs() - before, 0, "base context: no allocation");
+        contextvars::wrap(|| {
+            let before = allocs();
+            for i in 0..100 {
+                assert_eq!(BIG.scope(big, || BIG.with(|b| b.map(|b| b[5]))), Some(5));
+                assert_eq!(SMALL.scope(i, || SMALL.get()), Ok(i));
+            }
+            // A borrow moves the value out of the frame: the big one to the
+            // allocator each time, the small one into a spare block.
+            assert_eq!(
+                allocs() - before,
+                100,
+                "a task's own context: the borrows' boxes"
+            );
+        })();
+        let shared = Context::new();
+        shared.run(|| {
+            BIG.scope(big, || ()); // warm
+            let before = allocs();
+            for _ in 0..10 {
+                BIG.scope(big, || assert_eq!(BIG.get(), Ok(big)));
+            }
+            assert_eq!(
+                allocs() - before,
+                10,
+                "a shared context: one heap box a scope"
+            );
+        });
+    })
+    .join()
+    .unwrap();
+}
