@@ -429,6 +429,15 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// Sets the variable to `value` for the duration of `f`, then resets it,
     /// also if `f` panics.
     ///
+    /// Everything inside `f` sees the value as if it had been `set`: reads,
+    /// copies, spawned work, other threads reading a shared context. It is
+    /// the cheapest write: the value stays beside the context's map rather
+    /// than in it, and in a thread's own context or a task's it is kept in
+    /// `scope`'s own stack frame, without an allocation, until something
+    /// (a copy, a write, a [`with`](ContextVar::with) borrow) needs it to
+    /// outlive the call; it then moves to the heap, once, and stays one
+    /// value for everyone.
+    ///
     /// ```
     /// use contextvars::ContextVar;
     ///
