@@ -53,6 +53,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         prop_oneof![
             2 => (var.clone(), body.clone()).prop_map(|(v, ops)| Op::Scope(v, ops)),
             1 => (var.clone(), body.clone()).prop_map(|(v, ops)| Op::ScopePanic(v, ops)),
+            1 => (var.clone(), body.clone()).prop_map(|(v, ops)| Op::Borrow(v, ops)),
             3 => (0..8usize, body.clone()).prop_map(|(i, ops)| Op::Run(i, ops)),
             1 => body.clone().prop_map(Op::Wrap),
             1 => body.clone().prop_map(Op::Thread),

@@ -76,6 +76,11 @@ pub enum Op {
     Reset { token: usize, var: usize },
     /// `VARS[v].scope(fresh value, body)`.
     Scope(usize, Vec<Op>),
+    /// `VARS[v].with(|value| body)`: the borrowed value, checked before and
+    /// after the body, must stay what it was whatever the body does (writes,
+    /// copies, scopes, switches), including a scoped value that the borrow
+    /// or the body moves out of its scope's frame.
+    Borrow(usize, Vec<Op>),
     /// `VARS[v].scope(fresh value, body)` whose body panics after its ops;
     /// the panic is caught outside the scope.
     ScopePanic(usize, Vec<Op>),
@@ -382,6 +387,24 @@ impl Interp {
                 });
                 self.0.borrow_mut().restore(*v, old);
             }
+            Op::Borrow(v, ops) => {
+                let expected = self.0.borrow().view().get(v).copied();
+                VARS[*v].with(|borrowed| {
+                    assert_eq!(
+                        borrowed.map(|x| x.0),
+                        expected,
+                        "borrowed {}",
+                        VARS[*v].name()
+                    );
+                    self.exec_all(ops);
+                    assert_eq!(
+                        borrowed.map(|x| x.0),
+                        expected,
+                        "{} borrowed across its body",
+                        VARS[*v].name()
+                    );
+                });
+            }
             Op::ScopePanic(v, ops) => {
                 let value = NEXT_VALUE.fetch_add(1, Ordering::Relaxed);
                 let old = self.0.borrow_mut().set(*v, value);
@@ -635,6 +658,7 @@ fn decode_op(bytes: &mut impl Iterator<Item = u8>, depth: usize) -> Option<Op> {
         7 => Op::Copy,
         8 => Op::New,
         9 => Op::CopyOf(arg),
+        10 if nested && arg & 0x80 != 0 => Op::Borrow(arg % VARS.len(), body(bytes)),
         10 if nested => Op::Scope(arg % VARS.len(), body(bytes)),
         11 if nested => Op::Run(arg, body(bytes)),
         12 if nested => match arg % 3 {
