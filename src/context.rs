@@ -891,15 +891,35 @@ pub(crate) fn read_current<R>(
 
 /// [`read_current`] for a reader that only clones the value (`get`): it
 /// may read a scoped value in its scope's frame, so the value never leaves
-/// it for that.
+/// it for that. A `T` without drop glue is cloned from a copy of its bits
+/// (`copy_bits`), which nothing the clone does can free, so such a read
+/// does not count as a borrow either.
 #[inline]
-pub(crate) fn clone_current<R>(
+pub(crate) fn clone_current<T: Clone + 'static>(
     id: VarId,
     hint: usize,
     assign: impl FnOnce() -> VarId,
-    f: impl FnOnce(Option<&Value>) -> R,
-) -> R {
-    read::<false, R>(id, hint, assign, f)
+    read_as: impl Fn(&Value) -> &T,
+) -> Option<T> {
+    if std::mem::needs_drop::<T>() {
+        return read::<false, _>(id, hint, assign, |value| value.map(|v| read_as(v).clone()));
+    }
+    let cur = current();
+    let slot = Slot::of(hint);
+    let found = match cur.cache.get(slot, id) {
+        Some(hit) => hit,
+        None => look_up(cur, slot, if id == 0 { assign() } else { id }),
+    };
+    found.map(|raw| {
+        // SAFETY: `raw` is a live box of the current map (or a live scoped
+        // value) until the next write; the bits are copied out before the
+        // clone (user code, which may write) runs.
+        let value = unsafe { Value::borrow_raw(raw) };
+        // SAFETY: `T` has no drop glue, so a copy of its bits owns nothing
+        // that freeing the box could free, and it is never dropped.
+        let bits = ManuallyDrop::new(unsafe { ptr::read(read_as(&value)) });
+        T::clone(&bits)
+    })
 }
 
 /// `read_current` and `clone_current`. A reader that lends the value out
@@ -1258,23 +1278,26 @@ impl<T: 'static> ScopeEnd<'_, T> {
     /// drops the value. Runs once: by `scoped`, or by the drop.
     #[inline(always)]
     fn end(&self) {
-        match self.entry.written.take() {
-            None => {
-                {
-                    let _lock = self.ctx.write_lock();
-                    // Scopes nest, and writing the list empties it whole, so
-                    // an entry not written is the newest.
-                    debug_assert!(ptr::eq(self.ctx.own_scoped(), self.entry));
-                    // Under the lock: no reader elsewhere is still walking
-                    // the entry when its frame goes.
-                    self.ctx
-                        .scoped
-                        .store(self.entry.prev.cast_mut(), Ordering::Relaxed);
-                }
-                // The context is current again (or still): the slot is its.
-                current().cache.forget(self.entry.slot);
+        // Scopes nest, and writing the list into the map empties it whole:
+        // an entry is still the head exactly when it was not written.
+        if ptr::eq(self.ctx.own_scoped(), self.entry) {
+            debug_assert!(self.entry.written.take().is_none());
+            {
+                let _lock = self.ctx.write_lock();
+                // Under the lock: no reader elsewhere is still walking the
+                // entry when its frame goes.
+                self.ctx
+                    .scoped
+                    .store(self.entry.prev.cast_mut(), Ordering::Relaxed);
             }
-            Some(old) => restore_written(self.entry.id, old, Value::drop_as::<T>),
+            // The context is current again (or still): the slot is its.
+            current().cache.forget(self.entry.slot);
+        } else {
+            let old = self.entry.written.take();
+            debug_assert!(old.is_some(), "an entry off the list was written");
+            if let Some(old) = old {
+                restore_written(self.entry.id, old, Value::drop_as::<T>);
+            }
         }
         // SAFETY: the entry is off the list and out of the read cache (or in
         // no map any more), so nothing reaches its value: taken once, here.

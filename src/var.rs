@@ -269,16 +269,10 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     where
         T: Clone,
     {
-        clone_current(
-            self.raw_id(),
-            self.hint(),
-            || self.id(),
-            |value| match value {
-                Some(value) => Some(self.value(value).clone()),
-                None => self.default.clone(),
-            },
-        )
-        .ok_or(LookupError { var: self.name })
+        match clone_current(self.raw_id(), self.hint(), || self.id(), |v| self.value(v)) {
+            Some(value) => Ok(value),
+            None => self.default.clone().ok_or(LookupError { var: self.name }),
+        }
     }
 
     /// The variable's value in the current context, else `default` (which
@@ -299,15 +293,8 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     {
         // Clones and lends nothing: it may read a scoped value where its
         // scope keeps it (`clone_current`).
-        clone_current(
-            self.raw_id(),
-            self.hint(),
-            || self.id(),
-            |value| match value {
-                Some(value) => self.value(value).clone(),
-                None => default,
-            },
-        )
+        clone_current(self.raw_id(), self.hint(), || self.id(), |v| self.value(v))
+            .unwrap_or(default)
     }
 
     /// Sets the variable's value in the current context, and returns a

@@ -554,3 +554,35 @@ fn a_scoped_value_moved_by_a_borrow_is_dropped_once_also_on_panic() {
     drop(copy);
     assert_eq!(drops.load(Ordering::SeqCst), 4);
 }
+
+/// A value without drop glue whose `clone` (user code, run by `get`) writes
+/// its own variable twice, so that the box `get` found is freed and its
+/// memory reused for a newer value while the clone runs.
+#[derive(Debug, PartialEq)]
+struct Rewrites(u64);
+
+impl Clone for Rewrites {
+    fn clone(&self) -> Rewrites {
+        let first = REWRITES.set(Rewrites(self.0 + 100));
+        drop(first); // the token: the value it replaced is freed
+        REWRITES.set(Rewrites(self.0 + 200)); // in the freed box's memory
+        Rewrites(self.0)
+    }
+}
+
+static REWRITES: ContextVar<Rewrites> = ContextVar::new("rewrites");
+
+#[test]
+fn get_clones_the_value_it_found_even_if_its_clone_frees_it() {
+    in_every_kind_of_context(|| {
+        REWRITES.set(Rewrites(1));
+        assert_eq!(REWRITES.get(), Ok(Rewrites(1)));
+        assert_eq!(REWRITES.get(), Ok(Rewrites(201)), "the clone's last write");
+        let scoped = REWRITES.scope(Rewrites(7), || {
+            let got = REWRITES.get();
+            (got, REWRITES.get_or(Rewrites(0)))
+        });
+        assert_eq!(scoped, (Ok(Rewrites(7)), Rewrites(207)));
+        assert_eq!(REWRITES.get(), Ok(Rewrites(401)), "the scope ended");
+    });
+}
