@@ -90,29 +90,16 @@ thread_local! {
 /// A block of `class`'s layout: a spare one if this thread has one.
 #[inline]
 pub(crate) fn alloc(class: usize) -> NonNull<u8> {
-    let spare = {
-        let lists = lists();
+    let spare = LISTS.with(|lists| {
         let len = lists.len[class].get();
-        len.checked_sub(1).map(|n| {
-            lists.len[class].set(n);
-            lists.blocks[class][n].get()
-        })
-    };
+        let n = len.checked_sub(1)?;
+        lists.len[class].set(n);
+        Some(lists.blocks[class][n].get())
+    });
     match spare.and_then(NonNull::new) {
         Some(block) => block,
         None => fresh(class),
     }
-}
-
-/// This thread's lists, reached through a tiny closure so that
-/// `LocalKey::with` inlines to a thread-pointer access (a bigger closure was
-/// left out of line, behind a call).
-#[inline(always)]
-fn lists() -> &'static Lists {
-    let lists = LISTS.with(ptr::from_ref);
-    // SAFETY: `LISTS` has no destructor, so it lives as long as the thread,
-    // and the reference never leaves it (`Lists` is not `Sync`).
-    unsafe { &*lists }
 }
 
 #[cold]
@@ -131,16 +118,15 @@ fn fresh(class: usize) -> NonNull<u8> {
 /// used again.
 #[inline]
 pub(crate) unsafe fn free(class: usize, block: NonNull<u8>) {
-    let kept = {
-        let lists = lists();
+    let kept = LISTS.with(|lists| {
         let len = lists.len[class].get();
-        let keep = len < KEEP && (lists.state.get() == KEEPING || start_keeping(lists));
-        if keep {
-            lists.blocks[class][len].set(block.as_ptr());
-            lists.len[class].set(len + 1);
+        if len == KEEP || (lists.state.get() != KEEPING && !start_keeping(lists)) {
+            return false;
         }
-        keep
-    };
+        lists.blocks[class][len].set(block.as_ptr());
+        lists.len[class].set(len + 1);
+        true
+    });
     if !kept {
         // SAFETY: `alloc(class)` allocates with this layout (invariant).
         unsafe { dealloc(block.as_ptr(), layout(class)) };
