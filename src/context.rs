@@ -1174,8 +1174,9 @@ pub(crate) fn scoped<T: Send + Sync + 'static, R>(
     // they were entered, also on unwinding).
     let ctx = unsafe { &*ctx };
     // Declared before the scope, so it outlives it, also on unwinding.
+    // (Unused, and optimized away, for a value too big to keep here.)
     let mut frame = ValueFrame::new();
-    let value = if ctx.private {
+    let value = if ValueFrame::<T>::FITS && ctx.private {
         // SAFETY: the scope's end drops the handle (`drop_scoped`) within
         // `frame`'s life, and the context is private, so only this thread
         // reaches the entry, and promotes the value before anything could

@@ -63,6 +63,12 @@ const ON_FRAME: usize = usize::MAX;
 pub(crate) struct Frame<T>(std::mem::MaybeUninit<Boxed<T>>);
 
 impl<T> Frame<T> {
+    /// Whether a box of a `T` is small enough to keep in a frame. A bigger
+    /// one would double what the stack holds of the value (the caller's
+    /// copy and the frame's), for a copy that costs more than the heap box
+    /// it saves.
+    pub(crate) const FITS: bool = std::mem::size_of::<Boxed<T>>() <= 512;
+
     #[inline]
     pub(crate) const fn new() -> Frame<T> {
         Frame(std::mem::MaybeUninit::uninit())

@@ -419,8 +419,9 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// Everything inside `f` sees the value as if it had been `set`: reads,
     /// copies, spawned work, other threads reading a shared context. It is
     /// the cheapest write: the value stays beside the context's map rather
-    /// than in it, and in a thread's own context or a task's it is kept in
-    /// `scope`'s own stack frame, without an allocation, until something
+    /// than in it, and in a thread's own context or a task's a value of up
+    /// to about 500 bytes is kept in `scope`'s own stack frame, without an
+    /// allocation, until something
     /// (a copy, a write, a [`with`](ContextVar::with) borrow) needs it to
     /// outlive the call; it then moves to the heap, once, and stays one
     /// value for everyone.

@@ -203,6 +203,19 @@ fn a_scope_in_a_private_context_allocates_nothing() {
             assert_eq!(got, (Ok(big), Ok(i)));
         }
         assert_eq!(allocs() - before, 0, "base context: no allocation");
+        // A value too big to keep in the frame (over 512 bytes with its
+        // header) is boxed on the heap, once a scope.
+        static HUGE: ContextVar<[u64; 64]> = ContextVar::new("huge");
+        let huge: [u64; 64] = std::array::from_fn(|i| i as u64);
+        let before = allocs();
+        for _ in 0..10 {
+            assert_eq!(HUGE.scope(huge, || HUGE.get()), Ok(huge));
+        }
+        assert_eq!(
+            allocs() - before,
+            10,
+            "base context, a huge value: a heap box each"
+        );
         contextvars::wrap(|| {
             let before = allocs();
             for i in 0..100 {
