@@ -33,7 +33,6 @@ pub(crate) use crate::ids::next_id;
 use crate::map::{Garbage, Map, RawRoot, Value, VarId};
 use crate::read_cache::{ReadCache, Slot};
 use crate::sync::{AtomicBool, AtomicPtr, AtomicUsize, Ordering, spin_loop, yield_now};
-use crate::value::Frame as ValueFrame;
 
 /// A mapping from context variables to values: the state one logical flow of
 /// work (a request, a task, a job) carries with it.
@@ -886,70 +885,14 @@ pub(crate) fn read_current<R>(
     assign: impl FnOnce() -> VarId,
     f: impl FnOnce(Option<&Value>) -> R,
 ) -> R {
-    read::<true, R>(id, hint, assign, f)
-}
-
-/// [`read_current`] for a reader that only clones the value (`get`): it
-/// may read a scoped value in its scope's frame, so the value never leaves
-/// it for that. A `T` without drop glue is cloned from a copy of its bits
-/// (`copy_bits`), which nothing the clone does can free, so such a read
-/// does not count as a borrow either.
-#[inline]
-pub(crate) fn clone_current<T: Clone + 'static>(
-    id: VarId,
-    hint: usize,
-    assign: impl FnOnce() -> VarId,
-    read_as: impl Fn(&Value) -> &T,
-) -> Option<T> {
-    if std::mem::needs_drop::<T>() {
-        return read::<false, _>(id, hint, assign, |value| value.map(|v| read_as(v).clone()));
-    }
     let cur = current();
+    // `hint` (the variable's address) only picks the slot, so finding it
+    // does not wait for `id` to load; `id` decides a hit.
     let slot = Slot::of(hint);
     let found = match cur.cache.get(slot, id) {
         Some(hit) => hit,
         None => look_up(cur, slot, if id == 0 { assign() } else { id }),
     };
-    found.map(|raw| {
-        // SAFETY: `raw` is a live box of the current map (or a live scoped
-        // value) until the next write; the bits are copied out before the
-        // clone (user code, which may write) runs.
-        let value = unsafe { Value::borrow_raw(raw) };
-        // SAFETY: `T` has no drop glue, so a copy of its bits owns nothing
-        // that freeing the box could free, and it is never dropped.
-        let bits = ManuallyDrop::new(unsafe { ptr::read(read_as(&value)) });
-        T::clone(&bits)
-    })
-}
-
-/// `read_current` and `clone_current`. A reader that lends the value out
-/// (`LENDS`: `with`, whose closure may copy the context or write while it
-/// holds the reference) first moves a scoped value out of its scope's frame
-/// (`Scoped::promote`), so that the reference it lends is to the one box
-/// every later reader and copy sees.
-#[inline]
-fn read<const LENDS: bool, R>(
-    id: VarId,
-    hint: usize,
-    assign: impl FnOnce() -> VarId,
-    f: impl FnOnce(Option<&Value>) -> R,
-) -> R {
-    let cur = current();
-    // `hint` (the variable's address) only picks the slot, so finding it
-    // does not wait for `id` to load; `id` decides a hit.
-    let slot = Slot::of(hint);
-    let mut found = match cur.cache.get(slot, id) {
-        Some(hit) => hit,
-        None => look_up(cur, slot, if id == 0 { assign() } else { id }),
-    };
-    if LENDS {
-        if let Some(raw) = found {
-            // SAFETY: as below, `raw` is a live box.
-            if unsafe { Value::borrow_raw(raw) }.is_on_frame() {
-                found = Some(promote_current(cur, raw));
-            }
-        }
-    }
     let _reading = Reading::start();
     // SAFETY: `found` is in the current map as of the current version: the
     // map holds a handle to it until it is written, and every write bumps
@@ -958,24 +901,6 @@ fn read<const LENDS: bool, R>(
     // is neither mutated nor freed until `f` returns.
     let value = found.map(|raw| unsafe { Value::borrow_raw(raw) });
     f(value.as_deref())
-}
-
-/// Moves the current context's scoped value at `raw` out of its scope's
-/// frame (see `read`); returns its new box.
-#[cold]
-#[inline(never)]
-fn promote_current(cur: &Current, raw: NonNull<()>) -> NonNull<()> {
-    // SAFETY: see `look_up`.
-    let mut entry = unsafe { cur.ctx.get().as_ref().and_then(|c| c.own_scoped().as_ref()) };
-    while let Some(e) = entry {
-        // SAFETY: the value is taken only after the entry left the list.
-        if unsafe { &*e.value.get() }.as_raw() == raw {
-            return e.promote().as_raw();
-        }
-        // SAFETY: as above.
-        entry = unsafe { e.prev.as_ref() };
-    }
-    unreachable!("a value in a frame is read only while its entry is listed")
 }
 
 /// A cache miss: looks `id` up in the current map and remembers the answer
@@ -1141,9 +1066,7 @@ pub(crate) struct Scoped {
 /// the lock), so taking an entry off takes the context's lock (a reader may
 /// be walking it); putting one on is a release store. In a private context
 /// (a thread's base context, a task's or callback's own) neither takes a
-/// lock, and the value's box is in this call's frame (`Value::on_frame`): no
-/// allocation, until something needs a handle that may outlive the frame
-/// (`Scoped::handle`, `promote_current`), which moves it to the heap once.
+/// lock.
 /// Whatever needs the map as it is writes the list into it first
 /// ([`write_scoped`]): a write (`set`, `reset`), a copy, a read through
 /// `Context` itself on this thread. The scope's end then restores the map
@@ -1154,9 +1077,10 @@ pub(crate) struct Scoped {
 /// its variable in that context and is in no map; only the entry's own
 /// read-cache slot ever holds it (every read of a variable, `ContextVar`'s,
 /// the observers', the snapshots', goes through the slot of its address),
-/// and that slot is cleared when it leaves the list. A value still in its
-/// frame is on a private context's list, and no handle to it is ever
-/// cloned: a map, a copy or a `with` borrow gets the box it moved to.
+/// and that slot is cleared when it leaves the list. The value's box is on
+/// the heap from the start and never moves: a `get` may be cloning it (user
+/// code, which may copy or write the context) while a copy or a write puts
+/// it into a map, and both must be the one value.
 #[inline]
 pub(crate) fn scoped<T: Send + Sync + 'static, R>(
     id: VarId,
@@ -1173,18 +1097,7 @@ pub(crate) fn scoped<T: Send + Sync + 'static, R>(
     // alive and current until `f` returns (contexts are left in the order
     // they were entered, also on unwinding).
     let ctx = unsafe { &*ctx };
-    // Declared before the scope, so it outlives it, also on unwinding.
-    // (Unused, and optimized away, for a value too big to keep here.)
-    let mut frame = ValueFrame::new();
-    let value = if ValueFrame::<T>::FITS && ctx.private {
-        // SAFETY: the scope's end drops the handle (`drop_scoped`) within
-        // `frame`'s life, and the context is private, so only this thread
-        // reaches the entry, and promotes the value before anything could
-        // keep a handle longer; `frame` is not touched otherwise.
-        unsafe { Value::on_frame(&mut frame, value) }
-    } else {
-        Value::new(value)
-    };
+    let value = Value::new(value);
     let slot = Slot::of(hint);
     let raw = value.as_raw();
     // Its end takes what it owns (`written`, `value`) out of it, also on
@@ -1213,41 +1126,6 @@ pub(crate) fn scoped<T: Send + Sync + 'static, R>(
     // The end inline on the way out; the guard's drop does it on unwinding.
     ManuallyDrop::new(end).end();
     result
-}
-
-impl Scoped {
-    /// A handle to the entry's value for a map, which may outlive the scope.
-    /// A value still in the scope's frame moves to a box of its own first,
-    /// and the entry and its read-cache slot point there from then on.
-    fn handle(&self) -> Value {
-        // SAFETY: the value is taken only after the entry left the list.
-        let value = unsafe { &*self.value.get() };
-        if value.is_on_frame() {
-            return self.promote().clone();
-        }
-        Value::clone(value)
-    }
-
-    /// Moves the entry's value out of its scope's frame into a box of its
-    /// own (see `handle`), and returns a handle to it.
-    #[cold]
-    #[inline(never)]
-    fn promote(&self) -> &Value {
-        // SAFETY: a frame box is on the list of a private context only
-        // (`scoped`), which no other thread reaches, and no reference into
-        // the cell is held across this call.
-        let value = unsafe { &mut *self.value.get() };
-        // SAFETY: a frame box, not promoted before (it would not be on the
-        // frame any more).
-        let promoted = unsafe { value.promote() };
-        current()
-            .cache
-            .repoint(self.slot, value.as_raw(), promoted.as_raw());
-        let frame = std::mem::replace(&mut **value, promoted);
-        // The frame box owns no count, and its value has moved.
-        std::mem::forget(frame);
-        value
-    }
 }
 
 /// This thread's `Current`, reached through a tiny closure so that
@@ -1303,9 +1181,8 @@ impl<T: 'static> ScopeEnd<'_, T> {
         // SAFETY: the entry is off the list and out of the read cache (or in
         // no map any more), so nothing reaches its value: taken once, here.
         let value = unsafe { ManuallyDrop::take(&mut *self.entry.value.get()) };
-        // SAFETY: the value is a `T` (`scoped`), and a box still in the
-        // frame was not promoted (promoting replaces the handle).
-        unsafe { value.drop_scoped::<T>() };
+        // SAFETY: the value is a `T` (`scoped`).
+        unsafe { value.drop_as::<T>() };
     }
 }
 
@@ -1345,7 +1222,9 @@ fn insert_scoped(
         // SAFETY: listed entries live in the frames of their `scoped` calls
         // (see `look_up`), and the callers hold them listed meanwhile.
         let entry = unsafe { &*entry };
-        let old = map.insert(entry.id, entry.handle(), garbage);
+        // SAFETY: as above; the value is taken only after it left the list.
+        let value = Value::clone(unsafe { &*entry.value.get() });
+        let old = map.insert(entry.id, value, garbage);
         replaced(entry, old);
     }
 }

@@ -430,6 +430,17 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// its own variable does not call itself. A panic in it is caught and
     /// reported naming the variable, and the observer is switched off.
     ///
+    /// The variable must be a `static` (`&'static self`): the observer keeps
+    /// reading it by its address, so it must never move. A variable that
+    /// could move is refused at compile time:
+    ///
+    /// ```compile_fail
+    /// use contextvars::ContextVar;
+    ///
+    /// let vars = vec![ContextVar::<u32>::new("a"), ContextVar::new("b")];
+    /// let _observer = vars[0].observe(|_| {}); // `vars` does not live forever
+    /// ```
+    ///
     /// ```
     /// use contextvars::{Context, ContextVar, observe::{Cause, Change}};
     /// use std::sync::Mutex;
@@ -457,7 +468,10 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     ///     (None, Cause::Switch),
     /// ]);
     /// ```
-    pub fn observe(&self, hook: impl Fn(&Change<'_, T>) + Send + Sync + 'static) -> Observer {
+    pub fn observe(
+        &'static self,
+        hook: impl Fn(&Change<'_, T>) + Send + Sync + 'static,
+    ) -> Observer {
         let (var, hint) = (self.id(), self.hint());
         let erased = move |old: Option<&Value>, new: Option<&Value>, cause: Cause| {
             fn typed<T: 'static>(v: &Value) -> &T {

@@ -93,20 +93,6 @@ impl ReadCache {
         self.slots[slot.index()].set(Cached { tag, value });
     }
 
-    /// Makes `slot` answer `to` where it answered `from` (a scoped value
-    /// that moved out of its scope's frame), for the version it was filled
-    /// under.
-    #[inline]
-    pub(crate) fn repoint(&self, slot: Slot, from: NonNull<()>, to: NonNull<()>) {
-        let cached = self.slots[slot.index()].get();
-        if cached.value == Some(from) {
-            self.slots[slot.index()].set(Cached {
-                value: Some(to),
-                ..cached
-            });
-        }
-    }
-
     /// Forgets whatever `slot` remembers.
     #[inline]
     pub(crate) fn forget(&self, slot: Slot) {

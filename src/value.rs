@@ -8,10 +8,7 @@
 //! the value's offset, as a fat `Arc<dyn _>` needs. There is no weak count, so
 //! dropping a shared handle is one atomic operation, not two, and dropping the
 //! only one is none. Small boxes take their memory from the thread's spare
-//! blocks (`spare`). A `scope` in a private context keeps its box in its own
-//! stack frame ([`Frame`], [`Value::on_frame`]): the same layout, read the
-//! same way, but owned by the frame, and moved to the heap
-//! ([`Value::promote`]) before anything could share it.
+//! blocks (`spare`).
 //!
 //! **Invariant:** the strong count is the number of live handles, and the box
 //! is freed exactly once, by the last handle (the one that finds the count at
@@ -19,9 +16,7 @@
 //! decrement, then an acquire load: the protocol of `std::sync::Arc`). The
 //! vtable is the one of the type the box was made with, so a checked downcast
 //! is sound, and an unchecked one is sound whenever the caller knows that
-//! type. A box in a frame is never shared: its count is a marker that a
-//! clone would push past `isize::MAX` (an abort, not a corruption), and its
-//! value is moved out at most once.
+//! type.
 
 use std::alloc::Layout;
 use std::any::TypeId;
@@ -50,38 +45,14 @@ struct VTable {
     type_id: fn() -> TypeId,
     /// Frees a box whose count has reached zero.
     free: unsafe fn(NonNull<Header>),
-    /// Moves the value of a box in a frame into a new box of its own.
-    promote: unsafe fn(NonNull<Header>) -> Value,
-}
-
-/// The count of a box in a stack frame (`Value::on_frame`): no handle owns
-/// it, and one that tried to share it (a clone) would find the count past
-/// `isize::MAX` and abort rather than corrupt the frame.
-const ON_FRAME: usize = usize::MAX;
-
-/// Room in a stack frame for a box of a `T` (`Value::on_frame`).
-pub(crate) struct Frame<T>(std::mem::MaybeUninit<Boxed<T>>);
-
-impl<T> Frame<T> {
-    /// Whether a box of a `T` is small enough to keep in a frame. A bigger
-    /// one would double what the stack holds of the value (the caller's
-    /// copy and the frame's), for a copy that costs more than the heap box
-    /// it saves.
-    pub(crate) const FITS: bool = std::mem::size_of::<Boxed<T>>() <= 512;
-
-    #[inline]
-    pub(crate) const fn new() -> Frame<T> {
-        Frame(std::mem::MaybeUninit::uninit())
-    }
 }
 
 struct VTableOf<T>(std::marker::PhantomData<T>);
 
-impl<T: Send + Sync + 'static> VTableOf<T> {
+impl<T: 'static> VTableOf<T> {
     const VTABLE: VTable = VTable {
         type_id: TypeId::of::<T>,
         free: free::<T>,
-        promote: promote::<T>,
     };
 }
 
@@ -121,16 +92,6 @@ unsafe fn free<T>(ptr: NonNull<Header>) {
     }
 }
 
-/// # Safety
-///
-/// `ptr` must be a box in a frame (`Value::on_frame`) of a `T` that was not
-/// promoted before: its value is moved out, and the frame must not drop it.
-unsafe fn promote<T: Send + Sync + 'static>(ptr: NonNull<Header>) -> Value {
-    // SAFETY: the frame holds a `Boxed<T>` (caller) whose value nobody moved
-    // out yet; the bits stay where they are, unowned from now on.
-    Value::new(unsafe { ptr::read(&(*ptr.cast::<Boxed<T>>().as_ptr()).value) })
-}
-
 /// A shared, type-erased value (tests at the end of this file).
 pub struct Value {
     ptr: NonNull<Header>,
@@ -164,55 +125,6 @@ impl Value {
             }
         };
         Value { ptr: ptr.cast() }
-    }
-
-    /// A handle to `value` boxed in `frame`, on the caller's stack: no
-    /// allocation. Reads go through it as through any handle, but it owns no
-    /// count and must never be cloned: a handle that may outlive the frame
-    /// comes from [`promote`](Value::promote).
-    ///
-    /// # Safety
-    ///
-    /// The handle (and every `as_raw` of it) must not be used after `frame`
-    /// is gone or after the value was promoted, and it is dropped with
-    /// [`drop_scoped`](Value::drop_scoped), never as a `Value`. `frame` must
-    /// not be touched otherwise meanwhile.
-    #[inline]
-    pub(crate) unsafe fn on_frame<T: Send + Sync + 'static>(
-        frame: &mut Frame<T>,
-        value: T,
-    ) -> Value {
-        let boxed = frame.0.write(Boxed {
-            header: Header {
-                strong: AtomicUsize::new(ON_FRAME),
-                vtable: &VTableOf::<T>::VTABLE,
-            },
-            value,
-        });
-        Value {
-            ptr: NonNull::from(boxed).cast(),
-        }
-    }
-
-    /// Whether this is a handle to a box in a frame, not yet promoted.
-    #[inline]
-    pub(crate) fn is_on_frame(&self) -> bool {
-        self.header().strong.load(Ordering::Relaxed) == ON_FRAME
-    }
-
-    /// Moves the value of a box in a frame into a box of its own, which
-    /// handles can share and which may outlive the frame.
-    ///
-    /// # Safety
-    ///
-    /// `self` must be a handle from [`on_frame`](Value::on_frame), not
-    /// promoted before; afterwards it is dead (drop it with `forget`), and
-    /// the frame's value is no longer its to drop.
-    #[inline]
-    pub(crate) unsafe fn promote(&self) -> Value {
-        debug_assert!(self.is_on_frame());
-        // SAFETY: the vtable is the box's own type's (caller: a frame box).
-        unsafe { (self.header().vtable.promote)(self.ptr) }
     }
 
     #[inline]
@@ -335,29 +247,6 @@ impl Value {
     }
 }
 
-impl Value {
-    /// Drops a scope's handle, knowing the value's type: a box still in its
-    /// frame drops its value in place; a promoted one is dropped as
-    /// [`drop_as`](Value::drop_as) does.
-    ///
-    /// # Safety
-    ///
-    /// The value must be a `T`; a frame box must still be alive and not
-    /// promoted (a promoted one's handle was replaced by its new box's).
-    #[inline]
-    pub(crate) unsafe fn drop_scoped<T: 'static>(self) {
-        if self.is_on_frame() {
-            let this = std::mem::ManuallyDrop::new(self);
-            // SAFETY: a box in a frame holds a `T` (caller) that nothing
-            // moved out (not promoted), and the frame drops nothing itself.
-            unsafe { ptr::drop_in_place(&raw mut (*this.ptr.cast::<Boxed<T>>().as_ptr()).value) }
-        } else {
-            // SAFETY: as the caller promised.
-            unsafe { self.drop_as::<T>() }
-        }
-    }
-}
-
 impl Drop for Value {
     #[inline]
     fn drop(&mut self) {
@@ -430,45 +319,6 @@ mod tests {
         // SAFETY: as above.
         unsafe { c.drop_as::<Counted>() };
         assert_eq!(live.load(Ordering::SeqCst), 0);
-    }
-
-    #[test]
-    fn a_box_in_a_frame_drops_its_value_once_where_it_ends_up() {
-        let live = Arc::new(AtomicUsize::new(0));
-        // Never promoted: dropped in the frame.
-        let mut frame = super::Frame::new();
-        // SAFETY: the handle is dropped with `drop_scoped` while `frame`
-        // lives, and never cloned.
-        let value = unsafe { Value::on_frame(&mut frame, Counted::new(&live)) };
-        assert!(value.is_on_frame());
-        assert_eq!(
-            value
-                .downcast::<Counted>()
-                .map(|c| c.0.load(Ordering::SeqCst)),
-            Some(1)
-        );
-        // SAFETY: a `Counted`, still in its frame.
-        unsafe { value.drop_scoped::<Counted>() };
-        assert_eq!(live.load(Ordering::SeqCst), 0);
-
-        // Promoted: the heap box owns it, the frame drops nothing.
-        let mut frame = super::Frame::new();
-        // SAFETY: as above.
-        let value = unsafe { Value::on_frame(&mut frame, Counted::new(&live)) };
-        // SAFETY: a frame box, not promoted before.
-        let promoted = unsafe { value.promote() };
-        std::mem::forget(value);
-        assert!(!promoted.is_on_frame());
-        let shared = promoted.clone();
-        // SAFETY: a `Counted`, promoted: dropped as a heap handle.
-        unsafe { promoted.drop_scoped::<Counted>() };
-        assert_eq!(live.load(Ordering::SeqCst), 1, "`shared` holds it");
-        drop(shared);
-        assert_eq!(
-            live.load(Ordering::SeqCst),
-            0,
-            "dropped once, by the last handle"
-        );
     }
 
     /// Moved from `tests/core.rs`.

@@ -10,7 +10,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::context::{clone_current, current_id, read_current, scoped, write_current};
+use crate::context::{current_id, read_current, scoped, write_current};
 use crate::error::{LookupError, ResetError, ResetFailed};
 use crate::ids::FmtValue;
 use crate::map::{Value, VarId};
@@ -269,10 +269,8 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     where
         T: Clone,
     {
-        match clone_current(self.raw_id(), self.hint(), || self.id(), |v| self.value(v)) {
-            Some(value) => Ok(value),
-            None => self.default.clone().ok_or(LookupError { var: self.name }),
-        }
+        self.with(|v| v.cloned())
+            .ok_or(LookupError { var: self.name })
     }
 
     /// The variable's value in the current context, else `default` (which
@@ -291,10 +289,15 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     where
         T: Clone,
     {
-        // Clones and lends nothing: it may read a scoped value where its
-        // scope keeps it (`clone_current`).
-        clone_current(self.raw_id(), self.hint(), || self.id(), |v| self.value(v))
-            .unwrap_or(default)
+        read_current(
+            self.raw_id(),
+            self.hint(),
+            || self.id(),
+            |value| match value {
+                Some(value) => self.value(value).clone(),
+                None => default,
+            },
+        )
     }
 
     /// Sets the variable's value in the current context, and returns a
@@ -419,12 +422,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// Everything inside `f` sees the value as if it had been `set`: reads,
     /// copies, spawned work, other threads reading a shared context. It is
     /// the cheapest write: the value stays beside the context's map rather
-    /// than in it, and in a thread's own context or a task's a value of up
-    /// to about 500 bytes is kept in `scope`'s own stack frame, without an
-    /// allocation, until something
-    /// (a copy, a write, a [`with`](ContextVar::with) borrow) needs it to
-    /// outlive the call; it then moves to the heap, once, and stays one
-    /// value for everyone.
+    /// than in it, until a copy or a write inside `f` needs the map.
     ///
     /// ```
     /// use contextvars::ContextVar;
