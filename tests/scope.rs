@@ -657,7 +657,7 @@ fn get_waits_for_a_lock_another_thread_holds_on_the_same_value() {
         locked_rx.recv().unwrap();
         let reader_copy = copy_context();
         let (got_tx, got_rx) = mpsc::channel();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             let got = reader_copy.run(|| GUARDED.get().unwrap().0.into_inner().unwrap());
             got_tx.send(got).unwrap();
         });
@@ -673,6 +673,7 @@ fn get_waits_for_a_lock_another_thread_holds_on_the_same_value() {
             got_rx.recv_timeout(std::time::Duration::from_secs(10)),
             Ok(5)
         );
+        reader.join().unwrap();
     })
     .join()
     .unwrap();
