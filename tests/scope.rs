@@ -556,8 +556,8 @@ fn a_borrowed_scoped_value_is_dropped_once_also_on_panic() {
 }
 
 /// A value without drop glue whose `clone` (user code, run by `get`) writes
-/// its own variable twice, so that the box `get` found is freed and its
-/// memory reused for a newer value while the clone runs.
+/// its own variable twice: were the box `get` found not held for the clone,
+/// it would be freed and its memory reused for the newer value meanwhile.
 #[derive(Debug, PartialEq)]
 struct Rewrites(u64);
 
