@@ -1171,18 +1171,25 @@ impl<T: 'static> ScopeEnd<'_, T> {
             }
             // The context is current again (or still): the slot is its.
             current().cache.forget(self.entry.slot);
+            // SAFETY: the entry is off the list and out of the read cache,
+            // so nothing reaches its value: taken once, here.
+            let value = unsafe { ManuallyDrop::take(&mut *self.entry.value.get()) };
+            // SAFETY: the value is a `T` (`scoped`).
+            unsafe { value.drop_as::<T>() };
         } else {
+            // SAFETY: a written entry left the list when it was written, and
+            // the map holds a handle of its own: taken once, here, before
+            // the restore, so that it goes also if the restore panics (a
+            // value the restore lets go of may panic in its `drop`).
+            let value = unsafe { ManuallyDrop::take(&mut *self.entry.value.get()) };
             let old = self.entry.written.take();
             debug_assert!(old.is_some(), "an entry off the list was written");
             if let Some(old) = old {
                 restore_written(self.entry.id, old, Value::drop_as::<T>);
             }
+            // SAFETY: the value is a `T` (`scoped`).
+            unsafe { value.drop_as::<T>() };
         }
-        // SAFETY: the entry is off the list and out of the read cache (or in
-        // no map any more), so nothing reaches its value: taken once, here.
-        let value = unsafe { ManuallyDrop::take(&mut *self.entry.value.get()) };
-        // SAFETY: the value is a `T` (`scoped`).
-        unsafe { value.drop_as::<T>() };
     }
 }
 

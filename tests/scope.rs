@@ -695,3 +695,48 @@ fn get_reads_a_value_another_thread_changes_through_a_copy() {
     .join()
     .unwrap();
 }
+
+/// Counts the live values; one of them panics when dropped.
+struct Live {
+    live: Arc<AtomicUsize>,
+    bomb: bool,
+}
+
+impl Live {
+    fn new(live: &Arc<AtomicUsize>, bomb: bool) -> Live {
+        live.fetch_add(1, Ordering::SeqCst);
+        Live {
+            live: live.clone(),
+            bomb,
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+        if self.bomb {
+            panic!("a value's drop panics");
+        }
+    }
+}
+
+static LIVE: ContextVar<Live> = ContextVar::new("live");
+
+/// A `set` inside a scope whose value panics when the scope's end lets it
+/// go: the panic reaches the caller, the variable is restored, and the
+/// scoped value is dropped all the same (found by review; it leaked).
+#[test]
+fn a_panicking_drop_at_a_scopes_end_loses_nothing() {
+    in_every_kind_of_context(|| {
+        let live = Arc::new(AtomicUsize::new(0));
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            LIVE.scope(Live::new(&live, false), || {
+                let _token = LIVE.set(Live::new(&live, true));
+            })
+        }));
+        assert!(caught.is_err(), "the drop's panic reaches the caller");
+        assert!(LIVE.with(|v| v.is_none()), "the variable is restored");
+        assert_eq!(live.load(Ordering::SeqCst), 0, "nothing leaked");
+    });
+}
