@@ -633,27 +633,15 @@ impl Context {
         // SAFETY: as above: we hold the lock every writer takes.
         let map = self.map.with(|map| unsafe { &*map });
         // Acquire: the entries were linked without the lock (see `scoped`).
-        if self.scoped.load(Ordering::Acquire).is_null() {
+        let scoped = self.scoped.load(Ordering::Acquire);
+        if scoped.is_null() {
             return f(map);
         }
         // Entered elsewhere, inside `scope`s: their values over a copy of
         // the map (only the thread that has the context entered writes it).
-        let merged = self.with_scoped(map);
+        let merged = with_scoped(map, scoped);
         drop(lock);
         f(&merged)
-    }
-
-    /// A copy of `map` (this context's) with the scoped values on top, for
-    /// a reader that holds the lock but cannot write the map.
-    #[cold]
-    #[inline(never)]
-    fn with_scoped(&self, map: &Map) -> Map {
-        let mut merged = map.clone();
-        let mut garbage = Garbage::new();
-        // The entries stay listed while the caller holds the lock.
-        let entries = scoped_entries(self.scoped.load(Ordering::Acquire));
-        insert_scoped(&entries, &mut merged, &mut garbage, |_, _| ());
-        merged
     }
 
     #[inline]
@@ -1159,7 +1147,7 @@ impl<T: 'static> ScopeEnd<'_, T> {
     fn end(&self) {
         // Scopes nest, and writing the list into the map empties it whole:
         // an entry is still the head exactly when it was not written.
-        if ptr::eq(self.ctx.own_scoped(), self.entry) {
+        let value = if ptr::eq(self.ctx.own_scoped(), self.entry) {
             debug_assert!(self.entry.written.take().is_none());
             {
                 let _lock = self.ctx.write_lock();
@@ -1173,9 +1161,7 @@ impl<T: 'static> ScopeEnd<'_, T> {
             current().cache.forget(self.entry.slot);
             // SAFETY: the entry is off the list and out of the read cache,
             // so nothing reaches its value: taken once, here.
-            let value = unsafe { ManuallyDrop::take(&mut *self.entry.value.get()) };
-            // SAFETY: the value is a `T` (`scoped`).
-            unsafe { value.drop_as::<T>() };
+            unsafe { ManuallyDrop::take(&mut *self.entry.value.get()) }
         } else {
             // SAFETY: a written entry left the list when it was written, and
             // the map holds a handle of its own: taken once, here, before
@@ -1187,9 +1173,10 @@ impl<T: 'static> ScopeEnd<'_, T> {
             if let Some(old) = old {
                 restore_written(self.entry.id, old, Value::drop_as::<T>);
             }
-            // SAFETY: the value is a `T` (`scoped`).
-            unsafe { value.drop_as::<T>() };
-        }
+            value
+        };
+        // SAFETY: the value is a `T` (`scoped`).
+        unsafe { value.drop_as::<T>() };
     }
 }
 
@@ -1203,6 +1190,23 @@ fn restore_written(id: VarId, old: Option<Value>, drop_as: unsafe fn(Value)) {
         // SAFETY: `drop_as` is the variable's own (see `scope`).
         unsafe { drop_as(replaced) };
     }
+}
+
+/// A copy of `map` with the values of the list headed by `scoped` on top,
+/// for a reader that holds the context's lock but cannot write its map (the
+/// entries stay listed while it holds the lock).
+#[cold]
+#[inline(never)]
+fn with_scoped(map: &Map, scoped: *const Scoped) -> Map {
+    let mut merged = map.clone();
+    let mut garbage = Garbage::new();
+    insert_scoped(
+        &scoped_entries(scoped),
+        &mut merged,
+        &mut garbage,
+        |_, _| (),
+    );
+    merged
 }
 
 /// The entries of a list of scoped values, newest first.
