@@ -63,35 +63,34 @@ fn allocs() -> usize {
 static SMALL: ContextVar<u64> = ContextVar::new("small");
 static BIG: ContextVar<[u64; 32]> = ContextVar::new("big");
 
+/// What 100 rounds of `set`, `get` and `reset` of `var` in the current
+/// context allocate, after 4 rounds to warm (the map's nodes, the first
+/// box); `value(i)` is round `i`'s value. Each round checks that `get` sees
+/// the value set, and that the reset gives back what was there before.
+fn allocs_of_set_reset_rounds<T>(var: &ContextVar<T>, value: impl Fn(u64) -> T) -> usize
+where
+    T: Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static,
+{
+    let outside = var.get().ok();
+    let round = |i: u64| {
+        let token = var.set(value(i));
+        assert_eq!(var.get().ok(), Some(value(i)));
+        var.reset(token).unwrap();
+        assert_eq!(var.get().ok(), outside);
+    };
+    (0..4).for_each(round);
+    let before = allocs();
+    (0..100).for_each(round);
+    allocs() - before
+}
+
 #[test]
 fn small_boxes_are_recycled_and_big_ones_are_not() {
     std::thread::spawn(|| {
         let ctx = Context::new();
         ctx.run(|| {
-            // Warm: the map's nodes and the first box.
-            for i in 0..4 {
-                let token = SMALL.set(i);
-                SMALL.reset(token).unwrap();
-            }
-            let before = allocs();
-            for i in 0..100 {
-                let token = SMALL.set(i);
-                assert_eq!(SMALL.get(), Ok(i));
-                SMALL.reset(token).unwrap();
-            }
-            let small = allocs() - before;
-
-            for i in 0..4 {
-                let token = BIG.set([i; 32]);
-                BIG.reset(token).unwrap();
-            }
-            let before = allocs();
-            for i in 0..100 {
-                let token = BIG.set([i; 32]);
-                assert_eq!(BIG.get().map(|v| v[31]), Ok(i));
-                BIG.reset(token).unwrap();
-            }
-            let big = allocs() - before;
+            let small = allocs_of_set_reset_rounds(&SMALL, |i| i);
+            let big = allocs_of_set_reset_rounds(&BIG, |i| [i; 32]);
             assert_eq!(
                 (small, big),
                 (0, 100),
@@ -168,18 +167,12 @@ fn adding_and_removing_a_variable_in_a_branch_allocates_nothing_once_warm() {
                 var.set(i as u64);
             }
             let missing = &MANY_VARS[0];
-            for i in 0..4 {
-                let token = missing.set(i);
-                missing.reset(token).unwrap();
-            }
-            let before = allocs();
-            for i in 0..100 {
-                let token = missing.set(i);
-                assert_eq!(missing.get(), Ok(i));
-                missing.reset(token).unwrap();
-                assert!(missing.get().is_err());
-            }
-            assert_eq!(allocs() - before, 0, "allocations for 100 pairs");
+            assert!(missing.get().is_err(), "set and removed each round");
+            assert_eq!(
+                allocs_of_set_reset_rounds(missing, |i| i),
+                0,
+                "allocations for 100 pairs"
+            );
             assert_eq!(MANY_VARS[MANY - 1].get(), Ok(MANY as u64 - 2));
         });
     })

@@ -33,6 +33,15 @@ fn drops(c: &AtomicUsize) -> usize {
 static V: ContextVar<Counted> = ContextVar::new("v");
 static W: ContextVar<u32> = ContextVar::new("w");
 
+/// Records what `W` reads when it is dropped.
+struct ReadsAtDrop(Arc<Mutex<Vec<Option<u32>>>>);
+
+impl Drop for ReadsAtDrop {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().push(W.get().ok());
+    }
+}
+
 /// Runs `f` in each kind of current context a `with` borrow can be in: the
 /// thread's base context (private, writes take no lock), a shared context
 /// (`run` on a `&Context`: writes take the lock) and a task's own context
@@ -255,13 +264,6 @@ fn accessors_see_a_contexts_values() {
 /// `Fork::run_future` makes) sees that context, and its drop runs inside it.
 #[test]
 fn a_future_in_a_borrowed_context_is_dropped_inside_it() {
-    /// Records what `W` reads when it is dropped.
-    struct ReadsAtDrop(Arc<Mutex<Vec<Option<u32>>>>);
-    impl Drop for ReadsAtDrop {
-        fn drop(&mut self) {
-            self.0.lock().unwrap().push(W.get().ok());
-        }
-    }
     let seen = Arc::new(Mutex::new(Vec::new()));
     let mut ctx = Context::new();
     ctx.run(|| W.set(5));
@@ -280,13 +282,6 @@ fn a_future_in_a_borrowed_context_is_dropped_inside_it() {
 /// inside the context it captured.
 #[test]
 fn a_wrapped_callback_never_called_is_dropped_inside_its_context() {
-    /// Records what `W` reads when it is dropped.
-    struct ReadsAtDrop(Arc<Mutex<Vec<Option<u32>>>>);
-    impl Drop for ReadsAtDrop {
-        fn drop(&mut self) {
-            self.0.lock().unwrap().push(W.get().ok());
-        }
-    }
     let seen = Arc::new(Mutex::new(Vec::new()));
     let guard = ReadsAtDrop(seen.clone());
     let callback = Context::new().run(|| {
@@ -516,13 +511,6 @@ fn polls_wait_their_turn_while_another_thread_has_the_context_entered() {
 /// for it to be left, then drops the future inside the context.
 #[test]
 fn a_drop_waits_while_another_thread_has_the_context_entered() {
-    /// Records what `W` reads when it is dropped.
-    struct ReadsAtDrop(Arc<Mutex<Vec<Option<u32>>>>);
-    impl Drop for ReadsAtDrop {
-        fn drop(&mut self) {
-            self.0.lock().unwrap().push(W.get().ok());
-        }
-    }
     let seen = Arc::new(Mutex::new(Vec::new()));
     let ctx = Arc::new(Context::new());
     let holder = Holder::enter(&ctx, 1);

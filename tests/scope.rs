@@ -3,6 +3,7 @@
 //! thread or another, must still see the scoped value, and nothing may see
 //! it after the scope ends.
 
+use std::ptr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -414,8 +415,6 @@ fn a_scoped_value_is_one_value_for_every_borrow_copy_and_write() {
         });
     });
 }
-
-use std::ptr;
 
 /// Counts its clones' and its own drops, and may write the context while it
 /// is being cloned (`get` lends the value to `clone`, which is user code).
