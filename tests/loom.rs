@@ -160,42 +160,53 @@ fn an_entry_after_another_threads_exit_sees_its_writes() {
     });
 }
 
+/// A shared context where `v` holds 1, entered on another thread that runs
+/// `owner` in it (leaving 1 when it is done), while this thread reads `v`
+/// with `Context::get`: the read sees 1 or 2, whole (recorded in `seen`);
+/// afterwards `v` is 1; and every value is freed once.
+fn owner_against_a_foreign_get(
+    v: &'static ContextVar<Probe>,
+    seen: &'static StdAtomicUsize,
+    owner: fn(),
+) {
+    let ctx = Arc::new(Context::new());
+    ctx.run(|| drop(v.set(Probe::new(1))));
+    let owner = {
+        let ctx = ctx.clone();
+        thread::spawn(move || ctx.run(owner))
+    };
+    let read = ctx.get(v).expect("set before").get();
+    assert!(read == 1 || read == 2, "saw {read}");
+    seen.fetch_or(1 << read, SeqCst);
+    owner.join().unwrap();
+    assert_eq!(ctx.get(v).map(|v| v.get()), Some(1));
+    no_value_left(ctx);
+}
+
 /// The owner sets a variable in a shared context (while it borrows the old
 /// value) and resets it, while another thread reads it with
-/// `Context::get`: the reader sees the old value or the new one, whole. The reader's handle may outlive the
-/// owner's (the value replaced and its handle dropped by the owner), or
-/// the other way round: each value is freed once, by the last handle,
-/// after every read of it (a data race on the probe otherwise).
+/// `Context::get`: the reader sees the old value or the new one, whole.
+/// The reader's handle may outlive the owner's (the value replaced and its
+/// handle dropped by the owner), or the other way round: each value is
+/// freed once, by the last handle, after every read of it (a data race on
+/// the probe otherwise).
 #[test]
 fn a_foreign_get_while_the_owner_sets_and_resets() {
     static V: ContextVar<Probe> = ContextVar::new("v");
     static SEEN: StdAtomicUsize = StdAtomicUsize::new(0);
     model_seeing(&[1, 2], &SEEN, || {
-        let ctx = Arc::new(Context::new());
-        ctx.run(|| drop(V.set(Probe::new(1))));
-        let owner = {
-            let ctx = ctx.clone();
-            thread::spawn(move || {
-                ctx.run(|| {
-                    // A borrow across the write: the write copies, and keeps
-                    // the old version (`PARKED`) until the borrow ends.
-                    let token = V.with(|old| {
-                        let token = V.set(Probe::new(2));
-                        assert_eq!(old.map(Probe::get), Some(1));
-                        token
-                    });
-                    assert_eq!(V.with(|v| v.map(Probe::get)), Some(2));
-                    V.reset(token).unwrap();
-                    assert_eq!(V.with(|v| v.map(Probe::get)), Some(1));
-                })
-            })
-        };
-        let seen = ctx.get(&V).expect("set before").get();
-        assert!(seen == 1 || seen == 2, "saw {seen}");
-        SEEN.fetch_or(1 << seen, SeqCst);
-        owner.join().unwrap();
-        assert_eq!(ctx.get(&V).map(|v| v.get()), Some(1));
-        no_value_left(ctx);
+        owner_against_a_foreign_get(&V, &SEEN, || {
+            // A borrow across the write: the write copies, and keeps the old
+            // version (`PARKED`) until the borrow ends.
+            let token = V.with(|old| {
+                let token = V.set(Probe::new(2));
+                assert_eq!(old.map(Probe::get), Some(1));
+                token
+            });
+            assert_eq!(V.with(|v| v.map(Probe::get)), Some(2));
+            V.reset(token).unwrap();
+            assert_eq!(V.with(|v| v.map(Probe::get)), Some(1));
+        })
     });
 }
 
@@ -209,23 +220,10 @@ fn a_scope_in_a_shared_context_while_another_thread_gets() {
     static V: ContextVar<Probe> = ContextVar::new("v");
     static SEEN: StdAtomicUsize = StdAtomicUsize::new(0);
     model_seeing(&[1, 2], &SEEN, || {
-        let ctx = Arc::new(Context::new());
-        ctx.run(|| drop(V.set(Probe::new(1))));
-        let owner = {
-            let ctx = ctx.clone();
-            thread::spawn(move || {
-                ctx.run(|| {
-                    let inner = V.scope(Probe::new(2), || V.with(|v| v.map(Probe::get)));
-                    assert_eq!(inner, Some(2));
-                })
-            })
-        };
-        let seen = ctx.get(&V).expect("set before").get();
-        assert!(seen == 1 || seen == 2, "saw {seen}");
-        SEEN.fetch_or(1 << seen, SeqCst);
-        owner.join().unwrap();
-        assert_eq!(ctx.get(&V).map(|v| v.get()), Some(1));
-        no_value_left(ctx);
+        owner_against_a_foreign_get(&V, &SEEN, || {
+            let inner = V.scope(Probe::new(2), || V.with(|v| v.map(Probe::get)));
+            assert_eq!(inner, Some(2));
+        })
     });
 }
 
