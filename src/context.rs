@@ -117,6 +117,9 @@ struct Current {
     /// mutate in place), plus [`PARKED_BIT`] if `PARKED` holds anything: one
     /// word, so ending a borrow is one decrement and one comparison.
     readers: Cell<usize>,
+    /// The thread's spare value boxes (module `spare`): here rather than in
+    /// a thread-local of their own, so that reaching them inlines.
+    spare: crate::spare::Lists,
 }
 
 /// The bit of `Current::readers` that says `PARKED` holds something.
@@ -131,6 +134,7 @@ crate::sync::thread_local! {
             root: Cell::new(RawRoot::EMPTY),
             cache: ReadCache::new(),
             readers: Cell::new(0),
+            spare: crate::spare::Lists::new(),
         }
     };
     static BASE: Base = Base(Context::base());
@@ -908,7 +912,8 @@ fn look_up(cur: &Current, slot: Slot, id: VarId) -> Option<NonNull<()>> {
             let value = Some(unsafe { &*e.value.get() }.as_raw());
             // Every read of a variable goes through its own slot (its
             // address), the one the scope's end clears.
-            debug_assert!(slot == e.slot, "a variable is read through its own slot");
+            #[cfg(debug_assertions)]
+            assert!(slot == e.slot, "a variable is read through its own slot");
             cur.cache.fill(slot, id, value);
             return value;
         }
@@ -1034,7 +1039,9 @@ impl Drop for Refresh {
 pub(crate) struct Scoped {
     id: VarId,
     /// The read-cache slot of the variable: the only slot that may hold
-    /// this value, cleared when the entry leaves the list.
+    /// this value, cleared when the entry leaves the list (the scope's end
+    /// knows it; kept here only to check that reads find it there).
+    #[cfg(debug_assertions)]
     slot: Slot,
     /// Dropped by the scope's end, with the variable's own type.
     value: UnsafeCell<ManuallyDrop<Value>>,
@@ -1069,7 +1076,7 @@ pub(crate) struct Scoped {
 /// the heap from the start and never moves: a `get` may be cloning it (user
 /// code, which may copy or write the context) while a copy or a write puts
 /// it into a map, and both must be the one value.
-#[inline]
+#[inline(always)]
 pub(crate) fn scoped<T: Send + Sync + 'static, R>(
     id: VarId,
     hint: usize,
@@ -1085,13 +1092,14 @@ pub(crate) fn scoped<T: Send + Sync + 'static, R>(
     // alive and current until `f` returns (contexts are left in the order
     // they were entered, also on unwinding).
     let ctx = unsafe { &*ctx };
-    let value = Value::new(value);
+    let value = Value::new_in(value, || &cur.spare);
     let slot = Slot::of(hint);
     let raw = value.as_raw();
     // Its end takes what it owns (`written`, `value`) out of it, also on
     // unwinding: nothing is left for a drop to look at again.
     let entry = ManuallyDrop::new(Scoped {
         id,
+        #[cfg(debug_assertions)]
         slot,
         value: UnsafeCell::new(ManuallyDrop::new(value)),
         prev: ctx.own_scoped(),
@@ -1107,6 +1115,7 @@ pub(crate) fn scoped<T: Send + Sync + 'static, R>(
     let end = ScopeEnd::<T> {
         ctx,
         entry: &entry,
+        slot,
         of: PhantomData,
     };
     cur.cache.fill(slot, id, Some(raw));
@@ -1127,10 +1136,19 @@ fn current() -> &'static Current {
     unsafe { &*cur }
 }
 
+/// This thread's spare value boxes (module `spare`).
+#[inline(always)]
+pub(crate) fn spare_lists() -> &'static crate::spare::Lists {
+    &current().spare
+}
+
 /// Ends a `scoped` call, also on unwinding.
 struct ScopeEnd<'a, T: 'static> {
     ctx: &'a Context,
     entry: &'a Scoped,
+    /// The variable's read-cache slot, the only one that may hold the
+    /// entry's value.
+    slot: Slot,
     of: PhantomData<T>,
 }
 
@@ -1158,7 +1176,7 @@ impl<T: 'static> ScopeEnd<'_, T> {
                     .store(self.entry.prev.cast_mut(), Ordering::Relaxed);
             }
             // The context is current again (or still): the slot is its.
-            current().cache.forget(self.entry.slot);
+            current().cache.forget(self.slot);
             // SAFETY: the entry is off the list and out of the read cache,
             // so nothing reaches its value: taken once, here.
             unsafe { ManuallyDrop::take(&mut *self.entry.value.get()) }
@@ -1176,7 +1194,7 @@ impl<T: 'static> ScopeEnd<'_, T> {
             value
         };
         // SAFETY: the value is a `T` (`scoped`).
-        unsafe { value.drop_as::<T>() };
+        unsafe { value.drop_as_in::<T>(|| &current().spare) };
     }
 }
 

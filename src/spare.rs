@@ -6,8 +6,18 @@
 //!
 //! Blocks come in four size classes (16, 32, 48 and 64 bytes, all aligned to
 //! 16); larger or more aligned boxes go straight to the global allocator.
-//! Each thread keeps at most [`KEEP`] blocks per class and frees the rest, and
-//! its list is freed when the thread exits.
+//! Each thread keeps one block per class in a hot cell and at most [`KEEP`]
+//! more in a list, frees the rest, and frees what it kept when it exits.
+//! The hot cell is taken first and filled first, so a box freed and one made
+//! right after (a scope after a scope, a `reset` then a `set`) pass through
+//! one cell; the list's length is touched only when the cell is empty or
+//! full.
+//!
+//! The lists live in the thread's `Current` (module `context`), a
+//! thread-local without a destructor that the hot paths already hold: a
+//! thread-local of their own was reached through a call wherever the
+//! compiler did not inline its accessor, and callers that hold `Current`
+//! pass the lists in ([`alloc`], [`free`]).
 //!
 //! **Invariant:** every block in a list, and every block `alloc` hands out for
 //! a class, was allocated with exactly that class's layout; so a block can be
@@ -16,7 +26,7 @@
 
 use std::alloc::{Layout, alloc as global_alloc, dealloc, handle_alloc_error};
 use std::cell::Cell;
-use std::ptr::{self, NonNull};
+use std::ptr::NonNull;
 
 const STEP: usize = 16;
 const CLASSES: usize = 4;
@@ -40,12 +50,24 @@ pub(crate) const fn layout(class: usize) -> Layout {
     }
 }
 
-/// A thread's lists. No destructor, so the thread-local is reached without
-/// a liveness check on the hot path; blocks are listed only while
-/// [`Release`] (which has one) is registered to free them at thread exit.
-struct Lists {
-    blocks: [[Cell<*mut u8>; KEEP]; CLASSES],
+/// A thread's lists. No destructor: they live in the thread's `Current`
+/// (module `context`), which is reached without a liveness check and
+/// inlines into the caller where a thread-local of their own would be a
+/// call; blocks are listed only while [`Release`] (which has one) is
+/// registered to free them at thread exit.
+pub(crate) struct Lists {
+    /// Listed blocks are the first `len[class]`; the rest are stale (a
+    /// dangling pointer at first), never read.
+    blocks: [[Cell<NonNull<u8>>; KEEP]; CLASSES],
+    /// One more block per class, in front of the list: a `free` followed
+    /// by an `alloc` (a scope, a `set` and `reset`, over and over) then
+    /// passes the block through one cell, without the length's round trip.
+    hot: [Cell<Option<NonNull<u8>>>; CLASSES],
     len: [Cell<usize>; CLASSES],
+    /// How many blocks a list may hold: 0 until [`Release`] is registered
+    /// and again once it has run, [`KEEP`] in between. One comparison on
+    /// the hot path covers both "full" and "not keeping".
+    cap: Cell<usize>,
     /// [`UNREGISTERED`], [`KEEPING`] or [`EXITED`].
     state: Cell<u8>,
 }
@@ -62,44 +84,68 @@ struct Release;
 
 impl Drop for Release {
     fn drop(&mut self) {
-        LISTS.with(|lists| {
+        {
+            let lists = lists();
             lists.state.set(EXITED);
+            lists.cap.set(0);
             for (class, (blocks, len)) in lists.blocks.iter().zip(&lists.len).enumerate() {
                 for block in &blocks[..len.get()] {
                     // SAFETY: a listed block was allocated with its class's
                     // layout (module invariant) and is owned by the list.
-                    unsafe { dealloc(block.get(), layout(class)) };
+                    unsafe { dealloc(block.get().as_ptr(), layout(class)) };
                 }
                 len.set(0);
             }
-        });
+            for (class, hot) in lists.hot.iter().enumerate() {
+                if let Some(block) = hot.take() {
+                    // SAFETY: as above.
+                    unsafe { dealloc(block.as_ptr(), layout(class)) };
+                }
+            }
+        }
+    }
+}
+
+impl Lists {
+    /// Empty lists, keeping nothing yet.
+    pub(crate) const fn new() -> Lists {
+        Lists {
+            blocks: [const { [const { Cell::new(NonNull::dangling()) }; KEEP] }; CLASSES],
+            hot: [const { Cell::new(None) }; CLASSES],
+            len: [const { Cell::new(0) }; CLASSES],
+            cap: Cell::new(0),
+            state: Cell::new(UNREGISTERED),
+        }
     }
 }
 
 thread_local! {
-    static LISTS: Lists = const {
-        Lists {
-            blocks: [const { [const { Cell::new(ptr::null_mut()) }; KEEP] }; CLASSES],
-            len: [const { Cell::new(0) }; CLASSES],
-            state: Cell::new(UNREGISTERED),
-        }
-    };
     static RELEASE: Release = const { Release };
 }
 
+/// This thread's lists.
+#[inline(always)]
+pub(crate) fn lists() -> &'static Lists {
+    crate::context::spare_lists()
+}
+
 /// A block of `class`'s layout: a spare one if this thread has one.
+/// `lists` are this thread's ([`lists`]; a caller that already holds them
+/// passes them, which spares a thread-local access that does not always
+/// inline).
 #[inline]
-pub(crate) fn alloc(class: usize) -> NonNull<u8> {
-    let spare = LISTS.with(|lists| {
-        let len = lists.len[class].get();
-        let n = len.checked_sub(1)?;
-        lists.len[class].set(n);
-        Some(lists.blocks[class][n].get())
-    });
-    match spare.and_then(NonNull::new) {
-        Some(block) => block,
-        None => fresh(class),
+pub(crate) fn alloc(lists: &Lists, class: usize) -> NonNull<u8> {
+    if let Some(block) = lists.hot[class].take() {
+        return block;
     }
+    let len = lists.len[class].get();
+    if len == 0 {
+        return fresh(class);
+    }
+    lists.len[class].set(len - 1);
+    // `len` is at most `KEEP` (`free`), so the mask changes nothing but
+    // the bounds check it saves.
+    lists.blocks[class][(len - 1) % KEEP].get()
 }
 
 #[cold]
@@ -110,27 +156,33 @@ fn fresh(class: usize) -> NonNull<u8> {
     NonNull::new(block).unwrap_or_else(|| handle_alloc_error(layout))
 }
 
-/// Gives back a block that `alloc(class)` handed out.
+/// Gives back a block that `alloc(class)` handed out, to this thread's
+/// `lists`.
 ///
 /// # Safety
 ///
-/// `block` must come from `alloc(class)`, hold no live value, and not be
-/// used again.
+/// `block` must come from `alloc(_, class)` (on any thread), hold no live
+/// value, and not be used again.
 #[inline]
-pub(crate) unsafe fn free(class: usize, block: NonNull<u8>) {
-    let kept = LISTS.with(|lists| {
-        let len = lists.len[class].get();
-        if len == KEEP || (lists.state.get() != KEEPING && !start_keeping(lists)) {
-            return false;
-        }
-        lists.blocks[class][len].set(block.as_ptr());
-        lists.len[class].set(len + 1);
-        true
-    });
-    if !kept {
-        // SAFETY: `alloc(class)` allocates with this layout (invariant).
-        unsafe { dealloc(block.as_ptr(), layout(class)) };
+pub(crate) unsafe fn free(lists: &Lists, class: usize, block: NonNull<u8>) {
+    if lists.hot[class].get().is_none() && lists.cap.get() != 0 {
+        lists.hot[class].set(Some(block));
+        return;
     }
+    let len = lists.len[class].get();
+    if len < lists.cap.get() {
+        // `cap` is at most `KEEP`: the mask saves the bounds check.
+        lists.blocks[class][len % KEEP].set(block);
+        lists.len[class].set(len + 1);
+        return;
+    }
+    if len == 0 && start_keeping(lists) {
+        // The first block this thread keeps: nothing was kept before.
+        lists.hot[class].set(Some(block));
+        return;
+    }
+    // SAFETY: `alloc(class)` allocates with this layout (invariant).
+    unsafe { dealloc(block.as_ptr(), layout(class)) };
 }
 
 /// Registers `Release`, so blocks can be kept; `false` once the thread is
@@ -138,8 +190,12 @@ pub(crate) unsafe fn free(class: usize, block: NonNull<u8>) {
 #[cold]
 #[inline(never)]
 fn start_keeping(lists: &Lists) -> bool {
-    if lists.state.get() == UNREGISTERED && RELEASE.try_with(|_| ()).is_ok() {
+    // Under loom the lists live in loom's thread-local (`context`'s
+    // `CURRENT`), which `Release`, a `std` one, cannot reach when it runs:
+    // nothing is kept there.
+    if !cfg!(loom) && lists.state.get() == UNREGISTERED && RELEASE.try_with(|_| ()).is_ok() {
         lists.state.set(KEEPING);
+        lists.cap.set(KEEP);
         return true;
     }
     lists.state.set(EXITED);
@@ -152,7 +208,7 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use super::{CLASSES, KEEP, STEP, alloc, class_of, free, layout};
+    use super::{CLASSES, KEEP, STEP, alloc, class_of, free, layout, lists};
     use crate::{Context, ContextVar};
 
     #[test]
@@ -177,23 +233,29 @@ mod tests {
             // More than a list keeps (which also empties whatever an earlier
             // test left in this thread's list): the extra ones go back to
             // the allocator, and Miri checks each with its layout.
-            let blocks: Vec<_> = (0..KEEP + 4).map(|_| alloc(class)).collect();
+            let blocks: Vec<_> = (0..KEEP + 4).map(|_| alloc(lists(), class)).collect();
             for block in &blocks {
                 assert_eq!(block.as_ptr().addr() % STEP, 0, "aligned to 16");
                 // SAFETY: the block is `layout(class)` big, and ours.
                 unsafe { block.as_ptr().write_bytes(0xA5, layout(class).size()) };
             }
-            let kept_last = blocks[4];
+            let (freed_first, kept_last) = (blocks[KEEP + 3], blocks[3]);
             for block in blocks.into_iter().rev() {
                 // SAFETY: from `alloc(class)`, holding nothing, not used again.
-                unsafe { free(class, block) };
+                unsafe { free(lists(), class, block) };
             }
-            // The list is a stack: of the blocks freed in reverse, `[4]` was
-            // the last one it had room for, so it comes back first.
-            let again = alloc(class);
-            assert_eq!(again, kept_last);
+            // Of the blocks freed in reverse, the first fills the hot cell,
+            // the next `KEEP` the list (a stack, down to `[3]`), and the
+            // last three go back. They come out hot cell first, then the
+            // list from its top.
+            let again = alloc(lists(), class);
+            assert_eq!(again, freed_first);
+            let next = alloc(lists(), class);
+            assert_eq!(next, kept_last);
             // SAFETY: as above.
-            unsafe { free(class, again) };
+            unsafe { free(lists(), class, next) };
+            // SAFETY: as above.
+            unsafe { free(lists(), class, again) };
         }
     }
 
@@ -204,11 +266,11 @@ mod tests {
 
     #[test]
     fn a_block_freed_on_another_thread_joins_that_threads_list() {
-        let block = Block(alloc(1));
+        let block = Block(alloc(lists(), 1));
         std::thread::spawn(move || {
             let block = block;
             // SAFETY: from `alloc(1)` on the spawning thread, holding nothing.
-            unsafe { free(1, block.0) };
+            unsafe { free(lists(), 1, block.0) };
             // It is freed with the thread's list when the thread exits:
             // Miri reports a leak otherwise.
         })

@@ -66,6 +66,18 @@ const fn class<T>() -> Option<usize> {
 ///
 /// `ptr` must come from `Value::new::<T>` and have no live handle left.
 unsafe fn free<T>(ptr: NonNull<Header>) {
+    // SAFETY: as for this function.
+    unsafe { free_in::<T>(ptr, spare::lists) }
+}
+
+/// `free`, given how to reach this thread's spare lists (asked only for a
+/// box that goes back to them).
+///
+/// # Safety
+///
+/// As for [`free`].
+#[inline]
+unsafe fn free_in<T>(ptr: NonNull<Header>, lists: impl FnOnce() -> &'static spare::Lists) {
     let boxed = ptr.cast::<Boxed<T>>();
     match const { class::<T>() } {
         None => {
@@ -75,16 +87,16 @@ unsafe fn free<T>(ptr: NonNull<Header>) {
         }
         Some(class) => {
             /// Gives the block back also if the value's `drop` panics.
-            struct GiveBack(usize, NonNull<u8>);
+            struct GiveBack(&'static spare::Lists, usize, NonNull<u8>);
             impl Drop for GiveBack {
                 #[inline]
                 fn drop(&mut self) {
-                    // SAFETY: the block came from `spare::alloc(self.0)`
+                    // SAFETY: the block came from `spare::alloc(_, self.1)`
                     // (`Value::new`) and its value is dropped by now.
-                    unsafe { spare::free(self.0, self.1) };
+                    unsafe { spare::free(self.0, self.1, self.2) };
                 }
             }
-            let _give_back = GiveBack(class, boxed.cast());
+            let _give_back = GiveBack(lists(), class, boxed.cast());
             // SAFETY: `Value::new` wrote a `Boxed<T>` there, and nobody else
             // can reach it any more.
             unsafe { ptr::drop_in_place(boxed.as_ptr()) };
@@ -107,6 +119,17 @@ unsafe impl Sync for Value {}
 impl Value {
     /// Boxes `value`.
     pub fn new<T: Send + Sync + 'static>(value: T) -> Value {
+        Value::new_in(value, spare::lists)
+    }
+
+    /// `new`, given how to reach this thread's spare lists (asked only for
+    /// a box small enough to come from them). A caller that holds them
+    /// already spares a thread-local access that does not always inline.
+    #[inline]
+    pub(crate) fn new_in<T: Send + Sync + 'static>(
+        value: T,
+        lists: impl FnOnce() -> &'static spare::Lists,
+    ) -> Value {
         let boxed = Boxed {
             header: Header {
                 strong: AtomicUsize::new(1),
@@ -117,7 +140,7 @@ impl Value {
         let ptr = match const { class::<T>() } {
             None => NonNull::from(Box::leak(Box::new(boxed))),
             Some(class) => {
-                let block = spare::alloc(class).cast::<Boxed<T>>();
+                let block = spare::alloc(lists(), class).cast::<Boxed<T>>();
                 // SAFETY: a block of the class is big and aligned enough for
                 // a `Boxed<T>` (`spare::class_of`), and nobody else has it.
                 unsafe { block.as_ptr().write(boxed) };
@@ -237,12 +260,27 @@ impl Value {
     /// The value must be a `T`.
     #[inline]
     pub(crate) unsafe fn drop_as<T: 'static>(self) {
+        // SAFETY: as for this function.
+        unsafe { self.drop_as_in::<T>(spare::lists) }
+    }
+
+    /// `drop_as`, given how to reach this thread's spare lists (see
+    /// [`new_in`](Value::new_in)).
+    ///
+    /// # Safety
+    ///
+    /// The value must be a `T`.
+    #[inline]
+    pub(crate) unsafe fn drop_as_in<T: 'static>(
+        self,
+        lists: impl FnOnce() -> &'static spare::Lists,
+    ) {
         let this = std::mem::ManuallyDrop::new(self);
         if this.release() {
             debug_assert!((this.header().vtable.type_id)() == TypeId::of::<T>());
             // SAFETY: this was the last handle, and the value is a `T`
             // (caller).
-            unsafe { free::<T>(this.ptr) }
+            unsafe { free_in::<T>(this.ptr, lists) }
         }
     }
 }

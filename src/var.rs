@@ -316,6 +316,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// let second = N.set(2);
     /// assert_eq!(second.old_value(), Some(&1));
     /// ```
+    #[inline(always)]
     pub fn set(&self, value: T) -> Token<T> {
         let token = self.set_unobserved(value);
         if crate::observe::vars_observed() {
@@ -325,7 +326,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     }
 
     /// `set`, without telling observers.
-    #[inline]
+    #[inline(always)]
     fn set_unobserved(&self, value: T) -> Token<T> {
         let id = self.id();
         let value = Value::new(value);
@@ -361,6 +362,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// let err = copy_context().run(|| N.reset(token)).unwrap_err();
     /// assert!(err.to_string().contains("different context"));
     /// ```
+    #[inline(always)]
     pub fn reset(&self, token: Token<T>) -> Result<(), ResetError> {
         self.try_reset(token).map_err(ResetFailed::into_error)
     }
@@ -385,6 +387,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// N.reset(failed.into_token()).unwrap();
     /// assert!(N.get().is_err());
     /// ```
+    #[inline(always)]
     pub fn try_reset(&self, token: Token<T>) -> Result<(), ResetFailed<T>> {
         let id = self.id();
         if token.var_id != id {
@@ -432,6 +435,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// assert_eq!(inner, Ok(2));
     /// assert_eq!(DEPTH.get(), Ok(0));
     /// ```
+    #[inline(always)]
     pub fn scope<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
         if crate::observe::vars_observed() {
             return self.scope_observed(value, f);
@@ -440,7 +444,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     }
 
     /// `scope`, without telling observers.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn scope_unobserved<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
         // Balanced by construction, so never a misuse (see `misuse`), and
         // the value need not even enter the map (`scoped`).
