@@ -84,24 +84,18 @@ struct Release;
 
 impl Drop for Release {
     fn drop(&mut self) {
-        {
-            let lists = lists();
-            lists.state.set(EXITED);
-            lists.cap.set(0);
-            for (class, (blocks, len)) in lists.blocks.iter().zip(&lists.len).enumerate() {
-                for block in &blocks[..len.get()] {
-                    // SAFETY: a listed block was allocated with its class's
-                    // layout (module invariant) and is owned by the list.
-                    unsafe { dealloc(block.get().as_ptr(), layout(class)) };
-                }
-                len.set(0);
+        let lists = lists();
+        lists.state.set(EXITED);
+        lists.cap.set(0);
+        let classes = lists.blocks.iter().zip(&lists.len).zip(&lists.hot);
+        for (class, ((blocks, len), hot)) in classes.enumerate() {
+            let listed = blocks[..len.get()].iter().map(Cell::get);
+            for block in listed.chain(hot.take()) {
+                // SAFETY: a kept block was allocated with its class's layout
+                // (module invariant) and is owned by the lists.
+                unsafe { dealloc(block.as_ptr(), layout(class)) };
             }
-            for (class, hot) in lists.hot.iter().enumerate() {
-                if let Some(block) = hot.take() {
-                    // SAFETY: as above.
-                    unsafe { dealloc(block.as_ptr(), layout(class)) };
-                }
-            }
+            len.set(0);
         }
     }
 }
@@ -176,7 +170,7 @@ pub(crate) unsafe fn free(lists: &Lists, class: usize, block: NonNull<u8>) {
         lists.len[class].set(len + 1);
         return;
     }
-    if len == 0 && start_keeping(lists) {
+    if lists.cap.get() == 0 && start_keeping(lists) {
         // The first block this thread keeps: nothing was kept before.
         lists.hot[class].set(Some(block));
         return;
