@@ -7,11 +7,15 @@
 //! closure and points it back when the closure returns or unwinds.
 //!
 //! **Invariant:** a context's map is written only by the one thread on which
-//! that context is current, and only while it holds the context's write lock.
-//! So that thread may read the map without any lock or atomic (the fast read
-//! path of [`ContextVar`](crate::ContextVar)), and every other reader takes
-//! the lock. A context is current on at most one thread because entering it
-//! takes its `state` word, which `run` releases on the way out.
+//! that context is current, and never while a reader on another thread reads
+//! it: the writer opens each write with `Context::owner_lock` and the reader
+//! its read with `Context::read_lock`, which exclude each other (through the
+//! lock, or, where the asymmetric barrier of `barrier` is on, through the
+//! owner's `busy` flag, so that the owner's write takes no locked
+//! instruction). So that thread may read the map without any lock or atomic
+//! (the fast read path of [`ContextVar`](crate::ContextVar)). A context is
+//! current on at most one thread because entering it takes its `state`
+//! word, which `run` releases on the way out.
 //!
 //! A context's values are dropped inside the context itself
 //! (`Context::release`), so no destructor writes into the context of
@@ -63,10 +67,24 @@ pub struct Context {
     /// of an `Arc<Context>`): 0 for nobody, else that thread's [`token`],
     /// with [`WAITING`] set while polls of other tasks wait for their turn.
     state: AtomicUsize,
+    /// Taken by every reader on another thread, and by the owner's writes
+    /// where the asymmetric barrier is not [`enabled`](crate::barrier).
     lock: AtomicBool,
+    /// Set by the owner (the thread that has the context entered through a
+    /// shared borrow) for the length of each write, where the asymmetric
+    /// barrier is enabled: a reader that holds `lock` waits for it to
+    /// clear, and an owner that finds `lock` held clears it and takes the
+    /// lock instead (see [`Context::owner_lock`]).
+    busy: AtomicBool,
+    /// Set by a reader on another thread that met the owner (the heavy
+    /// side of the barrier) and cleared when the owner leaves: until then
+    /// the owner takes the lock for every write, and later readers need no
+    /// barrier. So a reader that reads in a loop pays the barrier once per
+    /// entry, not once per read, and the owner no more than the lock.
+    contended: AtomicBool,
     /// Whether no other thread can reach this context now: a thread's base
     /// context always, any other while entered through a unique borrow
-    /// (`run_exclusive`). Writes to a private context skip the lock.
+    /// (`run_exclusive`). Writes to a private context skip `owner_lock`.
     private: bool,
     /// Whether this is a thread's base context (see `misuse`).
     base: bool,
@@ -77,16 +95,16 @@ pub struct Context {
     /// The newest `scope`d value not yet written into `map` (see
     /// [`scoped`]), or null; each links to the one before. Written only by
     /// the thread that has the context entered: a push with a release store,
-    /// anything that unlinks entries under `lock` (unless `private`). Read
-    /// by other threads under `lock`.
+    /// anything that unlinks entries inside `owner_lock` (unless
+    /// `private`). Read by other threads inside `read_lock`.
     scoped: AtomicPtr<Scoped>,
 }
 
 // SAFETY: `map` and `frame` are the only fields without their own
 // synchronisation. They are written only by the thread on which this context
-// is current, holding `lock` (or, while `private`, by the one thread that can
-// reach the context at all); every reader on another thread takes `lock`
-// first; and `state` (acquire/release) makes a context current on one thread
+// is current, inside `owner_lock` (or, while `private`, by the one thread
+// that can reach the context at all); every reader on another thread reads
+// inside `read_lock`, which excludes such a write (see `owner_lock`); and `state` (acquire/release) makes a context current on one thread
 // at a time and orders one thread's writes before the next thread's entry.
 // The values in the map are `Send + Sync`.
 unsafe impl Sync for Context {}
@@ -225,7 +243,8 @@ impl Drop for LateBase {
     }
 }
 
-/// Holds a context's write lock; released on drop.
+/// Holds a context's lock, or its owner's `busy` flag (see
+/// [`Context::owner_lock`]); released on drop.
 struct WriteLock<'a>(Option<&'a AtomicBool>);
 
 impl Drop for WriteLock<'_> {
@@ -261,6 +280,8 @@ impl Context {
             id,
             state: AtomicUsize::new(0),
             lock: AtomicBool::new(false),
+            busy: AtomicBool::new(false),
+            contended: AtomicBool::new(false),
             private,
             base: false,
             map: crate::sync::UnsafeCell::new(map),
@@ -389,7 +410,8 @@ impl Context {
     fn try_enter(&self) -> Option<Exit<'_>> {
         CURRENT.with(|cur| {
             self.state
-                .compare_exchange(0, token(cur), Ordering::Acquire, Ordering::Relaxed)
+                // SeqCst: see `read_lock`.
+                .compare_exchange(0, token(cur), Ordering::SeqCst, Ordering::Relaxed)
                 .is_ok()
                 .then(|| Exit {
                     ctx: self,
@@ -633,8 +655,9 @@ impl Context {
             // writer.
             return self.map.with(|map| f(unsafe { &*map }));
         }
-        let lock = self.write_lock();
-        // SAFETY: as above: we hold the lock every writer takes.
+        let lock = self.read_lock();
+        // SAFETY: as above: we hold the lock, and the owner is not writing
+        // (`read_lock`).
         let map = self.map.with(|map| unsafe { &*map });
         // Acquire: the entries were linked without the lock (see `scoped`).
         let scoped = self.scoped.load(Ordering::Acquire);
@@ -648,15 +671,94 @@ impl Context {
         f(&merged)
     }
 
+    /// Opens the context for a write by its owner, the thread on which it is
+    /// current: the lock, or only the `busy` flag where the asymmetric
+    /// barrier is enabled, no reader holds the lock and none has met the
+    /// owner in this entry (`contended`). Dekker's protocol: the owner
+    /// stores `busy` and then loads `lock`, a reader stores `lock` and then
+    /// loads `busy`, with the barrier's two sides between, so at least one
+    /// of them sees the other; an owner that sees the lock held backs off
+    /// and waits for it, a reader that sees `busy` waits for the write to
+    /// end. So the owner's write costs plain stores and loads, and only a
+    /// foreign reader pays (`membarrier`, once per entry).
+    #[inline(always)]
+    fn owner_lock(&self) -> WriteLock<'_> {
+        if self.private {
+            return WriteLock(None);
+        }
+        if crate::barrier::enabled() {
+            self.busy.store(true, Ordering::Relaxed);
+            crate::barrier::light();
+            // SeqCst (a plain load on x86, a load-acquire on Arm): also
+            // ordered after this thread's entry (`try_enter`, SeqCst) for
+            // a reader that finds the context not entered (`read_lock`).
+            // Acquire: the last reader's accesses happen before our write,
+            // and so does its `contended`.
+            if !self.lock.load(Ordering::SeqCst) && !self.contended.load(Ordering::Relaxed) {
+                return WriteLock(Some(&self.busy));
+            }
+            self.busy.store(false, Ordering::Release);
+        }
+        self.take_lock()
+    }
+
+    /// Opens the context for a read from a thread where it is not current:
+    /// the lock, and then, where the asymmetric barrier is enabled and the
+    /// context is entered on another thread, the end of the owner's write
+    /// under way (see [`owner_lock`](Context::owner_lock)).
+    fn read_lock(&self) -> WriteLock<'_> {
+        let lock = self.take_lock();
+        if lock.0.is_some() && crate::barrier::enabled() {
+            // loom takes `SeqCst` accesses for acquire/release ones: the
+            // fence gives its model what the `SeqCst` lock and load below
+            // give the real build.
+            #[cfg(loom)]
+            crate::sync::fence(Ordering::SeqCst);
+            // SeqCst, as the lock's compare-and-swap: ordered after it for
+            // the owner's entry, so if this sees the context not entered,
+            // the owner's `lock` load (after its entry) sees the lock held.
+            let owner = self.state.load(Ordering::SeqCst) & !WAITING;
+            // Not entered: no write under way, and the last owner's are
+            // ours (acquire, `Exit`'s release). Entered here: this thread
+            // is not in the middle of a write. Contended: the owner takes
+            // the lock, which we hold.
+            if owner != 0 && owner != token(current()) && !self.contended.load(Ordering::Relaxed) {
+                self.meet_owner();
+            }
+        }
+        lock
+    }
+
+    /// The reader's side of [`owner_lock`](Context::owner_lock)'s protocol,
+    /// holding the lock: the heavy barrier, then the end of the owner's
+    /// write under way. After it the owner takes the lock until it leaves.
+    #[cold]
+    #[inline(never)]
+    fn meet_owner(&self) {
+        #[cfg(test)]
+        MEET_OWNER_CALLS.with(|n| n.set(n.get() + 1));
+        crate::barrier::heavy();
+        let mut spins = 0u32;
+        while self.busy.load(Ordering::Acquire) {
+            backoff(&mut spins);
+        }
+        // Seen by the owner's next write through our release of the lock
+        // (or the lock still held), and by the next reader through its
+        // acquire of it.
+        self.contended.store(true, Ordering::Relaxed);
+    }
+
+    /// Takes the lock (none for a private context).
     #[inline]
-    fn write_lock(&self) -> WriteLock<'_> {
+    fn take_lock(&self) -> WriteLock<'_> {
         if self.private {
             return WriteLock(None);
         }
         let mut spins = 0u32;
         while self
             .lock
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            // SeqCst: see `read_lock`.
+            .compare_exchange_weak(false, true, Ordering::SeqCst, Ordering::Relaxed)
             .is_err()
         {
             // Holders never run user code under the lock, so it is short.
@@ -779,6 +881,9 @@ impl Drop for Exit<'_> {
     #[inline]
     fn drop(&mut self) {
         CURRENT.with(|cur| cur.enter(self.prev));
+        // The next owner starts without the lock; a reader that sees it
+        // entered (acquire, through this release) sees this.
+        self.ctx.contended.store(false, Ordering::Relaxed);
         let state = self.ctx.state.swap(0, Ordering::Release);
         if state & WAITING != 0 {
             wake_waiters(self.ctx.id);
@@ -942,6 +1047,8 @@ thread_local! {
     static WAKE_WAITERS_CALLS: Cell<u64> = const { Cell::new(0) };
     /// Calls of `free_parked_versions` (a borrow's slow end) on this thread.
     static FREE_PARKED_CALLS: Cell<u64> = const { Cell::new(0) };
+    /// Calls of `meet_owner` (the heavy barrier) on this thread.
+    static MEET_OWNER_CALLS: Cell<u64> = const { Cell::new(0) };
 }
 
 /// The current context, opened for one write: what `set` and `reset` see
@@ -952,7 +1059,7 @@ pub(crate) struct Writer<'a> {
     /// The context's id, which tokens record.
     pub(crate) context: u64,
     map: &'a mut Map,
-    /// Nodes the write lets go of, dropped after the lock is released.
+    /// Nodes the write lets go of, dropped after the write is closed.
     garbage: &'a mut Garbage,
 }
 
@@ -977,7 +1084,7 @@ impl Writer<'_> {
 
 /// Runs `f` on the current context for writing, creating the thread's base
 /// context if there is no current context yet. Everything `f` returns or
-/// leaves in the garbage is dropped only after the lock is released, so no
+/// leaves in the garbage is dropped only after the write is closed, so no
 /// value's destructor runs under it. `checked`: the variable a `set` writes,
 /// for the misuse check (`misuse`); a reset is never a misuse.
 #[inline]
@@ -1008,9 +1115,9 @@ pub(crate) fn write_current<R>(
     let mut garbage = Garbage::new();
     let refresh = Refresh;
     let result = {
-        let _lock = ctx.write_lock();
+        let _lock = ctx.owner_lock();
         // SAFETY: this thread is the only writer (the context is current
-        // here) and holds the lock that other readers take.
+        // here), and no reader on another thread reads now (`owner_lock`).
         let map = ctx.map.with_mut(|map| unsafe { &mut *map });
         f(Writer {
             context: ctx.id,
@@ -1057,11 +1164,11 @@ pub(crate) struct Scoped {
 /// scoped values and straight into the thread's read cache, and the scope's
 /// end takes it off again: no map write, no version bump, no token. In a
 /// shared context (entered with `run` on a `&Context` or an `Arc<Context>`)
-/// other threads' `Context::get` read the list too ([`Context::read`], under
-/// the lock), so taking an entry off takes the context's lock (a reader may
-/// be walking it); putting one on is a release store. In a private context
-/// (a thread's base context, a task's or callback's own) neither takes a
-/// lock.
+/// other threads' `Context::get` read the list too ([`Context::read`],
+/// inside `read_lock`), so taking an entry off is a write (`owner_lock`: a
+/// reader may be walking it); putting one on is a release store. In a
+/// private context (a thread's base context, a task's or callback's own)
+/// neither opens a write.
 /// Whatever needs the map as it is writes the list into it first
 /// ([`write_scoped`]): a write (`set`, `reset`), a copy, a read through
 /// `Context` itself on this thread. The scope's end then restores the map
@@ -1107,11 +1214,11 @@ pub(crate) fn scoped<T: Send + Sync + 'static, R>(
     });
     // No lock: a reader elsewhere sees the list with or without the entry,
     // both whole (release: with its fields), and none can be mid-way
-    // through an entry that goes, as unlinking takes the lock.
+    // through an entry that goes, as unlinking is a write (`owner_lock`).
     ctx.scoped
         .store(ptr::from_ref(&*entry).cast_mut(), Ordering::Release);
     // Holds the entry by a shared reference: another thread may be reading
-    // it until the unlinking has taken the lock.
+    // it until the unlinking has opened its write.
     let end = ScopeEnd::<T> {
         ctx,
         entry: &entry,
@@ -1168,9 +1275,9 @@ impl<T: 'static> ScopeEnd<'_, T> {
         let value = if ptr::eq(self.ctx.own_scoped(), self.entry) {
             debug_assert!(self.entry.written.take().is_none());
             {
-                let _lock = self.ctx.write_lock();
-                // Under the lock: no reader elsewhere is still walking the
-                // entry when its frame goes.
+                let _lock = self.ctx.owner_lock();
+                // No reader elsewhere is still walking the entry when its
+                // frame goes (`owner_lock`).
                 self.ctx
                     .scoped
                     .store(self.entry.prev.cast_mut(), Ordering::Relaxed);
@@ -1273,8 +1380,8 @@ fn write_scoped(cur: &Current) {
     }
     let mut garbage = Garbage::new();
     {
-        let _lock = ctx.write_lock();
-        // SAFETY: as above, and we hold the lock other readers take.
+        let _lock = ctx.owner_lock();
+        // SAFETY: as above, and no reader elsewhere reads now.
         let map = ctx.map.with_mut(|map| unsafe { &mut *map });
         insert_scoped(&entries, map, &mut garbage, |entry, old| {
             entry.written.set(Some(old));
@@ -1532,6 +1639,62 @@ mod tests {
             ctx.run(|| ());
         }
         assert_eq!(calls(), before);
+    }
+
+    /// A read from another thread meets the owner (the heavy barrier) once
+    /// per entry, only while the context is entered on another thread: not
+    /// when nobody has it entered, nor when this very thread has; after the
+    /// first meeting the owner's writes take the lock (`contended`), and
+    /// leaving clears that, so the next entry meets its readers afresh.
+    #[test]
+    fn a_foreign_reader_meets_the_owner_once_per_entry() {
+        use std::sync::{Arc, mpsc};
+        static V: ContextVar<u32> = ContextVar::new("v");
+        let meetings = || MEET_OWNER_CALLS.with(Cell::get);
+        let per_entry = u64::from(crate::barrier::enabled());
+        let ctx = Arc::new(Context::new());
+        ctx.run(|| V.set(1));
+        assert_eq!(ctx.get(&V), Some(1));
+        assert_eq!(meetings(), 0, "nobody has it entered");
+        ctx.run(|| Context::new().run(|| assert_eq!(ctx.get(&V), Some(1))));
+        assert_eq!(meetings(), 0, "entered by this thread");
+
+        for entry in 1..=2u32 {
+            let (entered_tx, entered_rx) = mpsc::channel();
+            let (go_tx, go_rx) = mpsc::channel::<()>();
+            let (wrote_tx, wrote_rx) = mpsc::channel();
+            let owner = {
+                let ctx = ctx.clone();
+                std::thread::spawn(move || {
+                    ctx.run(|| {
+                        entered_tx.send(()).unwrap();
+                        go_rx.recv().unwrap();
+                        V.set(10 * entry);
+                        wrote_tx.send(()).unwrap();
+                        go_rx.recv().unwrap();
+                    })
+                })
+            };
+            entered_rx.recv().unwrap();
+            let before = meetings();
+            for _ in 0..3 {
+                assert_eq!(ctx.get(&V), Some(if entry == 1 { 1 } else { 10 }));
+            }
+            assert_eq!(
+                meetings() - before,
+                per_entry,
+                "one meeting for three reads"
+            );
+            assert_eq!(ctx.contended.load(Ordering::Relaxed), per_entry == 1);
+            go_tx.send(()).unwrap();
+            wrote_rx.recv().unwrap();
+            // The write under the lock, seen by the next read (no meeting).
+            assert_eq!(ctx.get(&V), Some(10 * entry));
+            assert_eq!(meetings() - before, per_entry);
+            go_tx.send(()).unwrap();
+            owner.join().unwrap();
+            assert!(!ctx.contended.load(Ordering::Relaxed), "cleared on leaving");
+        }
     }
 
     /// A `with` borrow under which nothing was written ends on the fast

@@ -41,6 +41,7 @@
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod baggage;
+mod barrier;
 pub mod channel;
 mod context;
 pub mod docs;

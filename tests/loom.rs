@@ -227,6 +227,49 @@ fn a_scope_in_a_shared_context_while_another_thread_gets() {
     });
 }
 
+/// Two reads from another thread while the owner scopes, sets and resets:
+/// where the first meets the owner mid-entry it marks the context
+/// contended (`Context::meet_owner`), after which the owner takes the lock
+/// for its writes and the second read takes only the lock, with no barrier.
+/// Every read sees a value the owner had in place, whole; the contended
+/// mark is cleared when the owner leaves, and the next entry writes
+/// without the lock again (a data race on the map otherwise, were a reader
+/// to skip the barrier while the owner skips the lock).
+///
+/// The one model bounded by default: every interleaving of its three
+/// entries and two reads would take hours. Four preemptions (a few seconds)
+/// are enough to find each of the protocol's mutants that RELIABILITY.md
+/// lists; `LOOM_MAX_PREEMPTIONS` overrides the bound.
+#[test]
+fn two_foreign_gets_while_the_owner_scopes_and_sets() {
+    static V: ContextVar<Probe> = ContextVar::new("v");
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound.get_or_insert(4);
+    builder.check(|| {
+        let ctx = Arc::new(Context::new());
+        ctx.run(|| drop(V.set(Probe::new(1))));
+        let owner = {
+            let ctx = ctx.clone();
+            thread::spawn(move || {
+                ctx.run(|| {
+                    let inner = V.scope(Probe::new(2), || V.with(|v| v.map(Probe::get)));
+                    assert_eq!(inner, Some(2));
+                    let token = V.set(Probe::new(3));
+                    V.reset(token).unwrap();
+                });
+                ctx.run(|| drop(V.set(Probe::new(1))));
+            })
+        };
+        for _ in 0..2 {
+            let read = ctx.get(&V).expect("set before").get();
+            assert!(matches!(read, 1..=3), "saw {read}");
+        }
+        owner.join().unwrap();
+        assert_eq!(ctx.get(&V).map(|v| v.get()), Some(1));
+        no_value_left(ctx);
+    });
+}
+
 /// A copy taken on one thread while the owner sets on another is a
 /// snapshot: the values after some prefix of the owner's writes, never a
 /// mix, and it does not change when the owner writes on (the owner must

@@ -14,6 +14,11 @@
 //!   `opentelemetry::Context`.
 //! - `floor`: an `Arc` clone+drop and a compare-and-swap+release store alone,
 //!   the atomic operations `copy_context` and `run` cannot do without.
+//! - `foreign_get`: `Context::get` on a shared context from a thread where it
+//!   is not current: nobody has it entered (`idle`), another thread has it
+//!   entered and is blocked (`parked`), or is running (`running`). What a
+//!   reader pays so that the owner's writes take no locked instruction
+//!   (`membarrier` on Linux, when the context is entered elsewhere).
 //! - `read_threads`: reads of one variable from 1 and from 2 threads at once,
 //!   as time per read of the aggregate (lower is better; linear scaling halves
 //!   it).
@@ -308,6 +313,52 @@ fn parallel_reads(threads: usize, iters: u64, read: fn() -> u64) -> Duration {
     slowest / threads as u32
 }
 
+/// `Context::get` from this thread on a context entered on another one,
+/// which meanwhile blocks on a channel (`running == false`) or spins; or on
+/// a context nobody has entered (`idle`).
+fn foreign_get(c: &mut Criterion) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut g = c.benchmark_group("foreign_get");
+    let ctx = Arc::new(context_of(1));
+    g.bench_function(BenchmarkId::new("contextvars_idle", 1), |b| {
+        b.iter(|| black_box(&ctx).get(&TARGET))
+    });
+    for running in [false, true] {
+        let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let stop = Arc::new(AtomicBool::new(false));
+        let owner = {
+            let (ctx, stop) = (ctx.clone(), stop.clone());
+            std::thread::spawn(move || {
+                ctx.run(|| {
+                    entered_tx.send(()).unwrap();
+                    if running {
+                        while !stop.load(Ordering::Relaxed) {
+                            std::hint::spin_loop();
+                        }
+                    } else {
+                        let _ = stop_rx.recv();
+                    }
+                })
+            })
+        };
+        entered_rx.recv().unwrap();
+        let name = if running {
+            "contextvars_running"
+        } else {
+            "contextvars_parked"
+        };
+        g.bench_function(BenchmarkId::new(name, 1), |b| {
+            b.iter(|| black_box(&ctx).get(&TARGET))
+        });
+        stop.store(true, Ordering::Relaxed);
+        drop(stop_tx);
+        owner.join().unwrap();
+    }
+    g.finish();
+}
+
 fn threads(c: &mut Criterion) {
     let mut g = c.benchmark_group("read_threads");
     let ours: fn() -> u64 = || black_box(&TARGET).get().unwrap();
@@ -412,6 +463,6 @@ use common::config;
 criterion_group! {
     name = benches;
     config = config();
-    targets = reads, writes, peers, threads, maps
+    targets = reads, writes, peers, foreign_get, threads, maps
 }
 criterion_main!(benches);
