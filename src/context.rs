@@ -990,14 +990,36 @@ pub(crate) fn read_current<R>(
         Some(hit) => hit,
         None => look_up(cur, slot, if id == 0 { assign() } else { id }),
     };
-    let _reading = Reading::start();
+    let value = found.map(|raw| raw.as_ptr().addr());
+    // A scoped value (see `SCOPED`) needs no count: its entry holds it.
+    let _reading = (value.unwrap_or(SCOPED) & SCOPED == 0).then(Reading::start);
     // SAFETY: `found` is in the current map as of the current version: the
     // map holds a handle to it until it is written, and every write bumps
     // the version. The `readers` count makes every write during `f` copy the
     // nodes and park the old version in `PARKED`, so the box `f` borrows
-    // is neither mutated nor freed until `f` returns.
-    let value = found.map(|raw| unsafe { Value::borrow_raw(raw) });
+    // is neither mutated nor freed until `f` returns. Or `found` is the
+    // value of a `scope` under way on this thread, tagged `SCOPED`: its
+    // entry holds a handle to it until the scope ends, after `f` returns
+    // (scopes nest), whatever `f` writes (a write hands the map a handle
+    // of its own).
+    let value = found.map(|raw| unsafe {
+        Value::borrow_raw(NonNull::new_unchecked(
+            raw.as_ptr().map_addr(|a| a & !SCOPED),
+        ))
+    });
     f(value.as_deref())
+}
+
+/// The low bit of a value's address in the read cache: the value is a
+/// `scope`'s, held by the scope's entry (value boxes are word-aligned, so
+/// the bit is free).
+const SCOPED: usize = 1;
+
+/// `raw`, a scoped value's box, tagged `SCOPED` for the read cache.
+#[inline(always)]
+fn tag_scoped(raw: NonNull<()>) -> NonNull<()> {
+    // SAFETY: an address with its low bit set is not null.
+    unsafe { NonNull::new_unchecked(raw.as_ptr().map_addr(|a| a | SCOPED)) }
 }
 
 /// A cache miss: looks `id` up in the current map and remembers the answer
@@ -1014,7 +1036,7 @@ fn look_up(cur: &Current, slot: Slot, id: VarId) -> Option<NonNull<()>> {
     while let Some(e) = entry {
         if e.id == id {
             // SAFETY: the value is taken only after the entry left the list.
-            let value = Some(unsafe { &*e.value.get() }.as_raw());
+            let value = Some(tag_scoped(unsafe { &*e.value.get() }.as_raw()));
             // Every read of a variable goes through its own slot (its
             // address), the one the scope's end clears.
             #[cfg(debug_assertions)]
@@ -1225,7 +1247,8 @@ pub(crate) fn scoped<T: Send + Sync + 'static, R>(
         slot,
         of: PhantomData,
     };
-    cur.cache.fill(slot, id, Some(raw));
+    // Tagged: a read of it takes no borrow count (see `read_current`).
+    cur.cache.fill(slot, id, Some(tag_scoped(raw)));
     let result = f();
     // The end inline on the way out; the guard's drop does it on unwinding.
     ManuallyDrop::new(end).end();

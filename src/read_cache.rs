@@ -12,7 +12,8 @@
 //! and every write of the current map, before anything the write released
 //! is dropped; so a hit always points into the live current map (or at a
 //! scoped value still on its context's list: only the entry's own slot
-//! holds it, cleared when it leaves). The version is never 0, so the empty
+//! holds it, cleared when it leaves; `context` tags such a value's address
+//! with its low bit, and the cache stores it as it is given). The version is never 0, so the empty
 //! tag never matches.
 
 use std::cell::Cell;

@@ -71,6 +71,37 @@ fn a_borrow_of_a_scoped_value_outlives_a_write_in_its_closure() {
     });
 }
 
+/// A read of a scoped value takes no borrow count (its entry holds it), so
+/// the writes inside the borrow go in place: the set, the reset and a
+/// nested scope that ends each make and free a box of the value's size
+/// (the spare blocks hand a freed box to the next one at once). The
+/// borrowed box is none of them: the entry's handle, and the map's own
+/// once the first write put the value there, keep it whole until the
+/// scope ends.
+#[test]
+fn a_borrowed_scoped_value_stays_whole_while_its_closure_writes_in_place() {
+    static HEAPED: ContextVar<Vec<u64>> = ContextVar::new("heaped");
+    in_every_kind_of_context(|| {
+        HEAPED.scope(vec![7; 5], || {
+            HEAPED.with(|v| {
+                let borrowed = v.unwrap();
+                for i in 0..4 {
+                    let token = HEAPED.set(vec![i; 5]);
+                    HEAPED.scope(vec![100 + i; 5], || {
+                        assert_eq!(HEAPED.get(), Ok(vec![100 + i; 5]));
+                    });
+                    assert_eq!(HEAPED.get(), Ok(vec![i; 5]));
+                    HEAPED.reset(token).unwrap();
+                    let _copy = copy_context();
+                }
+                assert_eq!(*borrowed, vec![7; 5], "the borrowed box is still the value");
+            });
+            assert_eq!(HEAPED.get(), Ok(vec![7; 5]));
+        });
+        assert!(HEAPED.get().is_err());
+    });
+}
+
 #[test]
 fn a_switch_inside_a_scope_neither_shows_nor_loses_the_value() {
     in_every_kind_of_context(|| {
