@@ -342,7 +342,7 @@ fn a_version_dropped_while_another_thread_reads() {
     }
 
     impl Ctx {
-        /// `write_lock` (a loom yield where the real code spins).
+        /// `take_lock` (a loom yield where the real code spins).
         fn lock(&self) {
             while self
                 .lock
