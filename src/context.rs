@@ -104,8 +104,9 @@ pub struct Context {
 // synchronisation. They are written only by the thread on which this context
 // is current, inside `owner_lock` (or, while `private`, by the one thread
 // that can reach the context at all); every reader on another thread reads
-// inside `read_lock`, which excludes such a write (see `owner_lock`); and `state` (acquire/release) makes a context current on one thread
-// at a time and orders one thread's writes before the next thread's entry.
+// inside `read_lock`, which excludes such a write (see `owner_lock`); and
+// `state` (acquire/release) makes a context current on one thread at a time
+// and orders one thread's writes before the next thread's entry.
 // The values in the map are `Send + Sync`.
 unsafe impl Sync for Context {}
 
