@@ -15,9 +15,12 @@
 //! fences, which is what the pair stands for, so the models check the
 //! protocol built on it.
 //!
-//! **Invariant:** [`enabled`] gives one answer for the life of the process,
-//! and while it is `true` every [`heavy`] call is a barrier (the process is
-//! registered before the first `true` is given). Where it is `false` (not
+//! **Invariant:** [`enabled`] gives one answer for the life of the process
+//! (the first stored: a seccomp filter may apply to some threads only), and
+//! while it is `true` every [`heavy`] call is a barrier or panics (the
+//! process is registered before the first `true` is given; a thread whose
+//! own filter forbids the call cannot read a context entered elsewhere,
+//! and says so). Where it is `false` (not
 //! Linux, or a kernel or sandbox without the command), nothing uses the two
 //! sides and the owner takes the context's lock as a reader does.
 
@@ -87,9 +90,14 @@ mod imp {
         let works = commands >= 0
             && commands & libc::c_long::from(wanted) == libc::c_long::from(wanted)
             && membarrier(libc::MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0;
+        // One answer for all: the first one stored wins (a seccomp filter
+        // may apply to some threads only, so two probes can differ).
         // Release: whoever sees `YES` sees a registered process.
-        STATE.store(if works { YES } else { NO }, Ordering::Release);
-        works
+        let answer = if works { YES } else { NO };
+        match STATE.compare_exchange(UNKNOWN, answer, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => works,
+            Err(first) => first == YES,
+        }
     }
 
     #[cold]
@@ -100,11 +108,14 @@ mod imp {
             // `fork`, say) gets here: register again once.
             let again = membarrier(libc::MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0
                 && membarrier(libc::MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0;
+            // A thread under a seccomp filter of its own that forbids the
+            // call also gets here: it cannot read such a context safely,
+            // and says so rather than read.
             assert!(
                 again,
-                "contextvars: membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) failed after it \
-                 worked in this process; reading a context entered on another thread is not safe \
-                 without it"
+                "contextvars: membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) failed on this thread \
+                 after it worked in this process (a seccomp filter on this thread?); reading a \
+                 context entered on another thread is not safe without it"
             );
         }
     }

@@ -688,6 +688,12 @@ impl Context {
             return WriteLock(None);
         }
         if crate::barrier::enabled() {
+            // No write runs user code, so none nests in another (where one
+            // did, the inner end would clear `busy` under the outer write).
+            debug_assert!(
+                !self.busy.load(Ordering::Relaxed),
+                "a context's writes never nest"
+            );
             self.busy.store(true, Ordering::Relaxed);
             crate::barrier::light();
             // SeqCst (a plain load on x86, a load-acquire on Arm): also
@@ -724,7 +730,7 @@ impl Context {
             // is not in the middle of a write. Contended: the owner takes
             // the lock, which we hold.
             if owner != 0 && owner != token(current()) && !self.contended.load(Ordering::Relaxed) {
-                self.meet_owner();
+                self.meet_owner(owner);
             }
         }
         lock
@@ -732,10 +738,11 @@ impl Context {
 
     /// The reader's side of [`owner_lock`](Context::owner_lock)'s protocol,
     /// holding the lock: the heavy barrier, then the end of the owner's
-    /// write under way. After it the owner takes the lock until it leaves.
+    /// write under way. After it the owner (`owner`, its token) takes the
+    /// lock until it leaves.
     #[cold]
     #[inline(never)]
-    fn meet_owner(&self) {
+    fn meet_owner(&self, owner: usize) {
         #[cfg(test)]
         MEET_OWNER_CALLS.with(|n| n.set(n.get() + 1));
         crate::barrier::heavy();
@@ -745,8 +752,15 @@ impl Context {
         }
         // Seen by the owner's next write through our release of the lock
         // (or the lock still held), and by the next reader through its
-        // acquire of it.
-        self.contended.store(true, Ordering::Relaxed);
+        // acquire of it. Only if the owner is still in: one that left
+        // meanwhile has cleared the mark (`Exit`), and a mark set after
+        // that would send the next entry's writes through the lock for
+        // nothing. (A leave between this check and the store still can;
+        // a mark left set only ever costs the lock, never a skipped
+        // barrier: see ARCHITECTURE.md.)
+        if self.state.load(Ordering::Relaxed) & !WAITING == owner {
+            self.contended.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Takes the lock (none for a private context).
