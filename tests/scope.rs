@@ -770,3 +770,181 @@ fn a_panicking_drop_at_a_scopes_end_loses_nothing() {
         assert_eq!(live.load(Ordering::SeqCst), 0, "nothing leaked");
     });
 }
+
+// --- borrows of scoped values under churn ----------------------------------
+//
+// Reads of a scoped value take no borrow count (the read cache tags a scope's
+// value; its entry holds it until the scope ends). Whatever the borrowing
+// closure does — writes of the same variable, copies, nested and panicking
+// scopes, generators, other contexts, observers, churn through the spare
+// blocks, another thread reading — the borrowed value stays whole. A value
+// freed under the borrow shows as `0xdead` (its drop writes that through its
+// box), and to Miri as a use after free. (From a hostile review of issue 16's
+// third stop.)
+
+/// A value with a box of its own, stamped `0xdead` when dropped.
+#[derive(Debug)]
+struct Stamped(Box<u64>);
+impl Stamped {
+    fn new(n: u64) -> Stamped {
+        Stamped(Box::new(n))
+    }
+}
+impl Clone for Stamped {
+    fn clone(&self) -> Stamped {
+        Stamped::new(*self.0)
+    }
+}
+impl Drop for Stamped {
+    fn drop(&mut self) {
+        *self.0 = 0xdead;
+    }
+}
+
+static SV: ContextVar<Stamped> = ContextVar::new("stamped_v");
+static SW: ContextVar<Stamped> = ContextVar::new("stamped_w");
+
+#[test]
+fn borrow_survives_everything_in_its_closure() {
+    in_every_kind_of_context(|| {
+        SV.scope(Stamped::new(1), || {
+            SV.with(|v| {
+                let v = v.unwrap();
+                // Churn: set/reset of V itself, copies, generators, nested scopes,
+                // other contexts, panics caught.
+                let t = SV.set(Stamped::new(2));
+                let c = copy_context();
+                SV.reset(t).unwrap();
+                let t2 = SV.set(Stamped::new(3));
+                drop(t2);
+                SV.scope(Stamped::new(4), || {
+                    SV.with(|inner| assert_eq!(*inner.unwrap().0, 4));
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        SV.scope(Stamped::new(5), || panic!("x"))
+                    }));
+                });
+                let mut g = std::iter::repeat_with(|| {
+                    SV.set(Stamped::new(6));
+                    SV.with(|x| *x.unwrap().0)
+                })
+                .take(3)
+                .isolated();
+                assert_eq!(g.next(), Some(6));
+                Context::new().run(|| {
+                    SV.scope(Stamped::new(7), || SV.set(Stamped::new(8)));
+                });
+                c.run(|| SV.set(Stamped::new(9)));
+                drop(c);
+                // churn the spare cells: many values alloc/free
+                for i in 0..50 {
+                    SW.scope(Stamped::new(100 + i), || SW.set(Stamped::new(200 + i)));
+                    SV.scope(Stamped::new(300 + i), || ());
+                }
+                assert_eq!(*v.0, 1);
+            });
+            SV.with(|v| assert_eq!(*v.unwrap().0, 3));
+        });
+    });
+}
+
+#[test]
+fn borrow_of_written_scope_then_reset_in_closure() {
+    in_every_kind_of_context(|| {
+        let outer = SV.set(Stamped::new(10));
+        SV.scope(Stamped::new(1), || {
+            SV.with(|v| {
+                let v = v.unwrap();
+                let _c = copy_context(); // writes the list into the map
+                // Tokens from before the scope
+                let t = SV.set(Stamped::new(2));
+                SV.reset(t).unwrap();
+                assert_eq!(*v.0, 1);
+                let inner_tok = SW.set(Stamped::new(3));
+                SW.reset(inner_tok).unwrap();
+                assert_eq!(*v.0, 1);
+            });
+        });
+        SV.reset(outer).unwrap();
+    });
+}
+
+#[test]
+fn borrow_across_scope_end_of_inner_same_var_in_other_ctx() {
+    in_every_kind_of_context(|| {
+        SV.scope(Stamped::new(1), || {
+            SV.with(|a| {
+                let ctx = Arc::new(copy_context());
+                ctx.run(|| {
+                    SV.with(|b| {
+                        assert_eq!(*b.unwrap().0, 1);
+                        SV.scope(Stamped::new(2), || {
+                            SV.with(|c| assert_eq!(*c.unwrap().0, 2));
+                        });
+                        assert_eq!(*b.unwrap().0, 1);
+                    })
+                });
+                assert_eq!(*a.unwrap().0, 1);
+            })
+        });
+        assert!(SV.with(|v| v.is_none()));
+    });
+}
+
+#[test]
+fn observed_scope_with_borrow() {
+    static O: ContextVar<Stamped> = ContextVar::new("o");
+    let _obs = O.observe(|c| {
+        // read other values during the hook
+        let _ = O.with(|v| v.map(|p| *p.0));
+        let _ = c;
+    });
+    in_every_kind_of_context(|| {
+        O.scope(Stamped::new(1), || {
+            O.with(|v| {
+                let v = v.unwrap();
+                O.set(Stamped::new(2));
+                Context::new().run(|| O.scope(Stamped::new(3), || ()));
+                assert_eq!(*v.0, 1);
+            })
+        })
+    });
+}
+
+#[test]
+fn foreign_readers_while_owner_scopes_and_borrows() {
+    let ctx = Arc::new(Context::new());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let ctx = ctx.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(p) = ctx.get(&SV) {
+                    assert!(*p.0 < 1000, "{}", *p.0);
+                }
+                let c = ctx.copy();
+                drop(c);
+                n += 1;
+            }
+            n
+        })
+    };
+    let iters = if cfg!(miri) { 20 } else { 20000 };
+    for i in 0..iters {
+        ctx.run(|| {
+            SV.scope(Stamped::new(i % 1000), || {
+                SV.with(|v| {
+                    let t = SW.set(Stamped::new(1));
+                    SW.reset(t).unwrap();
+                    SV.scope(Stamped::new(5), || ());
+                    assert_eq!(*v.unwrap().0, i % 1000);
+                })
+            });
+            let t = SV.set(Stamped::new(7));
+            SV.reset(t).unwrap();
+        });
+    }
+    stop.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+}
