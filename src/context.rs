@@ -1005,9 +1005,10 @@ pub(crate) fn read_current<R>(
         Some(hit) => hit,
         None => look_up(cur, slot, if id == 0 { assign() } else { id }),
     };
-    let value = found.map(|raw| raw.as_ptr().addr());
-    // A scoped value (see `SCOPED`) needs no count: its entry holds it.
-    let _reading = (value.unwrap_or(SCOPED) & SCOPED == 0).then(Reading::start);
+    // A scoped value (see `SCOPED`) needs no count, its entry holds it; nor
+    // does no value.
+    let counted = found.is_some_and(|raw| raw.as_ptr().addr() & SCOPED == 0);
+    let _reading = counted.then(Reading::start);
     // SAFETY: `found` is in the current map as of the current version: the
     // map holds a handle to it until it is written, and every write bumps
     // the version. The `readers` count makes every write during `f` copy the
@@ -1017,11 +1018,7 @@ pub(crate) fn read_current<R>(
     // entry holds a handle to it until the scope ends, after `f` returns
     // (scopes nest), whatever `f` writes (a write hands the map a handle
     // of its own).
-    let value = found.map(|raw| unsafe {
-        Value::borrow_raw(NonNull::new_unchecked(
-            raw.as_ptr().map_addr(|a| a & !SCOPED),
-        ))
-    });
+    let value = found.map(|raw| unsafe { Value::borrow_raw(untag(raw)) });
     f(value.as_deref())
 }
 
@@ -1035,6 +1032,14 @@ const SCOPED: usize = 1;
 fn tag_scoped(raw: NonNull<()>) -> NonNull<()> {
     // SAFETY: an address with its low bit set is not null.
     unsafe { NonNull::new_unchecked(raw.as_ptr().map_addr(|a| a | SCOPED)) }
+}
+
+/// The box `raw` (from the read cache) points to, without the `SCOPED` tag.
+#[inline(always)]
+fn untag(raw: NonNull<()>) -> NonNull<()> {
+    // SAFETY: a box's address is word-aligned and not null, so clearing
+    // the tag bit leaves it not null.
+    unsafe { NonNull::new_unchecked(raw.as_ptr().map_addr(|a| a & !SCOPED)) }
 }
 
 /// A cache miss: looks `id` up in the current map and remembers the answer

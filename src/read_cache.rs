@@ -13,8 +13,8 @@
 //! is dropped; so a hit always points into the live current map (or at a
 //! scoped value still on its context's list: only the entry's own slot
 //! holds it, cleared when it leaves; `context` tags such a value's address
-//! with its low bit, and the cache stores it as it is given). The version is never 0, so the empty
-//! tag never matches.
+//! with its low bit, and the cache stores it as it is given). The version
+//! is never 0, so the empty tag never matches.
 
 use std::cell::Cell;
 use std::ptr::NonNull;

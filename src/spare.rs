@@ -65,19 +65,14 @@ pub(crate) struct Lists {
     hot: [Cell<Option<NonNull<u8>>>; CLASSES],
     len: [Cell<usize>; CLASSES],
     /// How many blocks a list may hold: 0 until [`Release`] is registered
-    /// and again once it has run, [`KEEP`] in between. One comparison on
-    /// the hot path covers both "full" and "not keeping".
+    /// and again once it has run, [`KEEP`] in between (so this also says
+    /// whether blocks are kept). One comparison on the hot path covers both
+    /// "full" and "not keeping".
     cap: Cell<usize>,
-    /// [`UNREGISTERED`], [`KEEPING`] or [`EXITED`].
-    state: Cell<u8>,
+    /// Whether `Release` has run, or could not be registered (the thread is
+    /// exiting): with `cap` at 0, this tells "not yet" from "never again".
+    exited: Cell<bool>,
 }
-
-/// No block kept yet: `Release` is not registered.
-const UNREGISTERED: u8 = 0;
-/// `Release` is registered: freed blocks may be kept.
-const KEEPING: u8 = 1;
-/// `Release` has run (the thread is exiting): nothing is kept any more.
-const EXITED: u8 = 2;
 
 /// Frees the thread's listed blocks when the thread exits.
 struct Release;
@@ -85,7 +80,7 @@ struct Release;
 impl Drop for Release {
     fn drop(&mut self) {
         let lists = lists();
-        lists.state.set(EXITED);
+        lists.exited.set(true);
         lists.cap.set(0);
         let classes = lists.blocks.iter().zip(&lists.len).zip(&lists.hot);
         for (class, ((blocks, len), hot)) in classes.enumerate() {
@@ -108,7 +103,7 @@ impl Lists {
             hot: [const { Cell::new(None) }; CLASSES],
             len: [const { Cell::new(0) }; CLASSES],
             cap: Cell::new(0),
-            state: Cell::new(UNREGISTERED),
+            exited: Cell::new(false),
         }
     }
 }
@@ -187,12 +182,11 @@ fn start_keeping(lists: &Lists) -> bool {
     // Under loom the lists live in loom's thread-local (`context`'s
     // `CURRENT`), which `Release`, a `std` one, cannot reach when it runs:
     // nothing is kept there.
-    if !cfg!(loom) && lists.state.get() == UNREGISTERED && RELEASE.try_with(|_| ()).is_ok() {
-        lists.state.set(KEEPING);
+    if !cfg!(loom) && !lists.exited.get() && RELEASE.try_with(|_| ()).is_ok() {
         lists.cap.set(KEEP);
         return true;
     }
-    lists.state.set(EXITED);
+    lists.exited.set(true);
     false
 }
 
