@@ -47,6 +47,13 @@ pub struct ContextVar<T> {
     /// Formats this variable's values for `Context::entries`, if declared
     /// with [`debuggable`](ContextVar::debuggable); recorded with the name.
     fmt: Option<FmtValue>,
+    /// Makes the variable invariant in `T`. Reads downcast the stored value
+    /// to `T` without a check, so a `&ContextVar<T>` must never coerce to a
+    /// `&ContextVar<U>` of a related type (`default: Option<T>` alone would
+    /// make it covariant: a `for<'a> fn(&'a X)` variable would become a
+    /// `fn(&'static X)` one, and a `set` through it would store a function
+    /// that reads as the wider type).
+    _invariant: PhantomData<fn(T) -> T>,
 }
 
 impl<T> ContextVar<T> {
@@ -65,6 +72,7 @@ impl<T> ContextVar<T> {
             id: AtomicU64::new(0),
             inherited: true,
             fmt: None,
+            _invariant: PhantomData,
         }
     }
 
@@ -84,6 +92,7 @@ impl<T> ContextVar<T> {
             id: AtomicU64::new(0),
             inherited: true,
             fmt: None,
+            _invariant: PhantomData,
         }
     }
 
@@ -499,7 +508,9 @@ pub struct Token<T> {
     var_id: VarId,
     context: u64,
     old: Option<Value>,
-    _type: PhantomData<fn() -> T>,
+    /// Invariant in `T`, as the variable is: a token's old value is handed
+    /// back to its variable as a `T` without a check.
+    _type: PhantomData<fn(T) -> T>,
 }
 
 impl<T> Token<T> {
