@@ -10,10 +10,13 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::context::{current_id, read_current, scoped, write_current};
+use std::sync::Arc;
+
+use crate::context::{current_fork, current_id, read_current, scoped, write_current};
 use crate::error::{LookupError, ResetError, ResetFailed};
 use crate::ids::FmtValue;
 use crate::map::{Value, VarId};
+use crate::merge::ForkLink;
 use crate::observe::Cause;
 
 /// A context variable: a key to a value that lives in the current
@@ -327,24 +330,17 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// ```
     #[inline(always)]
     pub fn set(&self, value: T) -> Token<T> {
-        let token = self.set_unobserved(value);
-        if crate::observe::vars_observed() {
-            crate::observe::var_written(token.var_id, self.hint(), token.old.as_ref(), Cause::Set);
-        }
-        token
-    }
-
-    /// `set`, without telling observers.
-    #[inline(always)]
-    fn set_unobserved(&self, value: T) -> Token<T> {
         let id = self.id();
         let value = Value::new(value);
-        let (context, old) =
-            write_current(Some(self.name), |mut w| (w.context, w.insert(id, value)));
+        let (context, fork, old) =
+            write_current(Some(self.name), Some((id, Cause::Set)), |mut w| {
+                (w.context, w.fork(), w.insert(id, value))
+            });
         Token {
             var: self.name,
             var_id: id,
             context,
+            fork,
             old,
             _type: PhantomData,
         }
@@ -406,20 +402,14 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
             };
             return Err(ResetFailed { error, token });
         }
-        if current_id() != Some(token.context) {
+        if current_id() != Some(token.context) && !token.crosses_a_fork_here() {
             let error = ResetError::DifferentContext { var: self.name };
             return Err(ResetFailed { error, token });
         }
-        let Token { old, context, .. } = token;
+        let Token { old, .. } = token;
         // Whatever the map lets go of is returned and dropped here, after
         // the context's lock is released.
-        let replaced = write_current(None, |mut w| {
-            debug_assert_eq!(w.context, context);
-            w.restore(id, old)
-        });
-        if crate::observe::vars_observed() {
-            crate::observe::var_written(id, self.hint(), replaced.as_ref(), Cause::Reset);
-        }
+        let replaced = write_current(None, Some((id, Cause::Reset)), |mut w| w.restore(id, old));
         if let Some(replaced) = replaced {
             // SAFETY: it was stored under this variable's id, so it is a `T`
             // (as in `value`).
@@ -507,6 +497,8 @@ pub struct Token<T> {
     var: &'static str,
     var_id: VarId,
     context: u64,
+    /// The fork whose child made the token, if one did (see [`Fork`](crate::Fork)).
+    fork: Option<Arc<ForkLink>>,
     old: Option<Value>,
     /// Invariant in `T`, as the variable is: a token's old value is handed
     /// back to its variable as a `T` without a check.
@@ -514,6 +506,20 @@ pub struct Token<T> {
 }
 
 impl<T> Token<T> {
+    /// Whether this token, made in another context than the current one,
+    /// belongs here all the same through a fork: made in a fork's child
+    /// whose merge here applied the variable's value, or made in the parent
+    /// of the fork whose child is current (see [`Fork`](crate::Fork)).
+    #[cold]
+    fn crosses_a_fork_here(&self) -> bool {
+        let here = current_id();
+        let merged_here = self
+            .fork
+            .as_ref()
+            .is_some_and(|link| Some(link.parent) == here && link.applied(self.var_id));
+        merged_here || current_fork().is_some_and(|link| link.parent == self.context)
+    }
+
     /// The name of the variable that made this token.
     ///
     /// ```
