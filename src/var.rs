@@ -4,7 +4,11 @@
 //! **Invariant:** a variable's id is assigned once, from a process-wide
 //! counter, and never changes or repeats; it is the only thing a context
 //! knows a variable by, so the id fixes the value's type and a stored value
-//! always downcasts to its variable's `T`.
+//! always downcasts to its variable's `T`. That holds because the type is
+//! fixed too: `ContextVar<T>` and `Token<T>` are invariant in `T`, so no
+//! coercion turns a variable of one type into a variable of a related one
+//! (a `for<'a> fn(&'a X)` into a `fn(&'static X)`, say) that would store,
+//! under the same id, values that read as the other type.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -412,7 +416,8 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
         let replaced = write_current(None, Some((id, Cause::Reset)), |mut w| w.restore(id, old));
         if let Some(replaced) = replaced {
             // SAFETY: it was stored under this variable's id, so it is a `T`
-            // (as in `value`).
+            // (as in `value`; a token of a fork's child is accepted here only
+            // for this same variable, `token.var_id == id`).
             unsafe { replaced.drop_as::<T>() };
         }
         Ok(())
@@ -453,9 +458,11 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     #[inline]
     fn value<'a>(&self, value: &'a Value) -> &'a T {
         // SAFETY: `value` was found under this variable's id, and only this
-        // variable stores values under it, always as a `T` (module
-        // invariant). Skipping the `TypeId` check saves an indirect call on
-        // every read (see BENCHMARKS.md).
+        // variable stores values under it, always as a `T`, the one type
+        // `self` has (module invariant: ids never repeat, and `T` is
+        // invariant, so `self` is not a coerced view of a variable of
+        // another type). Skipping the `TypeId` check saves an indirect call
+        // on every read (see BENCHMARKS.md).
         unsafe { value.downcast_unchecked::<T>() }
     }
 }

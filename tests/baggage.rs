@@ -236,7 +236,6 @@ fn the_propagator_keeps_good_values_when_others_do_not_parse() {
     );
 }
 
-
 #[test]
 fn bad_members_are_reported_by_name() {
     let out = common::logged(|| {
