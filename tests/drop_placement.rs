@@ -6,7 +6,7 @@
 //! Pure core, so it also runs under Miri (`.ci/miri`), with fewer rounds.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Mutex};
 
 use contextvars::{Context, ContextVar, observe};
 
@@ -34,53 +34,63 @@ impl Drop for Placed {
 
 static HELD: ContextVar<Placed> = ContextVar::new("held");
 
-/// A context and its copy, each taken by one of two dropping threads.
-type Pair = (Option<Context>, Option<Context>);
+/// Two threads that meet before every round: each arrives, then spins
+/// until the other has, so that both leave within a few instructions of
+/// each other (a sleeping barrier would wake them microseconds apart).
+struct Meeting {
+    arrived: AtomicUsize,
+}
+
+impl Meeting {
+    fn meet(&self, round: usize) {
+        self.arrived.fetch_add(1, Ordering::SeqCst);
+        let mut spins = 0u32;
+        while self.arrived.load(Ordering::SeqCst) < 2 * (round + 1) {
+            spins += 1;
+            if spins % 128 == 0 {
+                std::thread::yield_now();
+            }
+            std::hint::spin_loop();
+        }
+    }
+}
 
 #[test]
 fn a_context_and_its_copy_dropped_at_once_on_two_threads_drop_their_values_inside_one() {
-    let rounds: usize = if cfg!(miri) { 30 } else { 20_000 };
+    // The race is narrow: many rounds, in batches that bound the memory.
+    let (batches, rounds): (usize, usize) = if cfg!(miri) { (1, 30) } else { (10, 30_000) };
     let counts = Arc::new(Counts::default());
-    let pairs: Arc<Mutex<Vec<Pair>>> = Arc::default();
-    let barrier = Arc::new(Barrier::new(2));
-    let dropper = |side: usize| {
-        let (pairs, barrier) = (pairs.clone(), barrier.clone());
-        std::thread::spawn(move || {
-            DROPPER.set(side as u32);
-            for round in 0..rounds {
-                barrier.wait();
-                let ctx = {
-                    let mut pairs = pairs.lock().unwrap();
-                    let pair = &mut pairs[round];
-                    if side == 0 {
-                        pair.0.take()
-                    } else {
-                        pair.1.take()
-                    }
-                };
-                barrier.wait();
-                drop(ctx);
-            }
-        })
-    };
-    {
-        let mut list = pairs.lock().unwrap();
+    for _ in 0..batches {
+        let meeting = Arc::new(Meeting {
+            arrived: AtomicUsize::new(0),
+        });
+        let mut sides: [Vec<Context>; 2] = [Vec::new(), Vec::new()];
         for _ in 0..rounds {
             let ctx = Context::new();
             ctx.run(|| HELD.set(Placed(counts.clone())));
-            let copy = ctx.copy();
-            list.push((Some(ctx), Some(copy)));
+            sides[1].push(ctx.copy());
+            sides[0].push(ctx);
         }
+        let droppers = sides.map(|contexts| {
+            let meeting = meeting.clone();
+            std::thread::spawn(move || {
+                DROPPER.set(1);
+                for (round, ctx) in contexts.into_iter().enumerate() {
+                    meeting.meet(round);
+                    drop(ctx);
+                }
+            })
+        });
+        for dropper in droppers {
+            dropper.join().unwrap();
+        }
+        assert_eq!(
+            counts.misplaced.load(Ordering::SeqCst),
+            0,
+            "values dropped in the dropping thread's context"
+        );
     }
-    let (a, b) = (dropper(0), dropper(1));
-    a.join().unwrap();
-    b.join().unwrap();
-    assert_eq!(counts.dropped.load(Ordering::SeqCst), rounds);
-    assert_eq!(
-        counts.misplaced.load(Ordering::SeqCst),
-        0,
-        "values dropped in the dropping thread's context"
-    );
+    assert_eq!(counts.dropped.load(Ordering::SeqCst), batches * rounds);
 }
 
 #[test]
