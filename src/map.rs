@@ -28,11 +28,9 @@ use std::sync::Arc;
 #[cfg(not(contextvars_tsan))]
 use std::sync::atomic::{Ordering, fence};
 
+pub use crate::ids::VarId;
 use crate::ids::is_local;
 pub use crate::value::Value;
-
-/// A variable's identity: unique for the life of the process, never 0.
-pub type VarId = u64;
 
 /// Roots with at most this many entries are flat arrays, scanned linearly.
 /// Measured (instructions per `get`, sparse ids): a flat scan beats the
