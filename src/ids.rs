@@ -64,7 +64,8 @@ pub(crate) const fn is_local(id: VarId) -> bool {
 
 /// Formats a value of the variable it was registered for (its `T: Debug`);
 /// the value is downcast with a check (listing is not a hot path).
-pub(crate) type FmtValue = fn(&crate::value::Value, &mut std::fmt::Formatter<'_>) -> std::fmt::Result;
+pub(crate) type FmtValue =
+    fn(&crate::value::Value, &mut std::fmt::Formatter<'_>) -> std::fmt::Result;
 
 /// What the registry knows of a variable.
 #[derive(Clone, Copy)]

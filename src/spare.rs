@@ -109,7 +109,7 @@ thread_local! {
     static RELEASE: Release = const { Release };
 }
 
-crate::sync::thread_local! {
+thread_local! {
     static LISTS: Lists = const { Lists::new() };
 }
 
