@@ -320,7 +320,8 @@ mod tests {
         assert_eq!(live.load(Ordering::SeqCst), 0, "size {N}: nothing leaked");
     }
 
-    /// Moved from `tests/core.rs`.
+    /// Boxes of every size and alignment class, and bigger ones, are each
+    /// freed once, with their own layout.
     #[test]
     fn values_of_every_size_and_alignment_are_dropped_exactly_once() {
         // Small boxes come from per-thread spare blocks, big or over-aligned
