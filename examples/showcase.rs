@@ -50,7 +50,7 @@ fn walk_through() {
         REQUEST_ID.get().map_err(|e| e.var_name())
     );
 
-    let seen = REQUEST_ID.scope(7, || format!("inside scope: {:?}", REQUEST_ID.get()));
+    let seen = REQUEST_ID.sync_scope(7, || format!("inside scope: {:?}", REQUEST_ID.get()));
     println!("{seen}; after scope: {:?}", REQUEST_ID.get().ok());
 }
 
@@ -194,7 +194,7 @@ fn tasks() {
             TASK_ID.set(id);
         },
         || TASK_ID.get().unwrap_or(u64::MAX),
-        |t| Box::pin(t.with_current_context()),
+        |t| Box::pin(t.in_current_context()),
     );
     println!("global static   : {global:>6} of {reads} reads saw another task's value");
     println!("thread_local!   : {local:>6} of {reads} reads saw another task's value");
@@ -252,7 +252,7 @@ fn inheritance() {
                 TRACE.set("changed by the task".to_string());
                 seen
             }
-            .with_current_context(),
+            .in_current_context(),
         );
         (task.await.unwrap(), TRACE.get())
     });
@@ -269,7 +269,7 @@ fn inheritance() {
     use rayon::prelude::*;
     let base = copy_context();
     let items = 1_000;
-    // Each item runs in its own copy, as `ParallelIteratorExt::map_with_context`
+    // Each item runs in its own copy, as `ParallelIteratorExt::map_in_current_context`
     // (feature `rayon`) does.
     let saw: usize = (0..items)
         .into_par_iter()

@@ -18,7 +18,7 @@
 use std::fmt;
 use std::future::Future;
 
-use crate::future::{FutureExt, WithContext};
+use crate::future::{FutureExt, InContext};
 use crate::{Context, copy_context};
 
 /// A message and the context it was sent with.
@@ -47,7 +47,7 @@ impl<T> Envelope<T> {
     /// assert_eq!(*e.message(), 1);
     /// ```
     pub fn new(msg: T) -> Envelope<T> {
-        Envelope::with_context(copy_context(), msg)
+        Envelope::in_context(copy_context(), msg)
     }
 
     /// `msg` with the given context.
@@ -58,9 +58,9 @@ impl<T> Envelope<T> {
     /// static N: ContextVar<u32> = ContextVar::new("n");
     /// let ctx = Context::new();
     /// ctx.run(|| N.set(3));
-    /// assert_eq!(Envelope::with_context(ctx, ()).run(|()| N.get()), Ok(3));
+    /// assert_eq!(Envelope::in_context(ctx, ()).run(|()| N.get()), Ok(3));
     /// ```
-    pub fn with_context(ctx: Context, msg: T) -> Envelope<T> {
+    pub fn in_context(ctx: Context, msg: T) -> Envelope<T> {
         Envelope {
             ctx,
             msg: Some(msg),
@@ -87,7 +87,7 @@ impl<T> Envelope<T> {
 
     /// Makes a future from the message inside the context it was sent with
     /// and returns it bound to that context: every poll (and its drop) runs
-    /// inside it, as [`FutureExt::with_context`] does.
+    /// inside it, as [`FutureExt::in_context`] does.
     ///
     /// ```
     /// use contextvars::{ContextVar, channel::Envelope};
@@ -98,7 +98,7 @@ impl<T> Envelope<T> {
     /// let handled = e.run_async(|n| async move { (n, USER.get().unwrap()) });
     /// assert_eq!(futures::executor::block_on(handled), (5, "ada"));
     /// ```
-    pub fn run_async<F, Fut>(mut self, f: F) -> WithContext<Fut, Context>
+    pub fn run_async<F, Fut>(mut self, f: F) -> InContext<Fut, Context>
     where
         F: FnOnce(T) -> Fut,
         Fut: Future,
@@ -106,7 +106,7 @@ impl<T> Envelope<T> {
         let msg = self.msg.take().expect("an envelope holds its message");
         let mut ctx = std::mem::take(&mut self.ctx);
         let fut = ctx.run_exclusive(|| f(msg));
-        fut.with_context(ctx)
+        fut.in_context(ctx)
     }
 
     /// The message, without entering its context.

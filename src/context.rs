@@ -578,7 +578,9 @@ impl Context {
     /// assert_eq!(ctx.len(), 2);
     /// ```
     pub fn len(&self) -> usize {
-        self.read(Map::len)
+        // The crate's own variables are not counted (see `ids`).
+        let internal = crate::ids::internal_ids();
+        self.read(|map| map.len() - internal.iter().filter(|&&id| map.contains(id)).count())
     }
 
     /// Whether no variable has a value in this context.
@@ -604,7 +606,10 @@ impl Context {
     /// ```
     pub fn names(&self) -> Vec<&'static str> {
         let ids: Vec<VarId> = self.read(|map| map.iter().map(|(id, _)| id).collect());
-        ids.into_iter().map(crate::ids::name_of).collect()
+        ids.into_iter()
+            .filter(|&id| !crate::ids::is_internal(id))
+            .map(crate::ids::name_of)
+            .collect()
     }
 
     /// The variables that have a value in this context, each with its name
@@ -634,6 +639,7 @@ impl Context {
             self.read(|map| map.iter().map(|(id, v)| (id, v.clone())).collect());
         let mut entries: Vec<(&'static str, Option<String>)> = values
             .iter()
+            .filter(|(id, _)| !crate::ids::is_internal(*id))
             .map(|(id, value)| {
                 let (name, fmt) = crate::ids::debug_info_of(*id);
                 let shown = fmt.map(|fmt| format!("{:?}", ShowValue(value, fmt)));
@@ -1182,7 +1188,7 @@ impl Drop for Refresh {
     }
 }
 
-/// A value set by `ContextVar::scope` that lives beside its context's map
+/// A value set by `ContextVar::sync_scope` (or a poll of `scope`'s future) that lives beside its context's map
 /// instead of in it, while nothing needs the map (see [`scoped`]). It lives
 /// in the frame of the `scoped` call.
 pub(crate) struct Scoped {
@@ -1200,7 +1206,7 @@ pub(crate) struct Scoped {
     written: Cell<Option<Option<Value>>>,
 }
 
-/// Runs `f` with `value` as `id`'s value in the current context: `scope`.
+/// Runs `f` with `value` as `id`'s value in the current context: `sync_scope`.
 ///
 /// The value is not written into the map. It goes on the context's list of
 /// scoped values and straight into the thread's read cache, and the scope's
@@ -1233,6 +1239,70 @@ pub(crate) fn scoped<T: Send + Sync + 'static, R>(
     f: impl FnOnce() -> R,
 ) -> R {
     let cur = current();
+    let value = Value::new_in(value, || &cur.spare);
+    scoped_in(cur, id, hint, value, DropAs::<T>(PhantomData), f)
+}
+
+/// [`scoped`] with a value boxed already, lent by `back` (a future's scope,
+/// which holds its value across polls): the scope's end puts the handle
+/// back there, also on unwinding, instead of dropping it.
+///
+/// `value` must have been made by the variable `id` (a `T` of its own).
+#[inline(always)]
+pub(crate) fn scoped_lent<T: 'static, R>(
+    id: VarId,
+    hint: usize,
+    value: Value,
+    back: &mut Option<Value>,
+    f: impl FnOnce() -> R,
+) -> R {
+    scoped_in(current(), id, hint, value, Lent::<T>(back, PhantomData), f)
+}
+
+/// What a scope's end does with its value's handle: drop it (`scoped`), or
+/// give it back to its lender (`scoped_lent`); and how to drop a value of
+/// the variable (the one a restore of the map lets go of).
+trait ScopeValue {
+    fn end(&mut self, value: Value);
+    /// `Value::drop_as` with the variable's type.
+    const DROP_AS: unsafe fn(Value);
+}
+
+/// Drops a scope's value with its variable's own type.
+struct DropAs<T>(PhantomData<T>);
+
+impl<T: 'static> ScopeValue for DropAs<T> {
+    const DROP_AS: unsafe fn(Value) = Value::drop_as::<T>;
+
+    #[inline(always)]
+    fn end(&mut self, value: Value) {
+        // SAFETY: the value is a `T` (`scoped`).
+        unsafe { value.drop_as_in::<T>(|| &current().spare) };
+    }
+}
+
+/// Gives a scope's value back to the lender's slot.
+struct Lent<'a, T>(&'a mut Option<Value>, PhantomData<T>);
+
+impl<T: 'static> ScopeValue for Lent<'_, T> {
+    const DROP_AS: unsafe fn(Value) = Value::drop_as::<T>;
+
+    #[inline(always)]
+    fn end(&mut self, value: Value) {
+        *self.0 = Some(value);
+    }
+}
+
+/// The body of [`scoped`] and [`scoped_lent`].
+#[inline(always)]
+fn scoped_in<R>(
+    cur: &'static Current,
+    id: VarId,
+    hint: usize,
+    value: Value,
+    then: impl ScopeValue,
+    f: impl FnOnce() -> R,
+) -> R {
     let mut ctx = cur.ctx.get();
     if ctx.is_null() {
         ctx = enter_base();
@@ -1241,7 +1311,6 @@ pub(crate) fn scoped<T: Send + Sync + 'static, R>(
     // alive and current until `f` returns (contexts are left in the order
     // they were entered, also on unwinding).
     let ctx = unsafe { &*ctx };
-    let value = Value::new_in(value, || &cur.spare);
     let slot = Slot::of(hint);
     let raw = value.as_raw();
     // Its end takes what it owns (`written`, `value`) out of it, also on
@@ -1261,11 +1330,11 @@ pub(crate) fn scoped<T: Send + Sync + 'static, R>(
         .store(ptr::from_ref(&*entry).cast_mut(), Ordering::Release);
     // Holds the entry by a shared reference: another thread may be reading
     // it until the unlinking has opened its write.
-    let end = ScopeEnd::<T> {
+    let end = ScopeEnd {
         ctx,
         entry: &entry,
         slot,
-        of: PhantomData,
+        then,
     };
     // Tagged: a read of it takes no borrow count (see `read_current`).
     cur.cache.fill(slot, id, Some(tag_scoped(raw)));
@@ -1293,26 +1362,27 @@ pub(crate) fn spare_lists() -> &'static crate::spare::Lists {
 }
 
 /// Ends a `scoped` call, also on unwinding.
-struct ScopeEnd<'a, T: 'static> {
+struct ScopeEnd<'a, V: ScopeValue> {
     ctx: &'a Context,
     entry: &'a Scoped,
     /// The variable's read-cache slot, the only one that may hold the
     /// entry's value.
     slot: Slot,
-    of: PhantomData<T>,
+    /// What becomes of the value.
+    then: V,
 }
 
-impl<T: 'static> Drop for ScopeEnd<'_, T> {
+impl<V: ScopeValue> Drop for ScopeEnd<'_, V> {
     fn drop(&mut self) {
         self.end();
     }
 }
 
-impl<T: 'static> ScopeEnd<'_, T> {
+impl<V: ScopeValue> ScopeEnd<'_, V> {
     /// Takes the entry off (or restores the map it was written into), and
-    /// drops the value. Runs once: by `scoped`, or by the drop.
+    /// hands the value to `then`. Runs once: by `scoped`, or by the drop.
     #[inline(always)]
-    fn end(&self) {
+    fn end(&mut self) {
         // Scopes nest, and writing the list into the map empties it whole:
         // an entry is still the head exactly when it was not written.
         let value = if ptr::eq(self.ctx.own_scoped(), self.entry) {
@@ -1339,12 +1409,11 @@ impl<T: 'static> ScopeEnd<'_, T> {
             let old = self.entry.written.take();
             debug_assert!(old.is_some(), "an entry off the list was written");
             if let Some(old) = old {
-                restore_written(self.entry.id, old, Value::drop_as::<T>);
+                restore_written(self.entry.id, old, V::DROP_AS);
             }
             value
         };
-        // SAFETY: the value is a `T` (`scoped`).
-        unsafe { value.drop_as_in::<T>(|| &current().spare) };
+        self.then.end(value);
     }
 }
 
@@ -1519,7 +1588,7 @@ pub fn copy_context() -> Context {
 /// sees now, except those of variables declared
 /// [`not_inherited`](ContextVar::not_inherited). It is what this crate's
 /// spawn helpers (tokio, thread, rayon, [`wrap`],
-/// [`with_current_context`](crate::future::FutureExt::with_current_context),
+/// [`in_current_context`](crate::future::FutureExt::in_current_context),
 /// the tokio task hooks) start work in; use it to write your own. O(1), as
 /// [`copy_context`], when the context holds no such variable.
 ///

@@ -96,7 +96,7 @@ pub use error::{AlreadyEntered, AlreadyEnteredError, LookupError, ResetError, Re
 pub use guard::SetGuard;
 pub use merge::{Changes, Fork, MergeError};
 pub use misuse::{Misuse, set_misuse_policy};
-pub use var::{ContextVar, Token};
+pub use var::{ContextVar, SyncScopeOutput, Token};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

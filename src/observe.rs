@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::ContextVar;
-use crate::context::read_current;
+use crate::context::{read_current, scoped_lent};
 use crate::map::{Value, VarId};
 
 /// Bits of [`ACTIVE`].
@@ -297,9 +297,11 @@ pub enum Cause {
     Set,
     /// [`ContextVar::reset`] / [`try_reset`](ContextVar::try_reset).
     Reset,
-    /// The start of a [`ContextVar::scope`].
+    /// The start of a [`ContextVar::sync_scope`], or of a poll (or the
+    /// drop) of a [`ContextVar::scope`]'s future.
     ScopeBegin,
-    /// The end of a [`ContextVar::scope`] (also when it unwinds).
+    /// The end of a [`ContextVar::sync_scope`] or of a poll (or the drop) of
+    /// a [`ContextVar::scope`]'s future (also when it unwinds).
     ScopeEnd,
     /// The thread switched to a context where the variable's value is
     /// another one (.NET's `ThreadContextChanged`): entering or leaving a
@@ -420,7 +422,8 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// Installs a hook called whenever this variable's value changes in the
     /// current context, on the thread that changed it, after the change: a
     /// [`set`](ContextVar::set), a [`reset`](ContextVar::reset), the start
-    /// and end of a [`scope`](ContextVar::scope), and a switch of context
+    /// and end of a [`sync_scope`](ContextVar::sync_scope) (and of each poll
+    /// of a [`scope`](ContextVar::scope)'s future), and a switch of context
     /// that changes the value the thread sees ([`Cause::Switch`], as .NET's
     /// `AsyncLocal` reports with `ThreadContextChanged`). Like .NET's
     /// value-changed handler, with the cause.
@@ -507,6 +510,34 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
         if !is_observed(id) {
             return self.scope_unobserved(value, f);
         }
+        self.notify_scope(f, |body| self.scope_unobserved(value, body))
+    }
+
+    /// `scope_lent` (one poll of a future's scope) with observers of some
+    /// variable installed, as `scope_observed`.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn scope_lent_observed<R>(
+        &self,
+        value: Value,
+        back: &mut Option<Value>,
+        f: impl FnOnce() -> R,
+    ) -> R {
+        let (id, hint) = (self.id(), self.hint());
+        if !is_observed(id) {
+            return scoped_lent::<T, R>(id, hint, value, back, f);
+        }
+        self.notify_scope(f, |body| scoped_lent::<T, R>(id, hint, value, back, body))
+    }
+
+    /// Runs `f` inside the scope that `scope` opens around its argument,
+    /// telling this variable's observers of the scope's start and end.
+    fn notify_scope<R>(
+        &self,
+        f: impl FnOnce() -> R,
+        scope: impl FnOnce(&mut dyn FnMut() -> R) -> R,
+    ) -> R {
+        let id = self.id();
         let hint = self.hint();
         let end = ScopeNotice {
             var: id,
@@ -514,14 +545,15 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
             scoped: Cell::new(None),
             armed: Cell::new(false),
         };
-        let old = current_value(id, hint);
-        self.scope_unobserved(value, || {
+        let mut old = Some(current_value(id, hint));
+        let mut f = Some(f);
+        scope(&mut || {
             let new = current_value(id, hint);
-            notify(id, old.as_ref(), new.as_ref(), Cause::ScopeBegin);
+            notify(id, old.as_ref().and_then(Option::as_ref), new.as_ref(), Cause::ScopeBegin);
             end.scoped.set(new);
             end.armed.set(true);
-            drop(old);
-            f()
+            drop(old.take());
+            (f.take().expect("a scope runs its body once"))()
         })
     }
 }

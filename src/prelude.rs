@@ -3,7 +3,7 @@
 //! ```
 //! use contextvars::prelude::*;
 //!
-//! let _task = async {}.with_current_context();
+//! let _task = async {}.in_current_context();
 //! ```
 
 pub use crate::future::FutureExt;

@@ -43,7 +43,7 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    ::tokio::spawn(future.with_current_context())
+    ::tokio::spawn(future.in_current_context())
 }
 
 /// `tokio::spawn`, with the task running in a new, empty context, on
@@ -83,7 +83,7 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    ::tokio::spawn(future.with_context(Context::new()))
+    ::tokio::spawn(future.in_context(Context::new()))
 }
 
 /// `tokio::task::spawn_local`, with the task running in a copy of the
@@ -108,7 +108,7 @@ where
     F: Future + 'static,
     F::Output: 'static,
 {
-    ::tokio::task::spawn_local(future.with_current_context())
+    ::tokio::task::spawn_local(future.in_current_context())
 }
 
 /// `tokio::task::spawn_blocking`, with the closure running in a copy of the
@@ -147,7 +147,7 @@ where
 /// let mut set = tokio::task::JoinSet::new();
 /// for i in 0..3 {
 ///     N.set(i);
-///     set.spawn_with_current_context(async { N.get().unwrap() });
+///     set.spawn_in_current_context(async { N.get().unwrap() });
 /// }
 /// let mut seen = set.join_all().await;
 /// seen.sort();
@@ -157,7 +157,7 @@ where
 pub trait JoinSetExt<T> {
     /// Like `JoinSet::spawn`, with the task running in a copy of the current
     /// context, taken now.
-    fn spawn_with_current_context<F>(&mut self, future: F) -> AbortHandle
+    fn spawn_in_current_context<F>(&mut self, future: F) -> AbortHandle
     where
         F: Future<Output = T> + Send + 'static,
         T: Send;
@@ -165,12 +165,12 @@ pub trait JoinSetExt<T> {
 
 impl<T: 'static> JoinSetExt<T> for JoinSet<T> {
     #[track_caller]
-    fn spawn_with_current_context<F>(&mut self, future: F) -> AbortHandle
+    fn spawn_in_current_context<F>(&mut self, future: F) -> AbortHandle
     where
         F: Future<Output = T> + Send + 'static,
         T: Send,
     {
-        self.spawn(future.with_current_context())
+        self.spawn(future.in_current_context())
     }
 }
 
@@ -184,7 +184,7 @@ pub mod hooks;
 /// unstable tokio API). Without it, calling
 /// [`isolate_tasks`](BuilderExt::isolate_tasks) is a compile error that says
 /// so; use this module's [`spawn`] helpers instead, or
-/// `.with_current_context()` on the future.
+/// `.in_current_context()` on the future.
 pub trait BuilderExt: sealed::Builder {
     /// Installs tokio's task hooks so that every task of the runtime runs in
     /// its own copy of its spawner's context: what `asyncio` does for every
@@ -276,7 +276,7 @@ pub trait BuilderExt: sealed::Builder {
 #[diagnostic::on_unimplemented(
     message = "`isolate_tasks` needs tokio's unstable task hooks: build with RUSTFLAGS=\"--cfg tokio_unstable\"",
     label = "needs RUSTFLAGS=\"--cfg tokio_unstable\"",
-    note = "without it, spawn with `contextvars::tokio::spawn` or `.with_current_context()`"
+    note = "without it, spawn with `contextvars::tokio::spawn` or `.in_current_context()`"
 )]
 pub trait TokioUnstable: sealed::Builder {}
 

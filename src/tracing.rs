@@ -119,7 +119,7 @@ fn render<T: Display + Send + Sync + 'static>(var: &'static ContextVar<T>) -> Re
 /// let format = ContextFormat::new(tracing_subscriber::fmt::format().without_time()).with_var(&REQUEST_ID);
 /// let subscriber = tracing_subscriber::fmt().event_format(format).finish();
 /// tracing::subscriber::with_default(subscriber, || {
-///     REQUEST_ID.scope(42, || tracing::info!("handled")); // "request_id=42  INFO ...: handled"
+///     REQUEST_ID.sync_scope(42, || tracing::info!("handled")); // "request_id=42  INFO ...: handled"
 /// });
 /// ```
 ///
@@ -137,7 +137,7 @@ fn render<T: Display + Send + Sync + 'static>(var: &'static ContextVar<T>) -> Re
 ///     .finish();
 /// tracing::subscriber::with_default(subscriber, || {
 ///     // {"request_id":42,"timestamp":"…","level":"INFO","fields":{"message":"handled"},"target":"…"}
-///     REQUEST_ID.scope(42, || tracing::info!("handled"));
+///     REQUEST_ID.sync_scope(42, || tracing::info!("handled"));
 /// });
 /// ```
 pub struct ContextFormat<F> {
@@ -399,7 +399,7 @@ fn json_string(out: &mut String, s: &str) -> fmt::Result {
 ///     .finish()
 ///     .with(ContextSpanFields::new().with_var(&REQUEST_ID));
 /// tracing::subscriber::with_default(subscriber, || {
-///     REQUEST_ID.scope(42, || {
+///     REQUEST_ID.sync_scope(42, || {
 ///         let span = tracing::info_span!("handle", request_id = tracing::field::Empty);
 ///         span.in_scope(|| tracing::info!("handled")); // "handle{request_id=42}: handled"
 ///     });

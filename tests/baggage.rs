@@ -347,7 +347,7 @@ fn inject_keeps_within_the_limits_and_names_what_it_drops() {
     let many: Vec<String> = (0..200).map(|i| format!("k{i}=v")).collect();
     let mut headers = http::HeaderMap::new();
     headers.insert("baggage", many.join(",").parse().unwrap());
-    RID.scope(1, || p.inject(&mut headers));
+    RID.sync_scope(1, || p.inject(&mut headers));
     assert_eq!(
         parse_bytes(headers["baggage"].as_bytes()).len(),
         MAX_MEMBERS
@@ -378,7 +378,7 @@ fn inject_keeps_members_it_does_not_set_as_received() {
             .parse()
             .unwrap(),
     );
-    USER.scope("new".to_string(), || p.inject(&mut headers));
+    USER.sync_scope("new".to_string(), || p.inject(&mut headers));
     assert_eq!(
         headers["baggage"], "other=1;ttl=3;private,request_id=9;keep,user=new",
         "what it does not set stays, properties included; what it sets is replaced"
@@ -461,7 +461,7 @@ fn variables_whose_names_are_not_tokens_are_refused_at_registration() {
     // Under a key that is a token, it travels.
     let p = Propagator::new().with_var_as("tenant_id", &SPACED);
     let mut headers = http::HeaderMap::new();
-    SPACED.scope("acme".into(), || p.inject(&mut headers));
+    SPACED.sync_scope("acme".into(), || p.inject(&mut headers));
     assert_eq!(p.extract(&headers).get(&SPACED), Some("acme".to_string()));
 }
 

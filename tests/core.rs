@@ -274,7 +274,7 @@ fn scopes_and_writes_race_with_two_foreign_readers_and_stay_whole() {
     for i in 1..=rounds {
         ctx.run(|| {
             // Odd: a scoped value; 4k + 2: a set, then reset. (4k: never.)
-            V.scope(whole(2 * i - 1), || {
+            V.sync_scope(whole(2 * i - 1), || {
                 assert_eq!(V.get().map(|v| check(&v)), Ok(2 * i - 1))
             });
             let token = V.set(whole(4 * i + 2));

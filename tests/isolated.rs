@@ -218,7 +218,7 @@ fn isolated_streams_keep_their_own_layer() {
             );
             assert_eq!(V.get(), Ok(0));
         }
-        .with_current_context(),
+        .in_current_context(),
     );
 }
 

@@ -2,7 +2,7 @@
 //!
 //! - `poll_1000/*`: a future that returns `Pending` 1,000 times (waking
 //!   itself) before it completes, polled to completion by hand with a no-op
-//!   waker: bare, and wrapped with `with_context` (an owned `Context`, entered
+//!   waker: bare, and wrapped with `in_context` (an owned `Context`, entered
 //!   exclusively, and a shared `Arc<Context>`). The wrapper's per-poll
 //!   overhead is the difference divided by the 1,001 polls.
 //! - `spawn/*`: spawning and awaiting a no-op task, `tokio::spawn` against
@@ -75,16 +75,16 @@ fn polls(c: &mut Criterion) {
     g.bench_function(BenchmarkId::new("bare", 10), |b| {
         b.iter_batched(|| Spin { left: PENDINGS }, drive, BatchSize::SmallInput)
     });
-    g.bench_function(BenchmarkId::new("with_context_owned", 10), |b| {
+    g.bench_function(BenchmarkId::new("in_context_owned", 10), |b| {
         b.iter_batched(
-            || Spin { left: PENDINGS }.with_context(ctx.copy()),
+            || Spin { left: PENDINGS }.in_context(ctx.copy()),
             drive,
             BatchSize::SmallInput,
         )
     });
-    g.bench_function(BenchmarkId::new("with_context_arc", 10), |b| {
+    g.bench_function(BenchmarkId::new("in_context_arc", 10), |b| {
         b.iter_batched(
-            || Spin { left: PENDINGS }.with_context(shared.clone()),
+            || Spin { left: PENDINGS }.in_context(shared.clone()),
             drive,
             BatchSize::SmallInput,
         )
@@ -116,7 +116,7 @@ where
             }
             start.elapsed()
         };
-        tokio::spawn(task.with_context(context_of_10()))
+        tokio::spawn(task.in_context(context_of_10()))
             .await
             .unwrap()
     })

@@ -9,7 +9,7 @@
 //! previous context waits on a per-thread stack meanwhile); the terminate
 //! hook drops it. The copy is *private*: nothing else can reach it, so
 //! entering takes no flag and writes take no lock, as for an owned
-//! `WithContext`.
+//! `InContext`.
 //!
 //! **Invariant:** a filed context is dropped only when it is not current on
 //! any thread: the terminate hook drops it at once unless its task is being
