@@ -549,7 +549,12 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
         let mut f = Some(f);
         scope(&mut || {
             let new = current_value(id, hint);
-            notify(id, old.as_ref().and_then(Option::as_ref), new.as_ref(), Cause::ScopeBegin);
+            notify(
+                id,
+                old.as_ref().and_then(Option::as_ref),
+                new.as_ref(),
+                Cause::ScopeBegin,
+            );
             end.scoped.set(new);
             end.armed.set(true);
             drop(old.take());

@@ -41,7 +41,7 @@
 //! async fn say_hello(&self, req: tonic::Request<HelloRequest>) -> Result<tonic::Response<HelloReply>, tonic::Status> {
 //!     let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&MetaRead(req.metadata())));
 //!     let ctx = PROPAGATOR.extract_context(&cx);
-//!     handle(req).in_context(ctx).await // contextvars::prelude::FutureExt
+//!     handle(req).in_context(ctx).await // contextvars::prelude::*
 //! }
 //! ```
 

@@ -2,7 +2,7 @@
 //! context (PEP 568 for async generators), with feature `futures`.
 //!
 //! `stream.in_context(ctx)` polls `stream` inside `ctx`, as
-//! [`FutureExt::in_context`](crate::prelude::FutureExt::in_context) does a
+//! [`FutureExt::in_context`](crate::future::FutureExt::in_context) does a
 //! future: every `poll_next`, and its drop, runs inside `ctx`, whichever
 //! thread polls it; `stream.in_current_context()` does the same in a copy
 //! of the current context, taken now. A sink (`futures-sink`'s `Sink`) runs
@@ -11,12 +11,12 @@
 //!
 //! `stream.isolated()` polls `stream` in a context made of the caller's
 //! *current* values with the stream's own layer on top, exactly as
-//! [`IteratorExt::isolated`](crate::prelude::IteratorExt::isolated) does for
+//! [`IteratorExt::isolated`](crate::iter::IteratorExt::isolated) does for
 //! iterators: the stream's `set`s persist across its polls and are never seen
 //! by the caller.
 //!
 //! ```
-//! use contextvars::prelude::StreamExt as _;
+//! use contextvars::stream::StreamExt as _;
 //! use contextvars::{Context, ContextVar};
 //! use futures::StreamExt as _;
 //!
@@ -61,7 +61,7 @@ use crate::generator::Generator;
 ///     n
 /// });
 /// let firsts: Vec<u32> = futures::executor::block_on(
-///     contextvars::prelude::StreamExt::isolated(stream).take(3).collect(),
+///     contextvars::stream::StreamExt::isolated(stream).take(3).collect(),
 /// );
 /// assert_eq!(firsts, [1, 2, 3]);
 /// assert_eq!(SEEN.get(), Ok(0));
@@ -70,7 +70,7 @@ pub trait StreamExt: Stream + Sized {
     /// Gives this stream its own layer of context; see the module docs.
     ///
     /// ```
-    /// use contextvars::prelude::StreamExt as _;
+    /// use contextvars::stream::StreamExt as _;
     ///
     /// let _s = futures::stream::iter([1, 2, 3]).isolated();
     /// ```
@@ -83,12 +83,12 @@ pub trait StreamExt: Stream + Sized {
 
     /// Polls this stream inside `ctx`: an owned [`Context`], or a shared
     /// `Arc<Context>` (then the stream's changes are visible through the
-    /// `Arc`), as [`FutureExt::in_context`](crate::prelude::FutureExt::in_context)
+    /// `Arc`), as [`FutureExt::in_context`](crate::future::FutureExt::in_context)
     /// does a future. Dropping the result drops the stream inside `ctx`.
     ///
     /// ```
     /// use std::sync::Arc;
-    /// use contextvars::prelude::StreamExt as _;
+    /// use contextvars::stream::StreamExt as _;
     /// use contextvars::{Context, ContextVar};
     /// use futures::StreamExt as _;
     ///
@@ -110,11 +110,11 @@ pub trait StreamExt: Stream + Sized {
     /// Polls this stream inside a copy of the current context, taken now
     /// (without the variables declared
     /// [`not_inherited`](crate::ContextVar::not_inherited)), as
-    /// [`FutureExt::in_current_context`](crate::prelude::FutureExt::in_current_context)
+    /// [`FutureExt::in_current_context`](crate::future::FutureExt::in_current_context)
     /// does a future.
     ///
     /// ```
-    /// use contextvars::prelude::StreamExt as _;
+    /// use contextvars::stream::StreamExt as _;
     /// use contextvars::ContextVar;
     /// use futures::StreamExt as _;
     ///
@@ -196,7 +196,7 @@ impl<S: Stream> StreamExt for S {}
 /// A stream with its own layer of context; made by [`StreamExt::isolated`].
 ///
 /// ```
-/// use contextvars::prelude::StreamExt as _;
+/// use contextvars::stream::StreamExt as _;
 /// use contextvars::stream::IsolatedStream;
 ///
 /// let _s: IsolatedStream<_> = futures::stream::empty::<()>().isolated();

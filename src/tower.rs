@@ -251,7 +251,12 @@ impl<B> ContextBody<B> {
         let mut this = ManuallyDrop::new(self);
         // SAFETY: `this` is never used or dropped again, so each field is
         // moved out exactly once.
-        let (body, ctx) = unsafe { (ManuallyDrop::take(&mut this.body), std::ptr::read(&this.ctx)) };
+        let (body, ctx) = unsafe {
+            (
+                ManuallyDrop::take(&mut this.body),
+                std::ptr::read(&this.ctx),
+            )
+        };
         drop(ctx);
         body
     }

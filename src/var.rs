@@ -11,8 +11,8 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::context::{current_id, read_current, scoped, scoped_lent, write_current};
-use crate::future::ScopeFuture;
 use crate::error::{LookupError, ResetError, ResetFailed};
+use crate::future::ScopeFuture;
 use crate::ids::FmtValue;
 use crate::map::{Value, VarId};
 use crate::observe::Cause;

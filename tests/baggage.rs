@@ -206,6 +206,44 @@ fn unknown_members_are_forwarded_exactly_as_received() {
 }
 
 #[test]
+fn forwarded_members_are_not_listed_in_the_requests_context() {
+    static ID: ContextVar<u64> = ContextVar::new("request_id").debuggable();
+    let p = Propagator::new().with_var(&ID);
+    let mut incoming = http::HeaderMap::new();
+    incoming.insert("baggage", "request_id=7,tenant=acme".parse().unwrap());
+    let ctx = p.extract(&incoming);
+    assert_eq!(ctx.names(), ["request_id"]);
+    assert_eq!(ctx.len(), 1);
+    assert!(!ctx.is_empty());
+    let entries: Vec<_> = ctx.entries().collect();
+    assert_eq!(entries, [("request_id", Some("7".to_string()))]);
+    assert_eq!(
+        format!("{ctx:?}"),
+        format!(
+            "Context {{ id: {}, vars: {{\"request_id\": 7}} }}",
+            ctx_id(&ctx)
+        )
+    );
+    // A copy lists the same, and the member is still forwarded.
+    assert_eq!(ctx.copy().len(), 1);
+    let mut outgoing = http::HeaderMap::new();
+    ctx.run(|| p.inject(&mut outgoing));
+    assert_eq!(outgoing["baggage"], "request_id=7,tenant=acme");
+    // Only forwarded members: an empty listing.
+    let mut only_unknown = http::HeaderMap::new();
+    only_unknown.insert("baggage", "tenant=acme".parse().unwrap());
+    let ctx = p.extract(&only_unknown);
+    assert!(ctx.is_empty() && ctx.names().is_empty() && ctx.entries().next().is_none());
+}
+
+/// The id a context's `Debug` shows.
+fn ctx_id(ctx: &contextvars::Context) -> String {
+    let shown = format!("{ctx:?}");
+    let start = shown.find("id: ").expect("an id") + 4;
+    shown[start..].split(',').next().unwrap().to_string()
+}
+
+#[test]
 fn the_propagator_keeps_good_values_when_others_do_not_parse() {
     static ID: ContextVar<u64> = ContextVar::new("request_id");
     static USER: ContextVar<String> = ContextVar::new("user");

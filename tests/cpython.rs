@@ -313,7 +313,9 @@ fn test_token_contextmanager_with_exception() {
     static C: ContextVar<i32> = ContextVar::with_default("c", 42);
     let ctx = Context::new();
     ctx.run(|| {
-        let caught = catch_unwind(AssertUnwindSafe(|| C.sync_scope(1, || panic!("Some exception"))));
+        let caught = catch_unwind(AssertUnwindSafe(|| {
+            C.sync_scope(1, || panic!("Some exception"))
+        }));
         assert!(caught.is_err());
         assert_eq!(C.get(), Ok(42));
     });

@@ -322,7 +322,7 @@ fn dropping_an_isolated_stream_half_way_drops_it_inside_its_layer() {
             }
             Poll::Ready(Some(REQUEST.get().unwrap()))
         });
-        let mut stream = Box::pin(contextvars::prelude::StreamExt::isolated(stream));
+        let mut stream = Box::pin(contextvars::stream::StreamExt::isolated(stream));
         assert_eq!(futures::executor::block_on(stream.next()), Some(7));
         drop(stream);
         assert_eq!(REQUEST.get(), Ok(1));

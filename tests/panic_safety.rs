@@ -125,7 +125,9 @@ fn refused_reentry_leaves_the_entry_in_place() {
 fn scope() {
     let live = Arc::new(AtomicUsize::new(0));
     after_panic(|| {
-        V.sync_scope(7, || D.sync_scope(Counted::new(&live), || set_then_panic(&live)));
+        V.sync_scope(7, || {
+            D.sync_scope(Counted::new(&live), || set_then_panic(&live))
+        });
     });
     assert_all_dropped(&live);
 }
@@ -458,7 +460,7 @@ mod stream {
                 _ => std::task::Poll::Ready(Some(V.get().unwrap())),
             }
         });
-        let mut stream = contextvars::prelude::StreamExt::isolated(&mut stream);
+        let mut stream = contextvars::stream::StreamExt::isolated(&mut stream);
         after_panic(|| {
             assert_eq!(block_on(stream.next()), Some(30));
             assert_eq!(V.get(), Ok(1));

@@ -123,13 +123,9 @@ fn test_context_4_task_with_explicit_context() {
             tokio::task::yield_now().await;
             CVAR.set(val);
         };
-        tokio::spawn(coro(1).in_context(ctx.clone()))
-            .await
-            .unwrap();
+        tokio::spawn(coro(1).in_context(ctx.clone())).await.unwrap();
         ret.push(ctx.get(&CVAR));
-        tokio::spawn(coro(2).in_context(ctx.clone()))
-            .await
-            .unwrap();
+        tokio::spawn(coro(2).in_context(ctx.clone())).await.unwrap();
         ret.push(ctx.get(&CVAR));
         assert!(
             CVAR.get().is_err(),
