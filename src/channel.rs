@@ -9,6 +9,18 @@
 //! `std::sync::mpsc`; [`tokio`] wraps `tokio::sync::mpsc`
 //! (feature `tokio`).
 //!
+//! ```
+//! use contextvars::{ContextVar, channel::mpsc};
+//!
+//! static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+//!
+//! let (tx, rx) = mpsc::channel();
+//! REQUEST_ID.sync_scope(7, || tx.send("job").unwrap());
+//! let handled = rx.recv().unwrap().run(|job| format!("{job} of request {}", REQUEST_ID.get_or(0)));
+//! assert_eq!(handled, "job of request 7");
+//! assert!(REQUEST_ID.get().is_err(), "the receiver's own context is untouched");
+//! ```
+//!
 //! **Invariant:** a message is handled, or dropped, only inside the context
 //! it was sent with: the envelope's context is a copy no other handle
 //! reaches, entered exclusively around the handler, and an envelope dropped

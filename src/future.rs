@@ -17,6 +17,26 @@
 //! another thread waits its turn (it returns `Pending` and is woken when the
 //! context is left), as asyncio's tasks sharing a context take turns.
 //!
+//! ```
+//! use std::sync::Arc;
+//! use contextvars::prelude::*;
+//! use contextvars::{Context, ContextVar};
+//!
+//! static USER: ContextVar<&'static str> = ContextVar::new("user");
+//!
+//! # futures::executor::block_on(async {
+//! USER.set("ada");
+//! let copied = async { USER.get() }.in_current_context(); // a copy, taken now
+//! let shared = Arc::new(Context::new());
+//! let writes = async { USER.set("grace"); }.in_context(shared.clone());
+//! USER.set("alan");
+//! assert_eq!(copied.await, Ok("ada"));
+//! writes.await;
+//! assert_eq!(shared.get(&USER), Some("grace"));
+//! assert_eq!(USER.get(), Ok("alan"));
+//! # });
+//! ```
+//!
 //! **Invariant:** the context is entered only for the duration of one `poll`
 //! (or the drop), never across a suspension point.
 

@@ -13,6 +13,24 @@
 //! (`Snapshot`) that each thread caches and refreshes only when the global
 //! generation moves, so a notification takes no lock and shares no counter.
 //!
+//! ```
+//! use std::cell::Cell;
+//! use contextvars::observe::{Cause, Change};
+//! use contextvars::{Context, ContextVar};
+//!
+//! static TRACE_ID: ContextVar<u64> = ContextVar::new("trace_id");
+//! thread_local! { static MIRROR: Cell<u64> = const { Cell::new(0) }; }
+//!
+//! // Mirror one variable into a thread-local, as an MDC bridge would.
+//! let _mirror = TRACE_ID.observe(|change: &Change<'_, u64>| {
+//!     MIRROR.with(|m| m.set(change.current().copied().unwrap_or(0)));
+//! });
+//! let request = Context::new();
+//! request.run(|| TRACE_ID.set(7));
+//! assert_eq!(MIRROR.with(Cell::get), 0, "back in the caller's context");
+//! request.run(|| assert_eq!(MIRROR.with(Cell::get), 7)); // the switch is reported too
+//! ```
+//!
 //! **Invariant:** a hook never runs inside another hook on the same thread
 //! (`IN_HOOK`): whatever a hook reads, writes or enters is not observed, so
 //! hooks that use variables cannot recurse, let alone without bound. And a

@@ -27,6 +27,22 @@
 //!   Everything one header loses is reported in a single `tracing` warning,
 //!   with counts and the first few names.
 //!
+//! ```
+//! use contextvars::propagation::Propagator;
+//! use contextvars::ContextVar;
+//!
+//! static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+//! let p = Propagator::new().with_var(&REQUEST_ID);
+//!
+//! // Client side: the current value into the outgoing headers.
+//! let mut headers = http::HeaderMap::new();
+//! REQUEST_ID.sync_scope(42, || p.inject(&mut headers));
+//! assert_eq!(headers["baggage"], "request_id=42");
+//! // Server side: a fresh context for the request, from its headers.
+//! let ctx = p.extract(&headers);
+//! assert_eq!(ctx.run(|| REQUEST_ID.get()), Ok(42));
+//! ```
+//!
 //! **Invariant:** `extract` never fails and never panics on input: a member
 //! that is malformed or does not parse is dropped, and every other
 //! registered member still arrives.

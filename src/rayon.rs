@@ -23,6 +23,23 @@
 //! [`in_place_scope_fifo`], [`broadcast`], [`spawn_broadcast`],
 //! [`ThreadPoolExt`] and [`ParallelIteratorExt`].
 //!
+//! ```
+//! use contextvars::ContextVar;
+//! use contextvars::prelude::*;
+//! use rayon::prelude::*;
+//!
+//! static FACTOR: ContextVar<u64> = ContextVar::new("factor");
+//!
+//! FACTOR.set(10);
+//! let (a, b) = contextvars::rayon::join(|| FACTOR.get(), || {
+//!     FACTOR.set(0); // this closure's own copy
+//!     FACTOR.get()
+//! });
+//! assert_eq!((a, b), (Ok(10), Ok(0)));
+//! let scaled: Vec<u64> = (1..=3u64).into_par_iter().map_in_current_context(|x| x * FACTOR.get().unwrap()).collect();
+//! assert_eq!(scaled, [10, 20, 30]);
+//! ```
+//!
 //! **Invariant:** a closure run by a rayon worker through these helpers
 //! never runs in the worker thread's own context nor in another closure's.
 

@@ -7,6 +7,27 @@
 //! `tokio::spawn` gives the task no context; in debug builds a `set` inside
 //! such a task panics with directions here (see the crate's misuse check, `set_misuse_policy`).
 //!
+//! ```
+//! use contextvars::ContextVar;
+//!
+//! static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! REQUEST_ID.scope(7, async {
+//!     let child = contextvars::tokio::spawn(async {
+//!         let inherited = REQUEST_ID.get();
+//!         REQUEST_ID.set(8); // the task's own copy
+//!         inherited
+//!     });
+//!     assert_eq!(child.await.unwrap(), Ok(7));
+//!     assert_eq!(REQUEST_ID.get(), Ok(7));
+//!     let blocking = contextvars::tokio::spawn_blocking(|| REQUEST_ID.get());
+//!     assert_eq!(blocking.await.unwrap(), Ok(7));
+//! })
+//! .await;
+//! # });
+//! ```
+//!
 //! **Invariant:** every task spawned here is polled only inside its own
 //! context, so no two tasks ever write the same context.
 
@@ -175,6 +196,7 @@ impl<T: 'static> JoinSetExt<T> for JoinSet<T> {
 }
 
 #[cfg(all(tokio_unstable, not(loom)))]
+#[cfg_attr(docsrs, doc(cfg(tokio_unstable)))]
 pub mod hooks;
 
 /// Isolating every task of a runtime, plain `tokio::spawn` included, with

@@ -10,6 +10,26 @@
 //! with the members the request being handled forwards
 //! ([`Propagator::forward_unknown`]).
 //!
+//! ```
+//! use std::convert::Infallible;
+//! use contextvars::propagation::Propagator;
+//! use contextvars::tower::{ClientLayer, ServerLayer};
+//! use contextvars::ContextVar;
+//! use tower::{Layer, ServiceExt};
+//!
+//! static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+//! let propagator = Propagator::new().with_var(&REQUEST_ID);
+//!
+//! // A server whose handler reads the id the request's baggage carries ...
+//! let server = ServerLayer::new(propagator.clone()).layer(tower::service_fn(|_: http::Request<()>| async {
+//!     Ok::<_, Infallible>(http::Response::new(REQUEST_ID.get().ok()))
+//! }));
+//! // ... called through a client that sends the caller's id.
+//! let client = ClientLayer::new(propagator).layer(server);
+//! let response = REQUEST_ID.sync_scope(9, || futures::executor::block_on(client.oneshot(http::Request::new(()))));
+//! assert_eq!(response.unwrap().into_body().into_inner(), Some(9));
+//! ```
+//!
 //! **Invariant:** no two requests ever share a context: each gets one made
 //! for it by `extract`, owned by its future and then by its response body,
 //! and dropped inside itself.
