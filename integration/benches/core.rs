@@ -230,7 +230,7 @@ fn peers(c: &mut Criterion) {
     });
     g.finish();
 
-    // `scope` + a read inside it (issue 16), against `task_local!`'s
+    // `sync_scope` + a read inside it (issue 16), against `task_local!`'s
     // `sync_scope` + `get`, in the three kinds of context: the thread's base
     // context, a task's own (entered exclusively, as `in_context` with an
     // owned `Context` and the spawn helpers do; `wrap` here), and a shared
