@@ -206,7 +206,9 @@ fn tasks() {
 /// `tokio::spawn`, each inside a scope of its own id, interleaved on two
 /// workers, and timed.
 fn future_scope() {
-    section("5a. ContextVar::scope over a future: held across every .await, as task_local!'s scope");
+    section(
+        "5a. ContextVar::scope over a future: held across every .await, as task_local!'s scope",
+    );
     static SCOPED_ID: ContextVar<u64> = ContextVar::new("scoped_id");
     tokio::task_local! {
         static TASK_LOCAL_ID: u64;
