@@ -38,8 +38,8 @@
 //! with this crate's helpers starts with a copy of the spawner's context;
 //! its own writes stay its own. With features `tower` and `http`, each
 //! request a server handles runs in a fresh context seeded from its W3C
-//! `baggage` header ([`tower::ServerLayer`]), and outgoing requests carry
-//! the current values ([`tower::ClientLayer`]).
+//! `baggage` header (`tower::ServerLayer`), and outgoing requests carry
+//! the current values (`tower::ClientLayer`).
 //!
 #![cfg_attr(all(feature = "tokio", feature = "tower"), doc = "```")]
 #![cfg_attr(not(all(feature = "tokio", feature = "tower")), doc = "```ignore")]
