@@ -98,7 +98,6 @@
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod baggage;
-mod barrier;
 pub mod channel;
 mod context;
 pub mod docs;
@@ -128,6 +127,7 @@ pub mod propagation;
 #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
 pub mod rayon;
 mod read_cache;
+mod report;
 #[cfg(feature = "serde")]
 pub mod snapshot;
 mod spare;
