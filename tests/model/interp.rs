@@ -74,14 +74,14 @@ pub enum Op {
     /// out of order, of another variable (`DifferentVar`), of another context
     /// (`DifferentContext`); either error changes nothing.
     Reset { token: usize, var: usize },
-    /// `VARS[v].scope(fresh value, body)`.
+    /// `VARS[v].sync_scope(fresh value, body)`.
     Scope(usize, Vec<Op>),
     /// `VARS[v].with(|value| body)`: the borrowed value, checked before and
     /// after the body, must stay what it was whatever the body does (writes,
     /// copies, scopes, switches), including a scoped value that the borrow
     /// or the body moves out of its scope's frame.
     Borrow(usize, Vec<Op>),
-    /// `VARS[v].scope(fresh value, body)` whose body panics after its ops;
+    /// `VARS[v].sync_scope(fresh value, body)` whose body panics after its ops;
     /// the panic is caught outside the scope.
     ScopePanic(usize, Vec<Op>),
     /// Every variable of `arena[i]` read from another thread (`Context::get`
@@ -100,10 +100,10 @@ pub enum Op {
     /// `contextvars::thread::spawn(body)`, joined when the program ends.
     Thread(Vec<Op>),
     /// A future polled twice (`Pending` in between) with
-    /// `with_context(arena[i].clone())`: the first body in the first poll,
+    /// `in_context(arena[i].clone())`: the first body in the first poll,
     /// the second in the second.
     Poll(usize, Vec<Op>, Vec<Op>),
-    /// The same with `with_current_context()`.
+    /// The same with `in_current_context()`.
     PollCopy(Vec<Op>, Vec<Op>),
     /// Resumptions of one `isolated` generator, each preceded by caller ops.
     Isolated(Vec<(Vec<Op>, Vec<Op>)>),
@@ -381,7 +381,7 @@ impl Interp {
             Op::Scope(v, ops) => {
                 let value = NEXT_VALUE.fetch_add(1, Ordering::Relaxed);
                 let old = self.0.borrow_mut().set(*v, value);
-                VARS[*v].scope(Val::new(value), || {
+                VARS[*v].sync_scope(Val::new(value), || {
                     self.check();
                     self.exec_all(ops);
                 });
@@ -409,7 +409,7 @@ impl Interp {
                 let value = NEXT_VALUE.fetch_add(1, Ordering::Relaxed);
                 let old = self.0.borrow_mut().set(*v, value);
                 let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    VARS[*v].scope(Val::new(value), || {
+                    VARS[*v].sync_scope(Val::new(value), || {
                         self.check();
                         self.exec_all(ops);
                         // No panic hook (and no message) for a planned unwind.
@@ -519,7 +519,7 @@ impl Interp {
                     self.exec_all(second);
                     self.leave_arena(i);
                 };
-                poll_twice(self, fut.with_context(ctx), || self.check_context(i));
+                poll_twice(self, fut.in_context(ctx), || self.check_context(i));
                 self.check_context(i);
             }
             Op::PollCopy(first, second) => {
@@ -548,7 +548,7 @@ impl Interp {
                     self.exec_all(second);
                     leave();
                 }
-                .with_current_context();
+                .in_current_context();
                 {
                     let mut state = self.0.borrow_mut();
                     let (id, map) = (state.fresh_id(), state.view());
