@@ -17,7 +17,7 @@ mod interp;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
-use interp::{MAX_DEPTH, OPS, Op, THREADS, VARS, decode, run_program};
+use interp::{Hook, MAX_DEPTH, OPS, Op, THREADS, VARS, decode, run_program};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRunner};
 
@@ -38,30 +38,164 @@ fn min_ops() -> u64 {
     }
 }
 
+/// The kinds of operation `CONTEXTVARS_MODEL_SKIP` (comma-separated) leaves
+/// out of generated programs: `fork`, `guard`, `observe`, `channel`, `drop`
+/// (drop races), to see which checks a failure belongs to.
+fn skipped(kind: &str) -> bool {
+    std::env::var("CONTEXTVARS_MODEL_SKIP")
+        .map(|list| list.split(',').any(|k| k.trim() == kind))
+        .unwrap_or(false)
+}
+
+fn hook_strategy() -> impl Strategy<Value = Hook> {
+    prop_oneof![
+        Just(Hook::Plain),
+        Just(Hook::Reads),
+        Just(Hook::Writes),
+        Just(Hook::Scopes),
+        (0..4u8).prop_map(Hook::Panics),
+    ]
+}
+
+/// `(weight, strategy)` pairs, without those of skipped kinds.
+type Weighted = Vec<(u32, BoxedStrategy<Op>)>;
+
+fn keep(ops: &mut Weighted, kind: &str, more: Weighted) {
+    if !skipped(kind) {
+        ops.extend(more);
+    }
+}
+
 fn op_strategy() -> impl Strategy<Value = Op> {
     let var = 0..VARS.len();
-    let leaf = prop_oneof![
-        6 => var.clone().prop_map(Op::Set),
-        4 => (0..64usize, var.clone()).prop_map(|(token, var)| Op::Reset { token, var }),
-        1 => Just(Op::Copy),
-        1 => Just(Op::New),
-        1 => (0..8usize).prop_map(Op::CopyOf),
-        1 => (0..8usize).prop_map(Op::ForeignRead),
+    let mut leaves: Weighted = vec![
+        (6, var.clone().prop_map(Op::Set).boxed()),
+        (
+            4,
+            (0..64usize, var.clone())
+                .prop_map(|(token, var)| Op::Reset { token, var })
+                .boxed(),
+        ),
+        (1, Just(Op::Copy).boxed()),
+        (1, Just(Op::New).boxed()),
+        (1, (0..8usize).prop_map(Op::CopyOf).boxed()),
+        (1, (0..8usize).prop_map(Op::ForeignRead).boxed()),
     ];
+    keep(
+        &mut leaves,
+        "fork",
+        vec![
+            (1, Just(Op::ForkNew).boxed()),
+            (
+                1,
+                (0..8usize, any::<bool>())
+                    .prop_map(|(fork, overwrite)| Op::Merge { fork, overwrite })
+                    .boxed(),
+            ),
+        ],
+    );
+    keep(
+        &mut leaves,
+        "guard",
+        vec![
+            (1, var.clone().prop_map(Op::Guard).boxed()),
+            (
+                1,
+                (0..16usize, prop::bool::weighted(0.2))
+                    .prop_map(|(guard, elsewhere)| Op::DropGuard { guard, elsewhere })
+                    .boxed(),
+            ),
+        ],
+    );
+    keep(
+        &mut leaves,
+        "observe",
+        vec![
+            (
+                1,
+                (var.clone(), hook_strategy())
+                    .prop_map(|(v, h)| Op::Observe(v, h))
+                    .boxed(),
+            ),
+            (1, hook_strategy().prop_map(Op::OnSwitch).boxed()),
+            (1, (0..8usize).prop_map(Op::Unobserve).boxed()),
+        ],
+    );
+    keep(
+        &mut leaves,
+        "drop",
+        vec![(1, (0..3u8).prop_map(Op::DropRace).boxed())],
+    );
+    let leaf = prop::strategy::Union::new_weighted(leaves);
     leaf.prop_recursive(MAX_DEPTH as u32, 48, 6, move |inner| {
         let body = prop::collection::vec(inner, 0..6);
-        prop_oneof![
-            2 => (var.clone(), body.clone()).prop_map(|(v, ops)| Op::Scope(v, ops)),
-            1 => (var.clone(), body.clone()).prop_map(|(v, ops)| Op::ScopePanic(v, ops)),
-            1 => (var.clone(), body.clone()).prop_map(|(v, ops)| Op::Borrow(v, ops)),
-            3 => (0..8usize, body.clone()).prop_map(|(i, ops)| Op::Run(i, ops)),
-            1 => body.clone().prop_map(Op::Wrap),
-            1 => body.clone().prop_map(Op::Thread),
-            1 => (0..8usize, body.clone(), body.clone())
-                .prop_map(|(i, a, b)| Op::Poll(i, a, b)),
-            1 => (body.clone(), body.clone()).prop_map(|(a, b)| Op::PollCopy(a, b)),
-            2 => prop::collection::vec((body.clone(), body), 1..4).prop_map(Op::Isolated),
-        ]
+        let mut nodes: Weighted = vec![
+            (
+                2,
+                (var.clone(), body.clone())
+                    .prop_map(|(v, ops)| Op::Scope(v, ops))
+                    .boxed(),
+            ),
+            (
+                1,
+                (var.clone(), body.clone())
+                    .prop_map(|(v, ops)| Op::ScopePanic(v, ops))
+                    .boxed(),
+            ),
+            (
+                1,
+                (var.clone(), body.clone())
+                    .prop_map(|(v, ops)| Op::Borrow(v, ops))
+                    .boxed(),
+            ),
+            (
+                3,
+                (0..8usize, body.clone())
+                    .prop_map(|(i, ops)| Op::Run(i, ops))
+                    .boxed(),
+            ),
+            (1, body.clone().prop_map(Op::Wrap).boxed()),
+            (1, body.clone().prop_map(Op::Thread).boxed()),
+            (
+                1,
+                (0..8usize, body.clone(), body.clone())
+                    .prop_map(|(i, a, b)| Op::Poll(i, a, b))
+                    .boxed(),
+            ),
+            (
+                1,
+                (body.clone(), body.clone())
+                    .prop_map(|(a, b)| Op::PollCopy(a, b))
+                    .boxed(),
+            ),
+            (
+                2,
+                prop::collection::vec((body.clone(), body.clone()), 1..4)
+                    .prop_map(Op::Isolated)
+                    .boxed(),
+            ),
+        ];
+        keep(
+            &mut nodes,
+            "fork",
+            vec![(
+                3,
+                (0..8usize, body.clone())
+                    .prop_map(|(f, ops)| Op::ForkRun(f, ops))
+                    .boxed(),
+            )],
+        );
+        keep(
+            &mut nodes,
+            "observe",
+            vec![(1, body.clone().prop_map(Op::Churn).boxed())],
+        );
+        keep(
+            &mut nodes,
+            "channel",
+            vec![(1, body.prop_map(Op::Channel).boxed())],
+        );
+        prop::strategy::Union::new_weighted(nodes)
     })
 }
 
