@@ -27,7 +27,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
 use std::ptr::{self, NonNull};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::Waker;
 
 use crate::ContextVar;
@@ -35,6 +35,7 @@ use crate::error::AlreadyEntered;
 use crate::generator::Frame;
 pub(crate) use crate::ids::next_id;
 use crate::map::{Garbage, Map, RawRoot, Value, VarId};
+use crate::merge::ForkLink;
 use crate::read_cache::{ReadCache, Slot};
 use crate::sync::{AtomicBool, AtomicPtr, AtomicUsize, Ordering, spin_loop, yield_now};
 
@@ -92,6 +93,10 @@ pub struct Context {
     /// For a resumption of a generator (see `generator`): its own values
     /// and the caller's map under them; `None` for every other context.
     frame: crate::sync::UnsafeCell<Option<Box<Frame>>>,
+    /// For the child of a [`Fork`](crate::Fork): the fork it belongs to,
+    /// which says which tokens cross between it and its parent (tokens
+    /// made in it record it).
+    fork: Option<Arc<ForkLink>>,
     /// The newest `scope`d value not yet written into `map` (see
     /// [`scoped`]), or null; each links to the one before. Written only by
     /// the thread that has the context entered: a push with a release store,
@@ -163,14 +168,63 @@ crate::sync::thread_local! {
     /// them; emptied when the last borrow ends. No destructor (it is empty
     /// whenever no borrow is live), so it works during thread teardown too.
     static PARKED: Cell<ManuallyDrop<Vec<Map>>> = const { Cell::new(ManuallyDrop::new(Vec::new())) };
+    /// The parked versions of the entries under the current one, set aside
+    /// while it runs (see `Current::enter`): one list per such entry that
+    /// had any. Empty when no entry is; no destructor, as `PARKED`.
+    static STASHED: Cell<ManuallyDrop<Vec<Vec<Map>>>> = const { Cell::new(ManuallyDrop::new(Vec::new())) };
+}
+
+/// What an entry of a context replaced, for [`Current::leave`] to give
+/// back: the context that was current, and the `with` borrows live in it.
+#[derive(Clone, Copy)]
+pub(crate) struct Entered {
+    prev: *const Context,
+    /// The `readers` word of the entry left (its borrows, and whether
+    /// versions of its map are parked for them, then in `STASHED`).
+    readers: usize,
 }
 
 impl Current {
-    /// Makes `ctx` (null: none) current; returns the one it replaces.
+    /// Enters `ctx` (null: none) until [`leave`](Current::leave). The new
+    /// entry starts with no `with` borrow: those live in the context left
+    /// borrow *its* map, so they are set aside (with the versions parked
+    /// for them) until the entry ends, and writes in `ctx` do not park its
+    /// versions for them. `observed`: whether switch observers hear of it.
     #[inline]
-    fn enter(&self, ctx: *const Context) -> *const Context {
-        if crate::observe::active() {
-            return enter_observed(self, ctx);
+    fn enter(&self, ctx: *const Context, observed: bool) -> Entered {
+        let readers = self.readers.replace(0);
+        if readers & PARKED_BIT != 0 {
+            stash_parked();
+        }
+        Entered {
+            prev: self.switch(ctx, observed),
+            readers,
+        }
+    }
+
+    /// Ends the entry that returned `entered`: the context before it is
+    /// current again, with its borrows. Their count is back before any
+    /// switch observer runs, so a hook's write copies what they borrow.
+    #[inline]
+    fn leave(&self, entered: Entered, observed: bool) {
+        debug_assert!(
+            self.readers.get() == 0,
+            "borrows end inside the entry they were made in"
+        );
+        if entered.readers & PARKED_BIT != 0 {
+            unstash_parked();
+        }
+        self.readers.set(entered.readers);
+        self.switch(entered.prev, observed);
+    }
+
+    /// Makes `ctx` (null: none) current; returns the one it replaces.
+    /// Never unwinds: observers' hooks run after the switch is complete,
+    /// and their panics are caught (`switch_observed`).
+    #[inline]
+    fn switch(&self, ctx: *const Context, observed: bool) -> *const Context {
+        if observed && crate::observe::active() {
+            return switch_observed(self, ctx);
         }
         let prev = self.ctx.replace(ctx);
         self.refresh();
@@ -216,7 +270,7 @@ impl Drop for Base {
                 // pointer `enter_base` stored came from a shared borrow that
                 // the thread-local's destructor has since invalidated.
                 cur.ctx.set(this);
-                cur.enter(ptr::null());
+                cur.switch(ptr::null(), true);
             }
         });
     }
@@ -235,7 +289,7 @@ impl Drop for LateBase {
         }
         CURRENT.with(|cur| {
             if cur.ctx.get() == ctx.cast_const() {
-                cur.enter(ptr::null());
+                cur.switch(ptr::null(), true);
             }
         });
         // SAFETY: made by `Box::into_raw` in `enter_base`, and no longer
@@ -287,8 +341,17 @@ impl Context {
             base: false,
             map: crate::sync::UnsafeCell::new(map),
             frame: crate::sync::UnsafeCell::new(None),
+            fork: None,
             scoped: AtomicPtr::new(ptr::null_mut()),
         }
+    }
+
+    /// The child context of a fork: an identity of its own, the parent's
+    /// values (`map`), and the fork's link.
+    pub(crate) fn for_fork(map: Map, link: Arc<ForkLink>) -> Context {
+        let mut ctx = Context::from_map(next_id(), map, false);
+        ctx.fork = Some(link);
+        ctx
     }
 
     /// A thread's base context: private, and marked for the misuse check.
@@ -416,7 +479,7 @@ impl Context {
                 .is_ok()
                 .then(|| Exit {
                     ctx: self,
-                    prev: cur.enter(self),
+                    entered: cur.enter(self, true),
                 })
         })
     }
@@ -504,13 +567,21 @@ impl Context {
     /// and writes take no lock (the context is private for the duration).
     #[inline]
     pub(crate) fn run_exclusive<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        self.run_exclusive_as(true, f)
+    }
+
+    /// [`run_exclusive`](Context::run_exclusive); `observed`: whether
+    /// switch observers hear of the entry and the exit.
+    #[inline]
+    fn run_exclusive_as<R>(&mut self, observed: bool, f: impl FnOnce() -> R) -> R {
         let was_private = std::mem::replace(&mut self.private, true);
         let this: *mut Context = self;
-        let prev = CURRENT.with(|cur| cur.enter(this));
+        let entered = CURRENT.with(|cur| cur.enter(this, observed));
         let _exit = ExitExclusive {
             ctx: this,
-            prev,
+            entered,
             was_private,
+            observed,
         };
         f()
     }
@@ -787,6 +858,10 @@ impl Context {
     /// happens to be in (a worker's, a caller's). They run after the values
     /// were taken out: they read defaults, and what they set is dropped in
     /// turn, round after round until nothing is left.
+    ///
+    /// Entering the context for this is not a switch that observers hear
+    /// of: the context is going, nothing runs in it but the destructors,
+    /// and a switch hook that sets a value would refill it every round.
     #[cold]
     #[inline(never)]
     fn release(&mut self) {
@@ -800,17 +875,17 @@ impl Context {
             if map.is_empty() && frame.is_none() {
                 return;
             }
-            self.run_exclusive(move || drop((map, frame)));
+            self.run_exclusive_as(false, move || drop((map, frame)));
         }
         // Destructors that set values whose destructors set values, without
         // end: stop rather than loop forever, and say so.
         let left = std::mem::take(self.map.get_mut());
-        eprintln!(
+        crate::report::warn(&format!(
             "contextvars: the values of context #{} kept setting new values while being dropped \
              ({} left after {RELEASE_ROUNDS} rounds); they are leaked",
             self.id,
             left.len()
-        );
+        ));
         std::mem::forget(left);
     }
 }
@@ -818,9 +893,10 @@ impl Context {
 impl Drop for Context {
     #[inline]
     fn drop(&mut self) {
-        // A context whose root another map shares (a copy that never wrote)
-        // drops no value: skip the switch.
-        if self.frame.get_mut().is_some() || self.map.get_mut().owns_root() {
+        // A context whose root another map still holds (a copy that never
+        // wrote) drops no value: skip the switch. Decided atomically: of a
+        // context and its copy dropped at once, one releases the values.
+        if self.frame.get_mut().is_some() || !self.map.get_mut().let_go_shared() {
             self.release();
         }
     }
@@ -889,13 +965,13 @@ impl fmt::Debug for ShowValue<'_> {
 /// Restores the previous context when `run` ends, returns or unwinds.
 struct Exit<'a> {
     ctx: &'a Context,
-    prev: *const Context,
+    entered: Entered,
 }
 
 impl Drop for Exit<'_> {
     #[inline]
     fn drop(&mut self) {
-        CURRENT.with(|cur| cur.enter(self.prev));
+        CURRENT.with(|cur| cur.leave(self.entered, true));
         // The next owner starts without the lock; a reader that sees it
         // entered (acquire, through this release) sees this.
         self.ctx.contended.store(false, Ordering::Relaxed);
@@ -923,22 +999,31 @@ fn wake_waiters(id: u64) {
         });
         woken
     };
-    // Outside the lock: a waker is user code.
-    woken.into_iter().for_each(Waker::wake);
+    // Outside the lock: a waker is user code, and this runs as a context
+    // is left, perhaps while unwinding: a panic must not escape (a second
+    // panic aborts), nor stop the other wakers.
+    for waker in woken {
+        if let Err(what) = crate::report::contain(|| waker.wake()) {
+            crate::report::warn(&format!(
+                "contextvars: a waker panicked when its context was left ({what})"
+            ));
+        }
+    }
 }
 
 /// Restores the previous context when `run_exclusive` ends, returns or
 /// unwinds.
 struct ExitExclusive {
     ctx: *mut Context,
-    prev: *const Context,
+    entered: Entered,
     was_private: bool,
+    observed: bool,
 }
 
 impl Drop for ExitExclusive {
     #[inline]
     fn drop(&mut self) {
-        CURRENT.with(|cur| cur.enter(self.prev));
+        CURRENT.with(|cur| cur.leave(self.entered, self.observed));
         // SAFETY: `ctx` comes from the `&mut Context` that `run_exclusive`
         // holds for as long as this guard lives, and the thread-local no
         // longer points at it.
@@ -973,6 +1058,31 @@ impl Drop for Reading {
             free_parked_versions();
         }
     }
+}
+
+/// Sets the versions parked for the borrows of the entry being left aside
+/// (see `Current::enter`), on `STASHED`.
+#[cold]
+#[inline(never)]
+fn stash_parked() {
+    let parked = PARKED.with(Cell::take);
+    let mut stashed = STASHED.with(Cell::take);
+    stashed.push(ManuallyDrop::into_inner(parked));
+    STASHED.with(|slot| slot.set(stashed));
+}
+
+/// Gives the entry ended back the versions parked for its borrows.
+#[cold]
+#[inline(never)]
+fn unstash_parked() {
+    let mut stashed = STASHED.with(Cell::take);
+    let parked = stashed
+        .pop()
+        .expect("an entry that set parked versions aside");
+    STASHED.with(|slot| slot.set(stashed));
+    let inner = PARKED.with(|slot| slot.replace(ManuallyDrop::new(parked)));
+    debug_assert!(inner.is_empty(), "an entry frees its parked versions");
+    drop(ManuallyDrop::into_inner(inner));
 }
 
 #[cold]
@@ -1100,12 +1210,20 @@ thread_local! {
 pub(crate) struct Writer<'a> {
     /// The context's id, which tokens record.
     pub(crate) context: u64,
+    /// The fork the context is the child of, which tokens record too.
+    fork: Option<&'a Arc<ForkLink>>,
     map: &'a mut Map,
     /// Nodes the write lets go of, dropped after the write is closed.
     garbage: &'a mut Garbage,
 }
 
 impl Writer<'_> {
+    /// The fork the context is the child of, for a token made here.
+    #[inline]
+    pub(crate) fn fork(&self) -> Option<Arc<ForkLink>> {
+        self.fork.cloned()
+    }
+
     /// Sets `id` to `value`; returns the value it replaces (what a token
     /// records).
     #[inline]
@@ -1128,12 +1246,48 @@ impl Writer<'_> {
 /// context if there is no current context yet. Everything `f` returns or
 /// leaves in the garbage is dropped only after the write is closed, so no
 /// value's destructor runs under it. `checked`: the variable a `set` writes,
-/// for the misuse check (`misuse`); a reset is never a misuse.
-#[inline]
+/// for the misuse check (`misuse`); a reset is never a misuse. `observed`:
+/// the variable written and why, for its observers (`observe`), told once
+/// the write is closed; `None` for a write that is not a change of what
+/// reads see (a scope's end, which `scope` reports itself).
+///
+/// This is the one write path: every write of a variable (`set`, `reset`,
+/// a guard, a merge, the end of a scope written into the map) goes through
+/// it, so none bypasses the misuse check or the observers.
+#[inline(always)]
 pub(crate) fn write_current<R>(
     checked: Option<&'static str>,
+    observed: Option<(VarId, crate::observe::Cause)>,
     f: impl FnOnce(Writer<'_>) -> R,
 ) -> R {
+    if let Some((var, cause)) = observed {
+        if crate::observe::vars_observed() {
+            return write_observed(checked, var, cause, f);
+        }
+    }
+    write_unobserved(checked, f)
+}
+
+/// [`write_current`] with variable observers installed: notes the value
+/// visible before the write, and tells the observers after it is closed.
+#[cold]
+#[inline(never)]
+fn write_observed<R>(
+    checked: Option<&'static str>,
+    var: VarId,
+    cause: crate::observe::Cause,
+    f: impl FnOnce(Writer<'_>) -> R,
+) -> R {
+    let before = crate::observe::before_write(var);
+    let result = write_unobserved(checked, f);
+    if let Some(before) = before {
+        crate::observe::after_write(before, cause);
+    }
+    result
+}
+
+#[inline(always)]
+fn write_unobserved<R>(checked: Option<&'static str>, f: impl FnOnce(Writer<'_>) -> R) -> R {
     let cur = current();
     let mut ctx = cur.ctx.get();
     if ctx.is_null() {
@@ -1163,6 +1317,7 @@ pub(crate) fn write_current<R>(
         let map = ctx.map.with_mut(|map| unsafe { &mut *map });
         f(Writer {
             context: ctx.id,
+            fork: ctx.fork.as_ref(),
             map,
             garbage: &mut garbage,
         })
@@ -1353,7 +1508,7 @@ impl<T: 'static> ScopeEnd<'_, T> {
 #[cold]
 #[inline(never)]
 fn restore_written(id: VarId, old: Option<Value>, drop_as: unsafe fn(Value)) {
-    let replaced = write_current(None, |mut w| w.restore(id, old));
+    let replaced = write_current(None, None, |mut w| w.restore(id, old));
     if let Some(replaced) = replaced {
         // SAFETY: `drop_as` is the variable's own (see `scope`).
         unsafe { drop_as(replaced) };
@@ -1460,7 +1615,7 @@ fn enter_base() -> *const Context {
             late
         }
     };
-    CURRENT.with(|cur| cur.enter(base));
+    CURRENT.with(|cur| cur.switch(base, true));
     base
 }
 
@@ -1484,6 +1639,15 @@ pub(crate) fn current_id() -> Option<u64> {
         let ctx = cur.ctx.get();
         // SAFETY: as in `read_current`, a current context is alive.
         (!ctx.is_null()).then(|| unsafe { (*ctx).id })
+    })
+}
+
+/// The fork the current context is the child of, if it is one.
+#[cold]
+pub(crate) fn current_fork() -> Option<Arc<ForkLink>> {
+    CURRENT.with(|cur| {
+        // SAFETY: as in `read_current`, a current context is alive.
+        unsafe { cur.ctx.get().as_ref() }.and_then(|ctx| ctx.fork.clone())
     })
 }
 
@@ -1630,8 +1794,8 @@ impl<F> Drop for Wrapped<F> {
 /// and every enter/leave pair on this thread must nest.
 #[cfg(all(feature = "tokio", tokio_unstable, not(loom)))]
 #[inline]
-pub(crate) unsafe fn enter_raw(ctx: *const Context) -> *const Context {
-    CURRENT.with(|cur| cur.enter(ctx))
+pub(crate) unsafe fn enter_raw(ctx: *const Context) -> Entered {
+    CURRENT.with(|cur| cur.enter(ctx, true))
 }
 
 /// Restores `prev`, the context [`enter_raw`] returned.
@@ -1643,26 +1807,33 @@ pub(crate) unsafe fn enter_raw(ctx: *const Context) -> *const Context {
 /// another, see `Exit`, `ExitExclusive` and `Base`).
 #[cfg(all(feature = "tokio", tokio_unstable, not(loom)))]
 #[inline]
-pub(crate) unsafe fn leave_raw(prev: *const Context) {
-    CURRENT.with(|cur| cur.enter(prev));
+pub(crate) unsafe fn leave_raw(prev: Entered) {
+    CURRENT.with(|cur| cur.leave(prev, true));
 }
 
 // ---- end of the task hooks block ----
 
 // ---- Observers (`crate::observe`): the switch path with hooks installed. ----
 
-/// `Current::enter` with observers installed: notes the observed variables'
-/// values, switches, then calls the hooks with the new context current.
+/// `Current::switch` with observers installed: notes the observed
+/// variables' values, switches, then calls the hooks with the new context
+/// current. Nothing unwinds out of it: the switch itself runs no user code,
+/// and whatever runs around it (hooks, the drop of what they were handed)
+/// is contained, so a switch is always complete.
 #[cold]
 #[inline(never)]
-fn enter_observed(cur: &Current, ctx: *const Context) -> *const Context {
-    // SAFETY: the current context and `ctx` are alive (see `enter`'s callers).
+fn switch_observed(cur: &Current, ctx: *const Context) -> *const Context {
+    // SAFETY: the current context and `ctx` are alive (see `switch`'s callers).
     let id_of = |c: *const Context| unsafe { c.as_ref() }.map(|c| c.id);
-    let before = crate::observe::before_switch(id_of(cur.ctx.get()));
+    let previous = id_of(cur.ctx.get());
+    let before = crate::report::contain(|| crate::observe::before_switch(previous))
+        .ok()
+        .flatten();
     let prev = cur.ctx.replace(ctx);
     cur.refresh();
     if let Some(before) = before {
-        crate::observe::after_switch(before, id_of(ctx));
+        let current = id_of(ctx);
+        let _ = crate::report::contain(move || crate::observe::after_switch(before, current));
     }
     prev
 }

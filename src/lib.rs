@@ -71,6 +71,7 @@ pub mod propagation;
 #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
 pub mod rayon;
 mod read_cache;
+mod report;
 #[cfg(feature = "serde")]
 pub mod snapshot;
 mod spare;

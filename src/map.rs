@@ -535,6 +535,38 @@ impl Map {
             .is_some_and(|root| Arc::strong_count(root) == 1)
     }
 
+    /// Lets go of this map's handle on its root if another map still holds
+    /// the root, deciding atomically which handle is the last: `true` if
+    /// nothing is left here to drop (the handle is gone and dropped no
+    /// node, or the map is empty); `false` if this map holds the root's last
+    /// handle, which the caller then drops where the values must go.
+    ///
+    /// A count read and a drop would not do: two maps sharing a root and
+    /// dropped at once on two threads could both read 2, and the values
+    /// would go with whichever decrement came last, unseen. `Arc::into_inner`
+    /// is std's atomic "was this the last handle", for sized types only, so
+    /// a root of up to [`LAST_CHECKED`] slots (every flat root, and small
+    /// branch roots) is seen as the array it is. A larger one is reported
+    /// as maybe the last (`false`): the caller's drop is then correct
+    /// whoever holds the last handle, only slower.
+    #[inline]
+    pub(crate) fn let_go_shared(&mut self) -> bool {
+        let Some(root) = self.root.take() else {
+            return true;
+        };
+        if Arc::strong_count(&root) == 1 {
+            self.root = Some(root);
+            return false;
+        }
+        match last_handle(root) {
+            None => true,
+            Some(root) => {
+                self.root = Some(root);
+                false
+            }
+        }
+    }
+
     /// Whether both maps are the same version (one is an unchanged copy of
     /// the other).
     pub fn ptr_eq(&self, other: &Map) -> bool {
@@ -543,6 +575,34 @@ impl Map {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
+    }
+}
+
+/// The largest root [`Map::let_go_shared`] decides on atomically.
+const LAST_CHECKED: usize = 8;
+
+/// Drops `root` unless it is the last handle to its node, which it hands
+/// back (see [`Map::let_go_shared`]); a node of more than
+/// [`LAST_CHECKED`] slots is handed back as it is.
+fn last_handle(root: Arc<[Child]>) -> Option<Arc<[Child]>> {
+    /// For a node of `N` slots: one atomic decrement, and the node back
+    /// (moved into a new allocation, a rare path) if it was the last.
+    fn sized<const N: usize>(root: Arc<[Child]>) -> Option<Arc<[Child]>> {
+        match Arc::<[Child; N]>::try_from(root) {
+            Ok(sized) => Arc::into_inner(sized).map(Arc::from),
+            Err(root) => Some(root),
+        }
+    }
+    match root.len() {
+        1 => sized::<1>(root),
+        2 => sized::<2>(root),
+        3 => sized::<3>(root),
+        4 => sized::<4>(root),
+        5 => sized::<5>(root),
+        6 => sized::<6>(root),
+        7 => sized::<7>(root),
+        LAST_CHECKED => sized::<LAST_CHECKED>(root),
+        _ => Some(root),
     }
 }
 

@@ -22,7 +22,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -102,27 +101,39 @@ fn in_hook() -> bool {
 }
 
 /// Runs `f` with the current observers, from this thread's cache.
+///
+/// The cache is refreshed only where it is not borrowed: a hook that runs
+/// inside `f` and reaches here again (through `scope`, say) while another
+/// thread changed the observers reads the fresh list without caching it.
 fn with_snapshot<R>(f: impl FnOnce(&Snapshot) -> R) -> R {
     let generation = GENERATION.load(Ordering::Acquire);
     let mut f = Some(f);
     let cached = CACHE.try_with(|cache| {
         if cache.borrow().0 != generation {
-            let fresh = published();
-            // The old copy is dropped outside the borrow: its hooks' captures
-            // are user values.
-            let old = std::mem::replace(&mut *cache.borrow_mut(), (generation, fresh));
-            drop(old);
+            let Ok(mut slot) = cache.try_borrow_mut() else {
+                return None;
+            };
+            let old = std::mem::replace(&mut *slot, (generation, published()));
+            drop(slot);
+            // Outside the borrow, and contained: the old list's hooks'
+            // captures are user values, dropped where the last list goes.
+            let _ = crate::report::contain(|| drop(old));
         }
         let cache = cache.borrow();
         let empty = Snapshot::default();
-        (f.take().expect("once"))(cache.1.as_deref().unwrap_or(&empty))
+        Some((f.take().expect("once"))(
+            cache.1.as_deref().unwrap_or(&empty),
+        ))
     });
     match cached {
-        Ok(r) => r,
-        // Thread teardown, after the cache is gone: ask the registry.
-        Err(_) => {
-            let snapshot = published().unwrap_or_default();
-            (f.take().expect("once"))(&snapshot)
+        Ok(Some(r)) => r,
+        // The cache is borrowed further up this thread's stack, or gone
+        // (thread teardown): ask the registry.
+        Ok(None) | Err(_) => {
+            let snapshot = published();
+            let r = (f.take().expect("once"))(snapshot.as_deref().unwrap_or(&Snapshot::default()));
+            let _ = crate::report::contain(|| drop(snapshot));
+            r
         }
     }
 }
@@ -178,27 +189,14 @@ fn call(name: &'static str, kind: &str, off: &AtomicBool, f: impl FnOnce()) {
     if off.load(Ordering::Relaxed) {
         return;
     }
-    if let Err(panic) = catch_unwind(AssertUnwindSafe(f)) {
+    if let Err(what) = crate::report::contain(f) {
         if !off.swap(true, Ordering::Relaxed) {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a non-string payload".to_string());
-            report(&format!(
+            crate::report::warn(&format!(
                 "contextvars: the {kind} observer `{name}` panicked ({what}); it is switched \
                  off. Catch panics inside the hook to keep it running."
             ));
         }
     }
-}
-
-/// A warning, through `tracing` when that feature is on, else on stderr.
-pub(crate) fn report(msg: &str) {
-    #[cfg(feature = "tracing")]
-    ::tracing::warn!(target: "contextvars", "{msg}");
-    #[cfg(not(feature = "tracing"))]
-    eprintln!("{msg}");
 }
 
 /// A handle to an installed observer: dropping it removes the observer.
@@ -301,6 +299,9 @@ pub enum Cause {
     ScopeBegin,
     /// The end of a [`ContextVar::scope`] (also when it unwinds).
     ScopeEnd,
+    /// A [`Fork::merge`](crate::Fork::merge) (or `merge_overwriting`)
+    /// applied the value the fork's child gave the variable.
+    Merge,
     /// The thread switched to a context where the variable's value is
     /// another one (.NET's `ThreadContextChanged`): entering or leaving a
     /// `run`, a poll of a context-carrying future, a task hook, a generator
@@ -376,6 +377,11 @@ impl<T: fmt::Debug> fmt::Debug for Change<'_, T> {
 /// the tokio task hooks, each resumption of an `isolated()` iterator or
 /// stream, the spawn helpers' and [`wrap`](crate::wrap)'s runs, and the
 /// thread's first write (its base context) and exit.
+///
+/// Dropping a [`Context`](crate::Context) is not a switch: the values it
+/// held are dropped inside it (so that their destructors read and write
+/// that context), but the hooks are not called for it, and nothing a hook
+/// would set can refill a context that is going.
 ///
 /// The hook may read and write variables and enter contexts; nothing it does
 /// is observed (no hook runs inside a hook on the same thread). A panic in
@@ -504,43 +510,59 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     #[inline(never)]
     pub(crate) fn scope_observed<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
         let id = self.id();
-        if !is_observed(id) {
+        if in_hook() || !is_observed(id) {
             return self.scope_unobserved(value, f);
         }
         let hint = self.hint();
         let end = ScopeNotice {
             var: id,
             hint,
-            scoped: Cell::new(None),
+            before_end: Cell::new(None),
             armed: Cell::new(false),
         };
         let old = current_value(id, hint);
         self.scope_unobserved(value, || {
             let new = current_value(id, hint);
             notify(id, old.as_ref(), new.as_ref(), Cause::ScopeBegin);
-            end.scoped.set(new);
-            end.armed.set(true);
             drop(old);
+            drop(new);
+            // Notes the value visible just before the scope's end (the
+            // body may have set another one), also on unwinding.
+            let _before_end = BeforeEnd(&end);
             f()
         })
     }
 }
 
 /// Tells a variable's observers that its scope ended, once the scope's own
-/// end restored the value (also on unwinding).
+/// end restored the value (also on unwinding): from the value visible just
+/// before the end to the one visible after it.
 struct ScopeNotice {
     var: VarId,
     hint: usize,
-    scoped: Cell<Option<Value>>,
+    before_end: Cell<Option<Value>>,
     armed: Cell<bool>,
+}
+
+/// Inside a scope's body: at its end, notes the value visible then.
+struct BeforeEnd<'a>(&'a ScopeNotice);
+
+impl Drop for BeforeEnd<'_> {
+    fn drop(&mut self) {
+        let notice = self.0;
+        notice
+            .before_end
+            .set(current_value(notice.var, notice.hint));
+        notice.armed.set(true);
+    }
 }
 
 impl Drop for ScopeNotice {
     fn drop(&mut self) {
         if self.armed.get() {
-            let scoped = self.scoped.take();
+            let before = self.before_end.take();
             let now = current_value(self.var, self.hint);
-            notify(self.var, scoped.as_ref(), now.as_ref(), Cause::ScopeEnd);
+            notify(self.var, before.as_ref(), now.as_ref(), Cause::ScopeEnd);
         }
     }
 }
@@ -557,16 +579,39 @@ fn is_observed(id: VarId) -> bool {
     with_snapshot(|s| s.vars.iter().any(|e| e.var == id))
 }
 
-/// After a `set` or `reset` of `id` (in `var`): tells its observers, if any,
-/// with the value the write replaced and the one now current.
+/// What an observed write of a variable needs from before it: the
+/// variable's address (see `current_value`) and the value visible then.
+pub(crate) struct BeforeWrite {
+    var: VarId,
+    hint: usize,
+    old: Option<Value>,
+}
+
+/// Before a write of `id` by the write path (`context::write_current`),
+/// with variable observers installed: `None` if the variable has none, or
+/// inside a hook (nothing a hook does is observed).
 #[cold]
 #[inline(never)]
-pub(crate) fn var_written(id: VarId, hint: usize, old: Option<&Value>, cause: Cause) {
-    if in_hook() || !is_observed(id) {
-        return;
+pub(crate) fn before_write(id: VarId) -> Option<BeforeWrite> {
+    if in_hook() {
+        return None;
     }
-    let new = current_value(id, hint);
-    notify(id, old, new.as_ref(), cause);
+    let hint = with_snapshot(|s| s.vars.iter().find(|e| e.var == id).map(|e| e.hint))?;
+    Some(BeforeWrite {
+        var: id,
+        hint,
+        old: current_value(id, hint),
+    })
+}
+
+/// After the write that `before` was taken for, closed: tells the
+/// variable's observers of the change, from the value visible before it to
+/// the one visible now.
+#[cold]
+#[inline(never)]
+pub(crate) fn after_write(before: BeforeWrite, cause: Cause) {
+    let new = current_value(before.var, before.hint);
+    notify(before.var, before.old.as_ref(), new.as_ref(), cause);
 }
 
 fn notify(id: VarId, old: Option<&Value>, new: Option<&Value>, cause: Cause) {
