@@ -38,7 +38,7 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll, Waker};
 
 use contextvars::observe::{self, Cause, Change, Observer};
@@ -413,8 +413,18 @@ impl State {
         }
     }
 
+    /// `view()[var]`, without building the view.
     fn visible(&self, var: usize) -> Option<u64> {
-        self.view().get(&var).copied()
+        match self.stack.last().expect("a frame") {
+            Frame::Arena(i) => self.arena[*i].1.map.get(&var),
+            Frame::Own { map, .. } => map.get(&var),
+            Frame::Layer { layer, outer } => self.layers[*layer]
+                .own
+                .get(&var)
+                .or_else(|| outer.get(&var)),
+            Frame::Fork(f) => self.forks[*f].child.get(&var),
+        }
+        .copied()
     }
 
     fn current_id(&self) -> u64 {
@@ -565,7 +575,11 @@ impl State {
             if queue.front() == Some(note) {
                 queue.pop_front();
                 if *maybe {
-                    let observer = self.observers.iter_mut().flatten().find(|o| o.key == note.key);
+                    let observer = self
+                        .observers
+                        .iter_mut()
+                        .flatten()
+                        .find(|o| o.key == note.key);
                     if let Some(o) = observer {
                         o.count_call();
                     }
@@ -710,31 +724,45 @@ fn write_and_reset() {
     }
 }
 
-/// Runs `f` while another thread installs and removes observers.
+/// Runs `f` while another thread installs and removes observers: one
+/// long-lived thread, which starts a burst of changes when `f` starts (and
+/// `f` waits for the first), without yielding its core in between, so that
+/// the changes overlap the hooks `f` makes run even on a loaded machine.
 fn with_churn<R>(f: impl FnOnce() -> R) -> R {
-    struct Stop<'a>(&'a AtomicBool);
-    impl Drop for Stop<'_> {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::Relaxed);
-        }
-    }
-    let stop = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        let stop = Stop(&stop);
-        let flag = stop.0;
-        s.spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
+    use std::sync::Condvar;
+    /// Changes of the observers per burst (each changes them 4 times).
+    const BURST: u32 = 16;
+    /// Rounds left in the current burst.
+    static LEFT: Mutex<u32> = Mutex::new(0);
+    static WAKE: Condvar = Condvar::new();
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    static ROUNDS: AtomicU64 = AtomicU64::new(0);
+    STARTED.call_once(|| {
+        std::thread::spawn(|| {
+            loop {
+                {
+                    let mut left = lock(&LEFT);
+                    while *left == 0 {
+                        left = WAKE.wait(left).unwrap_or_else(|e| e.into_inner());
+                    }
+                    *left -= 1;
+                }
                 let a = observe::on_switch("churn", |_| {});
                 let b = HOOK_VAR.observe(|_| {});
                 drop(a);
                 drop(b);
-                std::thread::yield_now();
+                ROUNDS.fetch_add(1, Ordering::Release);
             }
         });
-        let r = f();
-        drop(stop);
-        r
-    })
+    });
+    let start = ROUNDS.load(Ordering::Acquire);
+    *lock(&LEFT) = BURST;
+    WAKE.notify_all();
+    // The body starts once the churn runs (a woken thread is late).
+    while ROUNDS.load(Ordering::Acquire) == start {
+        std::thread::yield_now();
+    }
+    f()
 }
 
 impl Interp {
@@ -785,7 +813,11 @@ impl Interp {
         let state = self.0.borrow();
         let record = &state.forks[f];
         if let Some(fork) = &record.fork {
-            check_map(fork.context(), &record.child, &format!("fork #{}", record.id));
+            check_map(
+                fork.context(),
+                &record.child,
+                &format!("fork #{}", record.id),
+            );
         }
     }
 
@@ -1169,7 +1201,9 @@ impl Interp {
                     self.0.borrow_mut().stack.push(Frame::Fork(f));
                     self.check();
                     self.exec_all(ops);
-                    assert!(matches!(self.0.borrow_mut().stack.pop(), Some(Frame::Fork(g)) if g == f));
+                    assert!(
+                        matches!(self.0.borrow_mut().stack.pop(), Some(Frame::Fork(g)) if g == f)
+                    );
                 });
                 self.0.borrow_mut().forks[f].fork = Some(fork);
                 self.check_fork(f);
@@ -1203,8 +1237,12 @@ impl Interp {
                 if *elsewhere {
                     drop(state);
                     let guard = record.guard;
-                    let problems = Workers::start(vec![Box::new(move || drop(guard)) as Job]).wait();
-                    assert!(problems.is_empty(), "a guard dropped on another thread: {problems:?}");
+                    let problems =
+                        Workers::start(vec![Box::new(move || drop(guard)) as Job]).wait();
+                    assert!(
+                        problems.is_empty(),
+                        "a guard dropped on another thread: {problems:?}"
+                    );
                     return;
                 }
                 let var = record.ticket.var;
@@ -1338,7 +1376,9 @@ impl Interp {
                     assert_eq!(vars, conflicts, "a merge's conflicts");
                     state.forks[f].fork = Some(*fork);
                 }
-                other => panic!("a merge with conflicts {conflicts:?} must be refused, got {other:?}"),
+                other => {
+                    panic!("a merge with conflicts {conflicts:?} must be refused, got {other:?}")
+                }
             }
             return;
         }
@@ -1360,7 +1400,11 @@ impl Interp {
         }
         set.sort_unstable();
         removed.sort_unstable();
-        assert_eq!((changes.set, changes.removed), (set, removed), "what a merge applied");
+        assert_eq!(
+            (changes.set, changes.removed),
+            (set, removed),
+            "what a merge applied"
+        );
         // The child's tokens of what the merge applied now reset here.
         let (id, parent) = (state.forks[f].id, state.forks[f].parent);
         state.forks[f].merged = true;
@@ -1384,7 +1428,11 @@ impl Interp {
         let mut logged = state.logged();
         expected.sort();
         logged.sort();
-        state.match_notes(expected, logged, "what the variable observers were told of a merge");
+        state.match_notes(
+            expected,
+            logged,
+            "what the variable observers were told of a merge",
+        );
     }
 }
 
@@ -1397,7 +1445,12 @@ fn check_map(ctx: &Context, map: &Map, what: &str) {
             "{what}: value of {}",
             var.name()
         );
-        assert_eq!(ctx.contains(var), map.contains_key(&v), "{what}: contains {}", var.name());
+        assert_eq!(
+            ctx.contains(var),
+            map.contains_key(&v),
+            "{what}: contains {}",
+            var.name()
+        );
     }
     assert_eq!(ctx.len(), map.len(), "{what}: len");
 }
@@ -1424,7 +1477,7 @@ fn drop_race(mode: u8) {
         }
         1 => {
             let copy = ctx.copy();
-            let barrier = Arc::new(Barrier::new(2));
+            let barrier = Meet::new(2);
             let b = barrier.clone();
             Workers::start(vec![
                 Box::new(move || {
@@ -1440,7 +1493,7 @@ fn drop_race(mode: u8) {
         }
         _ => {
             let copy = ctx.copy();
-            let barrier = Arc::new(Barrier::new(2));
+            let barrier = Meet::new(2);
             let b = barrier.clone();
             let pending = Workers::start(vec![Box::new(move || {
                 b.wait();
@@ -1453,10 +1506,17 @@ fn drop_race(mode: u8) {
             pending.wait()
         }
     };
-    assert!(problems.is_empty(), "a context dropped on another thread: {problems:?}");
+    assert!(
+        problems.is_empty(),
+        "a context dropped on another thread: {problems:?}"
+    );
     let seen: Vec<Option<u64>> = {
         let mut dropped = lock(&DROPPED_PROBES);
-        let seen = dropped.iter().filter(|(t, _)| *t == tag).map(|(_, s)| *s).collect();
+        let seen = dropped
+            .iter()
+            .filter(|(t, _)| *t == tag)
+            .map(|(_, s)| *s)
+            .collect();
         dropped.retain(|(t, _)| *t != tag);
         seen
     };
@@ -1474,6 +1534,31 @@ fn drop_race(mode: u8) {
     }
 }
 
+/// Where the droppers of a race wait for each other: spinning, not
+/// parked, so that they leave at the same moment (a parked thread wakes tens
+/// of microseconds late, and the race is over by then).
+struct Meet(AtomicUsize, usize);
+
+impl Meet {
+    fn new(parties: usize) -> Arc<Meet> {
+        Arc::new(Meet(AtomicUsize::new(0), parties))
+    }
+
+    fn wait(&self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        let mut spins = 0u32;
+        while self.0.load(Ordering::Acquire) < self.1 {
+            spins += 1;
+            if spins < 20_000 {
+                std::hint::spin_loop();
+            } else {
+                // The other party is not running (a loaded machine).
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
 type Job = Box<dyn FnOnce() + Send>;
 
 /// Jobs handed to other threads (two long-lived workers; under Miri a thread
@@ -1483,22 +1568,27 @@ type Job = Box<dyn FnOnce() + Send>;
 struct Workers {
     replies: Vec<std::sync::mpsc::Receiver<Vec<String>>>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// The workers are this caller's until it has their answers (programs
+    /// on several threads use them: jobs meeting at a barrier must not be
+    /// queued behind another caller's).
+    _exclusive: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Workers {
     fn start(jobs: Vec<Job>) -> Workers {
         type Request = (Job, std::sync::mpsc::Sender<Vec<String>>);
         static WORKERS: Mutex<Vec<std::sync::mpsc::Sender<Request>>> = Mutex::new(Vec::new());
+        static EXCLUSIVE: Mutex<()> = Mutex::new(());
         let mut pending = Workers {
             replies: Vec::new(),
             threads: Vec::new(),
+            _exclusive: lock(&EXCLUSIVE),
         };
         for (k, job) in jobs.into_iter().enumerate() {
             let (reply, answer) = std::sync::mpsc::channel();
             pending.replies.push(answer);
             if cfg!(miri) {
                 pending.threads.push(std::thread::spawn(move || {
-                    drop(MARK.set(OUTSIDE));
                     let _ = reply.send(worker_job(job));
                 }));
                 continue;
@@ -1507,7 +1597,6 @@ impl Workers {
             while workers.len() <= k {
                 let (requests, incoming) = std::sync::mpsc::channel::<Request>();
                 std::thread::spawn(move || {
-                    drop(MARK.set(OUTSIDE));
                     for (job, reply) in incoming {
                         let _ = reply.send(worker_job(job));
                     }
@@ -1531,22 +1620,38 @@ impl Workers {
     }
 }
 
+/// Runs `job` in a context of its own on this worker (`MARK` = [`OUTSIDE`]),
+/// then checks that context.
 fn worker_job(job: Job) -> Vec<String> {
+    Context::new().run(|| {
+        drop(MARK.set(OUTSIDE));
+        worker_job_here(job)
+    })
+}
+
+fn worker_job_here(job: Job) -> Vec<String> {
     let mut problems = Vec::new();
     if catch_unwind(AssertUnwindSafe(|| while_dropping(job))).is_err() {
         problems.push("the drop panicked".to_string());
     }
     if MARK.get().ok() != Some(OUTSIDE) {
-        problems.push(format!("the thread's own MARK became {:?}", MARK.get().ok()));
+        problems.push(format!(
+            "the thread's own MARK became {:?}",
+            MARK.get().ok()
+        ));
     }
     if let Ok(spill) = SPILL.get() {
-        problems.push(format!("a probe ({spill}) was dropped in the thread's own context"));
-        drop(SPILL.set(0));
-        let _ = SPILL.get();
+        problems.push(format!(
+            "a probe ({spill}) was dropped in the thread's own context"
+        ));
     }
     for var in &VARS {
         if let Ok(v) = var.get() {
-            problems.push(format!("{} = {} appeared in the thread's own context", var.name(), v.0));
+            problems.push(format!(
+                "{} = {} appeared in the thread's own context",
+                var.name(),
+                v.0
+            ));
         }
     }
     problems
@@ -1593,9 +1698,15 @@ pub fn run_program(program: &[Op]) {
     let live = LIVE.load(Ordering::SeqCst);
     if FAILED.load(Ordering::Relaxed) {
         // An earlier program's leftovers may have been dropped meanwhile.
-        assert!(live <= live_before, "values outlived every context and token holding them");
+        assert!(
+            live <= live_before,
+            "values outlived every context and token holding them"
+        );
     } else {
-        assert_eq!(live, live_before, "values outlived every context and token holding them");
+        assert_eq!(
+            live, live_before,
+            "values outlived every context and token holding them"
+        );
     }
 }
 
