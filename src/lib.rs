@@ -41,7 +41,6 @@
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod baggage;
-mod barrier;
 pub mod channel;
 mod context;
 pub mod docs;

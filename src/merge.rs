@@ -18,13 +18,13 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use crate::context::{Context, current_id_or_base, current_map, write_current};
+use crate::context::observers::Cause;
+use crate::context::{Context, ForkLink, current_id_or_base, current_map, write_current};
 use crate::future::{FutureExt, WithContext};
 use crate::ids::name_of;
 use crate::map::{Map, VarId};
-use crate::observe::Cause;
 
 /// A copy of the current context whose changes can be applied back to it
 /// ([`merge`](Fork::merge)), like a child branch merged into its parent.
@@ -221,10 +221,7 @@ impl Fork {
     /// assert_eq!(fork.run(|| N.get()), Ok(1));
     /// ```
     pub fn new() -> Fork {
-        let link = Arc::new(ForkLink {
-            parent: current_id_or_base(),
-            applied: OnceLock::new(),
-        });
+        let link = Arc::new(ForkLink::new(current_id_or_base()));
         let base = current_map();
         Fork {
             child: Context::for_fork(base.clone(), link.clone()),
@@ -399,29 +396,10 @@ impl Fork {
         }
         // From here on the child's tokens of these variables reset in the
         // parent (see `ForkLink`).
-        let _ = self.link.applied.set(applied);
+        self.link.merged(applied);
         changes.set.sort_unstable();
         changes.removed.sort_unstable();
         Ok(changes)
-    }
-}
-
-/// What ties a fork's child to its parent, shared by the fork, the child's
-/// context and every token made in the child: which context the fork was
-/// made in, and, once merged, which variables the merge applied. A token
-/// made in the child resets in the parent exactly for those; a token made
-/// in the parent resets in the child.
-pub(crate) struct ForkLink {
-    /// The id of the context the fork was made in.
-    pub(crate) parent: u64,
-    /// Set by the merge that applied the child's changes: their variables.
-    applied: OnceLock<Vec<VarId>>,
-}
-
-impl ForkLink {
-    /// Whether the merge of this fork applied the child's value of `var`.
-    pub(crate) fn applied(&self, var: VarId) -> bool {
-        self.applied.get().is_some_and(|vars| vars.contains(&var))
     }
 }
 

@@ -133,7 +133,7 @@ impl Snapshots {
                 let id = var.id();
                 crate::context::read_current(
                     id,
-                    var.hint(),
+                    var.addr(),
                     || id,
                     |v| {
                         v.map(|v| {

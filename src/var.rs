@@ -16,12 +16,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use std::sync::Arc;
 
-use crate::context::{current_fork, current_id, read_current, scoped, write_current};
+use crate::context::observers::{Cause, ScopeNotice, vars_observed};
+use crate::context::{ForkLink, current_fork, current_id, read_current, scoped, write_current};
 use crate::error::{LookupError, ResetError, ResetFailed};
 use crate::ids::FmtValue;
 use crate::map::{Value, VarId};
-use crate::merge::ForkLink;
-use crate::observe::Cause;
 
 /// A context variable: a key to a value that lives in the current
 /// [`Context`](crate::Context), not in the variable.
@@ -174,10 +173,10 @@ impl<T> ContextVar<T> {
         self.default.as_ref()
     }
 
-    /// Where the variable is, to spread variables over the read cache's
-    /// slots without waiting for the id to load.
+    /// The variable's address, which picks its read-cache slot (spreading
+    /// variables over the slots without waiting for the id to load).
     #[inline]
-    pub(crate) fn hint(&self) -> usize {
+    pub(crate) fn addr(&self) -> usize {
         std::ptr::from_ref(self).addr()
     }
 
@@ -257,7 +256,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     pub fn with<R>(&self, f: impl FnOnce(Option<&T>) -> R) -> R {
         read_current(
             self.raw_id(),
-            self.hint(),
+            self.addr(),
             || self.id(),
             |value| match value {
                 Some(value) => f(Some(self.value(value))),
@@ -307,7 +306,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     {
         read_current(
             self.raw_id(),
-            self.hint(),
+            self.addr(),
             || self.id(),
             |value| match value {
                 Some(value) => self.value(value).clone(),
@@ -441,18 +440,32 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// ```
     #[inline(always)]
     pub fn scope<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
-        if crate::observe::vars_observed() {
+        if vars_observed() {
             return self.scope_observed(value, f);
         }
         self.scope_unobserved(value, f)
     }
 
+    /// `scope` with observers of some variable installed: tells this
+    /// variable's observers of the scope's start and end.
+    #[cold]
+    #[inline(never)]
+    fn scope_observed<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
+        let Some(notice) = ScopeNotice::new(self.id(), self.addr()) else {
+            return self.scope_unobserved(value, f);
+        };
+        self.scope_unobserved(value, || {
+            let _body = notice.begun();
+            f()
+        })
+    }
+
     /// `scope`, without telling observers.
     #[inline(always)]
-    pub(crate) fn scope_unobserved<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
+    fn scope_unobserved<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
         // Balanced by construction, so never a misuse (see `misuse`), and
         // the value need not even enter the map (`scoped`).
-        scoped(self.id(), self.hint(), value, f)
+        scoped(self.id(), self.addr(), value, f)
     }
 
     #[inline]

@@ -24,7 +24,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use ::tokio::runtime::TaskMeta;
 use ::tokio::task::Id;
 
-use crate::context::{Context, Entered, enter_raw, inherited_map, leave_raw, next_id};
+use crate::context::{Context, Entered, enter_raw, inherited_map, leave_raw};
+use crate::ids::next_id;
 
 /// Shards of the registry: spawns, polls and terminations of different
 /// tasks mostly take different locks (task ids are sequential, so
