@@ -226,7 +226,7 @@ struct ToOpenTelemetry<'a> {
 impl Extractor for ToOpenTelemetry<'_> {
     fn get(&self, name: &str) -> Option<Cow<'_, [u8]>> {
         (name == BAGGAGE && !self.existing.is_empty())
-            .then(|| Cow::Borrowed(self.existing.as_bytes()))
+            .then_some(Cow::Borrowed(self.existing.as_bytes()))
     }
 }
 
