@@ -42,6 +42,8 @@
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod baggage;
 mod barrier;
+// The span current at spawn, into spawned work (`tracing::carry_spans`).
+mod carry;
 pub mod channel;
 mod context;
 pub mod docs;
