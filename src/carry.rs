@@ -36,7 +36,7 @@ pub(crate) struct Carried {
     #[cfg(feature = "tracing")]
     span: tracing::Span,
     #[cfg(feature = "opentelemetry")]
-    otel: opentelemetry::Context,
+    otel: Option<opentelemetry::Context>,
 }
 
 /// The span (and OpenTelemetry context) current now, if carrying is on and
@@ -49,8 +49,19 @@ pub(crate) fn capture() -> Option<Carried> {
             return None;
         }
         let span = tracing::Span::current();
+        // Only a context that holds a span or baggage: attaching one costs
+        // more per poll than entering a span, and an empty one carries
+        // nothing.
         #[cfg(feature = "opentelemetry")]
-        let otel = opentelemetry::Context::current();
+        let otel = opentelemetry::Context::map_current(|cx| {
+            use opentelemetry::baggage::BaggageExt;
+            use opentelemetry::trace::TraceContextExt;
+            (cx.has_active_span() || cx.baggage().len() > 0).then(|| cx.clone())
+        });
+        #[cfg(feature = "opentelemetry")]
+        if span.is_none() && otel.is_none() {
+            return None;
+        }
         #[cfg(not(feature = "opentelemetry"))]
         if span.is_none() {
             return None;
@@ -71,7 +82,7 @@ impl Carried {
     #[inline]
     pub(crate) fn run<R>(&self, f: impl FnOnce() -> R) -> R {
         #[cfg(feature = "opentelemetry")]
-        let _attached = self.otel.clone().attach();
+        let _attached = self.otel.as_ref().map(|cx| cx.clone().attach());
         #[cfg(feature = "tracing")]
         let _entered = self.span.enter();
         f()

@@ -510,7 +510,9 @@ impl fmt::Debug for ContextSpanFields {
 /// `spawn_local`, `spawn_blocking`, `JoinSetExt`, `thread::spawn(_scoped)`,
 /// every `contextvars::rayon` helper and `ParallelIteratorExt` adapter, and
 /// [`wrap`](crate::wrap) — for the whole process. With feature
-/// `opentelemetry`, OpenTelemetry's current `Context` is carried too.
+/// `opentelemetry`, OpenTelemetry's current `Context` is carried too (and
+/// attached around each poll or call) when it holds an active span or
+/// baggage.
 ///
 /// As `tracing::Instrument` does, the span is entered around every poll of
 /// a task (and its drop) and every call of a closure, and exited after; a

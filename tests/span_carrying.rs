@@ -317,32 +317,27 @@ fn a_cancelled_task_is_dropped_inside_its_span() {
 #[cfg(feature = "opentelemetry")]
 #[test]
 fn the_opentelemetry_context_current_at_spawn_goes_along() {
-    #[derive(Debug, PartialEq)]
-    struct Tenant(&'static str);
+    use opentelemetry::baggage::BaggageExt;
     let (_serial, _) = setup();
+    let tenant = || {
+        opentelemetry::Context::map_current(|cx| {
+            cx.baggage().get("tenant").map(|v| v.as_str().to_string())
+        })
+    };
     let on = On::new();
     let seen = {
-        let _attached = opentelemetry::Context::current_with_value(Tenant("acme")).attach();
-        let carried = contextvars::thread::spawn(|| {
-            opentelemetry::Context::current()
-                .get::<Tenant>()
-                .map(|t| t.0)
-        });
-        let detached = contextvars::thread::spawn_detached(|| {
-            opentelemetry::Context::current()
-                .get::<Tenant>()
-                .map(|t| t.0)
-        });
+        let _attached = opentelemetry::Context::current()
+            .with_baggage([opentelemetry::KeyValue::new("tenant", "acme")])
+            .attach();
+        let carried = contextvars::thread::spawn(tenant);
+        let detached = contextvars::thread::spawn_detached(tenant);
         let par: Vec<_> = (0..3)
             .into_par_iter()
-            .map_with_context(|_| {
-                opentelemetry::Context::current()
-                    .get::<Tenant>()
-                    .map(|t| t.0)
-            })
+            .map_with_context(|_| tenant())
             .collect();
         (carried.join().unwrap(), detached.join().unwrap(), par)
     };
     drop(on);
-    assert_eq!(seen, (Some("acme"), None, vec![Some("acme"); 3]));
+    let acme = Some("acme".to_string());
+    assert_eq!(seen, (acme.clone(), None, vec![acme; 3]));
 }
