@@ -56,7 +56,7 @@ pub(crate) fn capture() -> Option<Carried> {
         let otel = opentelemetry::Context::map_current(|cx| {
             use opentelemetry::baggage::BaggageExt;
             use opentelemetry::trace::TraceContextExt;
-            (cx.has_active_span() || cx.baggage().len() > 0).then(|| cx.clone())
+            (cx.has_active_span() || !cx.baggage().is_empty()).then(|| cx.clone())
         });
         #[cfg(feature = "opentelemetry")]
         if span.is_none() && otel.is_none() {
