@@ -2,8 +2,13 @@
 //! receiver handles every message inside the context it was sent with, as a
 //! callback handed to a pool does through [`wrap`](crate::wrap).
 //!
-//! Each `send` takes an O(1) copy of the sender's current context
-//! ([`copy_context`]) and puts it, with the message, in an [`Envelope`];
+//! Each `send` takes an O(1) copy of the sender's current context and puts
+//! it, with the message, in an [`Envelope`]. A message is spawned work, as
+//! a wrapped callback is: the copy is [`inherited_context`], without the
+//! variables declared [`not_inherited`](crate::ContextVar::not_inherited)
+//! (a transaction handle, a per-request cache stay with the sender, whose
+//! flow of work they belong to; [`Envelope::with_context`] sends any other
+//! context, a [`copy_context`](crate::copy_context) included).
 //! the receiver gets envelopes and runs its handler in the envelope's
 //! context ([`Envelope::run`], [`Envelope::run_async`]). [`mpsc`] wraps
 //! `std::sync::mpsc`; [`tokio`] wraps `tokio::sync::mpsc`
@@ -19,7 +24,7 @@ use std::fmt;
 use std::future::Future;
 
 use crate::future::{FutureExt, WithContext};
-use crate::{Context, copy_context};
+use crate::{Context, inherited_context};
 
 /// A message and the context it was sent with.
 ///
@@ -40,14 +45,23 @@ pub struct Envelope<T> {
 }
 
 impl<T> Envelope<T> {
-    /// `msg` with a copy of the current context.
+    /// `msg` with a copy of the current context, as spawned work gets it
+    /// ([`inherited_context`]: without the variables declared
+    /// [`not_inherited`](crate::ContextVar::not_inherited)).
     ///
     /// ```
-    /// let e = contextvars::channel::Envelope::new(1);
+    /// use contextvars::{ContextVar, channel::Envelope};
+    ///
+    /// static USER: ContextVar<&str> = ContextVar::new("user");
+    /// static TRANSACTION: ContextVar<u64> = ContextVar::new("transaction").not_inherited();
+    /// USER.set("ada");
+    /// TRANSACTION.set(7);
+    /// let e = Envelope::new(1);
     /// assert_eq!(*e.message(), 1);
+    /// assert_eq!(e.run(|_| (USER.get().ok(), TRANSACTION.get().ok())), (Some("ada"), None));
     /// ```
     pub fn new(msg: T) -> Envelope<T> {
-        Envelope::with_context(copy_context(), msg)
+        Envelope::with_context(inherited_context(), msg)
     }
 
     /// `msg` with the given context.

@@ -20,43 +20,14 @@
 //! inside, and the generator's values (and the destructors of what it
 //! replaces) are dropped inside that context, never in the caller's.
 
-use crate::context::{Context, current_map, next_id};
-use crate::map::{Garbage, Map, Value, VarId};
+use crate::context::{Context, Frame, current_map};
+use crate::ids::next_id;
+use crate::map::Map;
 
 /// The values a generator has set, over whatever its caller has.
 pub(crate) struct Generator {
     id: u64,
     own: Map,
-}
-
-/// What a resumption's context keeps beside the generator's own values.
-pub(crate) struct Frame {
-    /// The caller's map, as of the resumption.
-    outer: Map,
-    /// The generator's own values as of the resumption: given back to it if
-    /// the resumption panics; otherwise what the resumption replaced of them
-    /// is released from here inside the layer.
-    before: Map,
-}
-
-impl Frame {
-    /// The caller's value of `id`.
-    pub(crate) fn outer_value(&self, id: VarId) -> Option<&Value> {
-        self.outer.get(id)
-    }
-
-    /// The caller's map with `own` on top: what a copy of the resumption's
-    /// context holds.
-    pub(crate) fn merged(&self, own: &Map) -> Map {
-        let mut merged = self.outer.clone();
-        // Whatever the inserts copy is shared with the caller's map or with
-        // `own`, so dropping it here runs no destructor.
-        let mut garbage = Garbage::new();
-        for (id, value) in own.iter() {
-            merged.insert(id, value.clone(), &mut garbage);
-        }
-        merged
-    }
 }
 
 impl Generator {

@@ -10,10 +10,12 @@
 //! **Invariant:** a guard writes only the context it was made in. The
 //! token's context id is checked at the drop, as `reset` checks it; in any
 //! other context (another thread's, another task's, a copy) the drop changes
-//! nothing and reports the misuse with a panic that names the variable. So
-//! the guard may be `Send` (held across `.await` in a task that moves
+//! nothing and reports the misuse with a warning that names the variable.
+//! So the guard may be `Send` (held across `.await` in a task that moves
 //! between worker threads, whose context travels with it) without ever
-//! corrupting a context it was not made in.
+//! corrupting a context it was not made in. The drop never panics: a drop
+//! runs while unwinding and in thread-locals' destructors, where a panic
+//! aborts the process.
 
 use std::fmt;
 
@@ -31,9 +33,13 @@ use crate::{ContextVar, ResetError, ResetFailed, Token};
 /// this crate's helpers (or any future polled with
 /// [`with_context`](crate::future::FutureExt::with_context)): the task's
 /// context is entered around every poll, on whichever thread. Dropped in a
-/// context other than its own, it changes nothing there and panics (unless
-/// the thread is already panicking) naming the variable; its own context
-/// keeps the value.
+/// context other than its own, it changes nothing there, and its own
+/// context keeps the value; the misuse is reported as a warning that names
+/// the variable (through `tracing` with that feature, else on stderr). It
+/// does not panic: a drop also runs while a panic unwinds and in a
+/// thread-local's destructor at thread exit, where a second panic aborts
+/// the process. [`reset`](SetGuard::reset) is the form that returns the
+/// error.
 ///
 /// ```
 /// use contextvars::ContextVar;
@@ -161,12 +167,8 @@ impl<T: Send + Sync + 'static> Drop for SetGuard<'_, T> {
              that made it, or use `into_token` and `reset` where it belongs",
             self.var.name()
         );
+        crate::report::warn_var(self.var.name(), &message);
         drop(failed);
-        if std::thread::panicking() {
-            eprintln!("{message}");
-        } else {
-            panic!("{message}");
-        }
     }
 }
 

@@ -20,7 +20,8 @@ use std::cell::Cell;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::map::VarId;
+/// A variable's identity: unique for the life of the process, never 0.
+pub type VarId = u64;
 
 /// A fresh context id; ids come in blocks per thread, so making a context
 /// does not contend on a shared counter.
@@ -63,7 +64,8 @@ pub(crate) const fn is_local(id: VarId) -> bool {
 
 /// Formats a value of the variable it was registered for (its `T: Debug`);
 /// the value is downcast with a check (listing is not a hot path).
-pub(crate) type FmtValue = fn(&crate::map::Value, &mut std::fmt::Formatter<'_>) -> std::fmt::Result;
+pub(crate) type FmtValue =
+    fn(&crate::value::Value, &mut std::fmt::Formatter<'_>) -> std::fmt::Result;
 
 /// What the registry knows of a variable.
 #[derive(Clone, Copy)]

@@ -41,7 +41,6 @@
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod baggage;
-mod barrier;
 // The span current at spawn, into spawned work (`tracing::carry_spans`).
 mod carry;
 pub mod channel;
@@ -73,6 +72,7 @@ pub mod propagation;
 #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
 pub mod rayon;
 mod read_cache;
+mod report;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod reqwest;

@@ -23,16 +23,13 @@
 //! destructor runs while the caller holds the context's write lock.
 
 use std::mem::{ManuallyDrop, MaybeUninit};
-use std::ptr::NonNull;
 use std::sync::Arc;
 #[cfg(not(contextvars_tsan))]
 use std::sync::atomic::{Ordering, fence};
 
+pub use crate::ids::VarId;
 use crate::ids::is_local;
 pub use crate::value::Value;
-
-/// A variable's identity: unique for the life of the process, never 0.
-pub type VarId = u64;
 
 /// Roots with at most this many entries are flat arrays, scanned linearly.
 /// Measured (instructions per `get`, sparse ids): a flat scan beats the
@@ -359,17 +356,6 @@ impl Map {
         }
     }
 
-    /// The root, as the thread-local read cache keeps it (see `context`).
-    #[inline]
-    pub(crate) fn raw_root(&self) -> RawRoot {
-        let root = self.root_slots();
-        RawRoot {
-            slots: NonNull::from(root).cast(),
-            len: root.len(),
-            bitmap: self.bitmap,
-        }
-    }
-
     /// Whether `id` has a value.
     #[inline]
     pub fn contains(&self, id: VarId) -> bool {
@@ -535,6 +521,38 @@ impl Map {
             .is_some_and(|root| Arc::strong_count(root) == 1)
     }
 
+    /// Lets go of this map's handle on its root if another map still holds
+    /// the root, deciding atomically which handle is the last: `true` if
+    /// nothing is left here to drop (the handle is gone and dropped no
+    /// node, or the map is empty); `false` if this map holds the root's last
+    /// handle, which the caller then drops where the values must go.
+    ///
+    /// A count read and a drop would not do: two maps sharing a root and
+    /// dropped at once on two threads could both read 2, and the values
+    /// would go with whichever decrement came last, unseen. `Arc::into_inner`
+    /// is std's atomic "was this the last handle", for sized types only, so
+    /// a root of up to [`LAST_CHECKED`] slots (every flat root) is seen as
+    /// the array it is. A larger one is reported
+    /// as maybe the last (`false`): the caller's drop is then correct
+    /// whoever holds the last handle, only slower.
+    #[inline]
+    pub(crate) fn let_go_shared(&mut self) -> bool {
+        let Some(root) = self.root.take() else {
+            return true;
+        };
+        if Arc::strong_count(&root) == 1 {
+            self.root = Some(root);
+            return false;
+        }
+        match last_handle(root) {
+            None => true,
+            Some(root) => {
+                self.root = Some(root);
+                false
+            }
+        }
+    }
+
     /// Whether both maps are the same version (one is an unchanged copy of
     /// the other).
     pub fn ptr_eq(&self, other: &Map) -> bool {
@@ -543,6 +561,33 @@ impl Map {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
+    }
+}
+
+/// The largest root [`Map::let_go_shared`] decides on atomically: every
+/// flat root (the root of nearly every context).
+const LAST_CHECKED: usize = FLAT_MAX;
+
+/// Drops `root` unless it is the last handle to its node, which it hands
+/// back (see [`Map::let_go_shared`]); a node of more than
+/// [`LAST_CHECKED`] slots is handed back as it is.
+#[inline]
+fn last_handle(root: Arc<[Child]>) -> Option<Arc<[Child]>> {
+    /// For a node of `N` slots: one atomic decrement, and the node back
+    /// (moved into a new allocation, a rare path) if it was the last.
+    #[inline]
+    fn sized<const N: usize>(root: Arc<[Child]>) -> Option<Arc<[Child]>> {
+        match Arc::<[Child; N]>::try_from(root) {
+            Ok(sized) => Arc::into_inner(sized).map(Arc::from),
+            Err(root) => Some(root),
+        }
+    }
+    match root.len() {
+        1 => sized::<1>(root),
+        2 => sized::<2>(root),
+        3 => sized::<3>(root),
+        LAST_CHECKED => sized::<LAST_CHECKED>(root),
+        _ => Some(root),
     }
 }
 
@@ -556,38 +601,6 @@ fn lookup(root: &[Child], bitmap: u32, id: VarId) -> Option<&Value> {
         });
     }
     find(bitmap, root, id, 0)
-}
-
-/// A map's root without a lifetime: a copy of the fields a lookup starts
-/// from, so a read goes from the thread-local straight to the root's slots.
-#[derive(Clone, Copy)]
-pub(crate) struct RawRoot {
-    slots: NonNull<Child>,
-    len: usize,
-    bitmap: u32,
-}
-
-impl RawRoot {
-    /// The root of an empty map.
-    pub(crate) const EMPTY: RawRoot = RawRoot {
-        slots: NonNull::dangling(),
-        len: 0,
-        bitmap: 0,
-    };
-
-    /// Looks `id` up.
-    ///
-    /// # Safety
-    ///
-    /// The root must be that of a map version that is alive and unchanged
-    /// for `'a`.
-    #[inline]
-    pub(crate) unsafe fn get<'a>(self, id: VarId) -> Option<&'a Value> {
-        // SAFETY: the pointer and length are those of a live root slice
-        // (caller), or dangling and 0 for an empty map.
-        let root = unsafe { std::slice::from_raw_parts(self.slots.as_ptr(), self.len) };
-        lookup(root, self.bitmap, id)
-    }
 }
 
 impl Child {

@@ -18,8 +18,10 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 
-use crate::context::{Context, current_id_or_base, current_map, write_current};
+use crate::context::observers::Cause;
+use crate::context::{Context, ForkLink, current_id_or_base, current_map, write_current};
 use crate::future::{FutureExt, WithContext};
 use crate::ids::name_of;
 use crate::map::{Map, VarId};
@@ -29,11 +31,21 @@ use crate::map::{Map, VarId};
 ///
 /// The child sees every value of the parent (variables declared
 /// [`not_inherited`](crate::ContextVar::not_inherited) included: it is the
-/// same flow of work), and its writes stay its own until the merge. For the
-/// same reason it has the parent's identity for tokens: a token made before
-/// the fork resets in the child (a reset to "no value" there is a removal,
-/// which the merge applies), and one made in the child resets in the parent
-/// once the merge has applied its value.
+/// same flow of work), and its writes stay its own until the merge.
+///
+/// **Identity and tokens.** The child is a context of its own: a merge
+/// happens only in the context the fork was made in (not in a sibling
+/// fork's child, not in the parent of the context that forked), and a token
+/// crosses the fork only where the fork says it belongs:
+/// - a token made in the parent resets in the child (a reset to "no value"
+///   there is a removal, which the merge applies);
+/// - a token made in the child resets in the parent once the merge has
+///   applied that variable's value from this child. Before the merge, or
+///   for a variable the merge did not apply (the child left it as it was,
+///   or a conflict stopped the merge), it is
+///   [`ResetError::DifferentContext`](crate::ResetError::DifferentContext),
+///   as a token of a copy is in Python: it would erase a value the parent
+///   set after the fork.
 ///
 /// **Conflict.** A variable the child changed (set to another value or
 /// removed) is in conflict if the parent's value is no longer the one it
@@ -74,8 +86,9 @@ use crate::map::{Map, VarId};
 /// assert_eq!(line, "ok request=7 user=42");
 /// ```
 pub struct Fork {
-    /// The context the fork was made in, where a merge must happen.
-    parent: u64,
+    /// The context the fork was made in, where a merge must happen, and
+    /// which tokens of the child reset there once merged.
+    link: Arc<ForkLink>,
     /// The parent's map as of the fork.
     base: Map,
     /// The child's context (starts as a copy of `base`).
@@ -208,14 +221,11 @@ impl Fork {
     /// assert_eq!(fork.run(|| N.get()), Ok(1));
     /// ```
     pub fn new() -> Fork {
-        let parent = current_id_or_base();
+        let link = Arc::new(ForkLink::new(current_id_or_base()));
         let base = current_map();
         Fork {
-            parent,
-            // The child keeps the parent's id: it is the same flow of work,
-            // so tokens cross the fork both ways (as in a generator's
-            // resumptions, several contexts may share one id).
-            child: Context::from_map(parent, base.clone(), false),
+            child: Context::for_fork(base.clone(), link.clone()),
+            link,
             base,
         }
     }
@@ -337,7 +347,7 @@ impl Fork {
     }
 
     fn apply(mut self, overwrite: bool) -> Result<Changes, MergeError> {
-        if current_id_or_base() != self.parent {
+        if current_id_or_base() != self.link.parent {
             return Err(MergeError::DifferentContext {
                 fork: Box::new(self),
             });
@@ -364,6 +374,7 @@ impl Fork {
             }
         }
         let mut changes = Changes::default();
+        let applied = changed.clone();
         for id in changed {
             let name = name_of(id);
             let value = self.child.map_mut().get(id).cloned();
@@ -371,10 +382,11 @@ impl Fork {
             // One ordinary write per variable; what it replaces is dropped
             // here, after the write (outside any lock), in the parent's
             // context, as a `reset` drops what it replaces.
-            let replaced = write_current(Some(name), |mut w| match value {
-                Some(value) => w.insert(id, value),
-                None => w.restore(id, None),
-            });
+            let replaced =
+                write_current(Some(name), Some((id, Cause::Merge)), |mut w| match value {
+                    Some(value) => w.insert(id, value),
+                    None => w.restore(id, None),
+                });
             drop(replaced);
             if set {
                 changes.set.push(name);
@@ -382,6 +394,9 @@ impl Fork {
                 changes.removed.push(name);
             }
         }
+        // From here on the child's tokens of these variables reset in the
+        // parent (see `ForkLink`).
+        self.link.merged(applied);
         changes.set.sort_unstable();
         changes.removed.sort_unstable();
         Ok(changes)

@@ -168,8 +168,5 @@ fn misuse(var: &'static str, policy: u8) {
         std::backtrace::BacktraceStatus::Captured => format!("\n{backtrace}"),
         _ => String::new(),
     };
-    #[cfg(feature = "tracing")]
-    ::tracing::warn!(target: "contextvars", variable = var, "{msg}{backtrace}");
-    #[cfg(not(feature = "tracing"))]
-    eprintln!("{msg}{backtrace}");
+    crate::report::warn_var(var, &format!("{msg}{backtrace}"));
 }

@@ -4,202 +4,39 @@
 //! current trace, MDC bridges that mirror variables into a logger's
 //! thread-local map, and metrics.
 //!
-//! The hooks plug into the core at three points: `Current::enter` (every
-//! switch: `run`, each poll of a context-carrying future, the task hooks,
-//! generator resumptions, a thread's base context), and after the write of
-//! `set`, `reset` and `scope` (in `var`). Each of those points first reads
-//! one global flag (`ACTIVE`, a relaxed load); with no observer installed
-//! that is all they do. The observers themselves are an immutable list
-//! (`Snapshot`) that each thread caches and refreshes only when the global
-//! generation moves, so a notification takes no lock and shares no counter.
+//! This is the public side; the engine that the switch and the write path
+//! call, and that keeps the installed hooks, is the core's
+//! (`context::observers`). With no observer installed, a switch or a write
+//! pays one relaxed load.
 //!
-//! **Invariant:** a hook never runs inside another hook on the same thread
-//! (`IN_HOOK`): whatever a hook reads, writes or enters is not observed, so
-//! hooks that use variables cannot recurse, let alone without bound. And a
-//! hook's panic never escapes into the switch or write that called it: it is
+//! **Invariant:** a hook never runs inside another hook on the same thread:
+//! whatever a hook reads, writes or enters is not observed, so hooks that
+//! use variables cannot recurse, let alone without bound. And a hook's
+//! panic never escapes into the switch or write that called it: it is
 //! caught, reported once naming the observer, and that observer is switched
 //! off; the context switch or write it observed is complete either way.
+//!
+//! ```
+//! use contextvars::{ContextVar, observe::{Cause, Change}};
+//! use std::sync::Mutex;
+//!
+//! static LEVEL: ContextVar<u32> = ContextVar::new("level");
+//! static SEEN: Mutex<Vec<(Option<u32>, Cause)>> = Mutex::new(Vec::new());
+//!
+//! let observer = LEVEL.observe(|c: &Change<'_, u32>| {
+//!     SEEN.lock().unwrap().push((c.current().copied(), c.cause()));
+//! });
+//! contextvars::Context::new().run(|| LEVEL.scope(3, || ()));
+//! drop(observer);
+//! assert_eq!(SEEN.lock().unwrap()[..2], [(Some(3), Cause::ScopeBegin), (None, Cause::ScopeEnd)]);
+//! ```
 
-use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use crate::ContextVar;
-use crate::context::read_current;
-use crate::map::{Value, VarId};
-
-/// Bits of [`ACTIVE`].
-const SWITCH: u8 = 1;
-const VARS: u8 = 2;
-
-/// Which kinds of observer are installed: the one word every switch and
-/// every write reads (relaxed) before doing anything else here.
-static ACTIVE: AtomicU8 = AtomicU8::new(0);
-
-/// Moves on whenever the list of observers changes, so threads refresh their
-/// cached copy.
-static GENERATION: AtomicU64 = AtomicU64::new(1);
-
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
-    next: 1,
-    snapshot: None,
-});
-
-struct Registry {
-    next: u64,
-    snapshot: Option<Arc<Snapshot>>,
-}
-
-/// The observers installed at one moment; never changed once published.
-#[derive(Default, Clone)]
-struct Snapshot {
-    switch: Vec<Arc<SwitchEntry>>,
-    vars: Vec<Arc<VarEntry>>,
-}
-
-struct SwitchEntry {
-    id: u64,
-    name: &'static str,
-    off: AtomicBool,
-    f: Box<dyn Fn(&Switch) + Send + Sync>,
-}
-
-type ErasedChange = dyn Fn(Option<&Value>, Option<&Value>, Cause) + Send + Sync;
-
-struct VarEntry {
-    id: u64,
-    var: VarId,
-    /// The variable's address: which read-cache slot its reads go through.
-    hint: usize,
-    name: &'static str,
-    off: AtomicBool,
-    f: Box<ErasedChange>,
-}
-
-thread_local! {
-    /// Whether a hook is running on this thread (see the module invariant).
-    static IN_HOOK: Cell<bool> = const { Cell::new(false) };
-    /// This thread's copy of the published observers, with its generation.
-    static CACHE: RefCell<(u64, Option<Arc<Snapshot>>)> = const { RefCell::new((0, None)) };
-}
-
-/// Whether any observer is installed: the check on the switch path.
-#[inline(always)]
-pub(crate) fn active() -> bool {
-    ACTIVE.load(Ordering::Relaxed) != 0
-}
-
-/// Whether a variable observer is installed: the check on the write path.
-#[inline(always)]
-pub(crate) fn vars_observed() -> bool {
-    ACTIVE.load(Ordering::Relaxed) & VARS != 0
-}
-
-fn in_hook() -> bool {
-    IN_HOOK.with(Cell::get)
-}
-
-/// Runs `f` with the current observers, from this thread's cache.
-fn with_snapshot<R>(f: impl FnOnce(&Snapshot) -> R) -> R {
-    let generation = GENERATION.load(Ordering::Acquire);
-    let mut f = Some(f);
-    let cached = CACHE.try_with(|cache| {
-        if cache.borrow().0 != generation {
-            let fresh = published();
-            // The old copy is dropped outside the borrow: its hooks' captures
-            // are user values.
-            let old = std::mem::replace(&mut *cache.borrow_mut(), (generation, fresh));
-            drop(old);
-        }
-        let cache = cache.borrow();
-        let empty = Snapshot::default();
-        (f.take().expect("once"))(cache.1.as_deref().unwrap_or(&empty))
-    });
-    match cached {
-        Ok(r) => r,
-        // Thread teardown, after the cache is gone: ask the registry.
-        Err(_) => {
-            let snapshot = published().unwrap_or_default();
-            (f.take().expect("once"))(&snapshot)
-        }
-    }
-}
-
-fn published() -> Option<Arc<Snapshot>> {
-    REGISTRY
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .snapshot
-        .clone()
-}
-
-/// Changes the published list with `edit`; the old list is dropped after the
-/// lock is released (its hooks' captures are user values).
-fn update(edit: impl FnOnce(&mut Snapshot, u64)) -> u64 {
-    let (id, old) = {
-        let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-        let id = registry.next;
-        registry.next += 1;
-        let mut next = registry.snapshot.as_deref().cloned().unwrap_or_default();
-        edit(&mut next, id);
-        let bits = if next.switch.is_empty() { 0 } else { SWITCH }
-            | if next.vars.is_empty() { 0 } else { VARS };
-        let old = registry.snapshot.replace(Arc::new(next));
-        GENERATION.fetch_add(1, Ordering::Release);
-        ACTIVE.store(bits, Ordering::Release);
-        (id, old)
-    };
-    drop(old);
-    id
-}
-
-/// Marks this thread as running a hook until dropped.
-struct HookScope(bool);
-
-impl HookScope {
-    /// `None` if a hook is running already (the notification is suppressed).
-    fn enter() -> Option<HookScope> {
-        IN_HOOK.with(|flag| (!flag.replace(true)).then(|| HookScope(true)))
-    }
-}
-
-impl Drop for HookScope {
-    fn drop(&mut self) {
-        if self.0 {
-            IN_HOOK.with(|flag| flag.set(false));
-        }
-    }
-}
-
-/// Calls one hook, catching its panic (see the module invariant).
-fn call(name: &'static str, kind: &str, off: &AtomicBool, f: impl FnOnce()) {
-    if off.load(Ordering::Relaxed) {
-        return;
-    }
-    if let Err(panic) = catch_unwind(AssertUnwindSafe(f)) {
-        if !off.swap(true, Ordering::Relaxed) {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a non-string payload".to_string());
-            report(&format!(
-                "contextvars: the {kind} observer `{name}` panicked ({what}); it is switched \
-                 off. Catch panics inside the hook to keep it running."
-            ));
-        }
-    }
-}
-
-/// A warning, through `tracing` when that feature is on, else on stderr.
-pub(crate) fn report(msg: &str) {
-    #[cfg(feature = "tracing")]
-    ::tracing::warn!(target: "contextvars", "{msg}");
-    #[cfg(not(feature = "tracing"))]
-    eprintln!("{msg}");
-}
+pub use crate::context::observers::{Cause, Switch};
+use crate::context::observers::{ErasedChange, install_switch, install_var, remove};
+use crate::map::Value;
 
 /// A handle to an installed observer: dropping it removes the observer.
 ///
@@ -235,11 +72,7 @@ impl Observer {
 
 impl Drop for Observer {
     fn drop(&mut self) {
-        let id = self.id;
-        update(|s, _| {
-            s.switch.retain(|e| e.id != id);
-            s.vars.retain(|e| e.id != id);
-        });
+        remove(self.id);
     }
 }
 
@@ -247,66 +80,6 @@ impl fmt::Debug for Observer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Observer").field("id", &self.id).finish()
     }
-}
-
-/// What a switch observer is told: the thread's current context changed.
-///
-/// The hook runs *after* the switch, with the new context current, so it
-/// reads the variables it cares about with [`ContextVar::with`] or
-/// [`ContextVar::get`] as usual (a first read after a switch misses the
-/// read cache and walks a small map: tens of nanoseconds).
-///
-/// The ids are opaque numbers that tell contexts apart (a generator's
-/// resumptions share one id); `None` is "no context yet" (a thread before its
-/// first write, or while it is torn down).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Switch {
-    pub(crate) previous: Option<u64>,
-    pub(crate) current: Option<u64>,
-}
-
-impl Switch {
-    /// The id of the context that was current before the switch.
-    ///
-    /// ```
-    /// # use contextvars::{Context, observe};
-    /// let _o = observe::on_switch("ids", |s| assert_ne!(s.previous(), s.current()));
-    /// Context::new().run(|| ());
-    /// ```
-    pub fn previous(&self) -> Option<u64> {
-        self.previous
-    }
-
-    /// The id of the context that is current now.
-    ///
-    /// ```
-    /// # use contextvars::{Context, observe};
-    /// let _o = observe::on_switch("ids", |s| assert!(s.current().is_some() || s.previous().is_some()));
-    /// Context::new().run(|| ());
-    /// ```
-    pub fn current(&self) -> Option<u64> {
-        self.current
-    }
-}
-
-/// Why an observed variable's value changed in the current context.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Cause {
-    /// [`ContextVar::set`].
-    Set,
-    /// [`ContextVar::reset`] / [`try_reset`](ContextVar::try_reset).
-    Reset,
-    /// The start of a [`ContextVar::scope`].
-    ScopeBegin,
-    /// The end of a [`ContextVar::scope`] (also when it unwinds).
-    ScopeEnd,
-    /// The thread switched to a context where the variable's value is
-    /// another one (.NET's `ThreadContextChanged`): entering or leaving a
-    /// `run`, a poll of a context-carrying future, a task hook, a generator
-    /// resumption. A switch between contexts that share the value (a copy
-    /// and its original) is no change.
-    Switch,
 }
 
 /// A change of an observed variable, as its hook sees it: the value before
@@ -377,6 +150,11 @@ impl<T: fmt::Debug> fmt::Debug for Change<'_, T> {
 /// stream, the spawn helpers' and [`wrap`](crate::wrap)'s runs, and the
 /// thread's first write (its base context) and exit.
 ///
+/// Dropping a [`Context`](crate::Context) is not a switch: the values it
+/// held are dropped inside it (so that their destructors read and write
+/// that context), but the hooks are not called for it, and nothing a hook
+/// would set can refill a context that is going.
+///
 /// The hook may read and write variables and enter contexts; nothing it does
 /// is observed (no hook runs inside a hook on the same thread). A panic in
 /// it is caught and reported, and the observer is switched off; the switch
@@ -405,15 +183,9 @@ impl<T: fmt::Debug> fmt::Debug for Change<'_, T> {
 /// assert_eq!(SAMPLE_TAG.with(Cell::get), 0); // back in the thread's own context
 /// ```
 pub fn on_switch(name: &'static str, hook: impl Fn(&Switch) + Send + Sync + 'static) -> Observer {
-    let id = update(|s, id| {
-        s.switch.push(Arc::new(SwitchEntry {
-            id,
-            name,
-            off: AtomicBool::new(false),
-            f: Box::new(hook),
-        }))
-    });
-    Observer { id }
+    Observer {
+        id: install_switch(name, Box::new(hook)),
+    }
 }
 
 impl<T: Send + Sync + 'static> ContextVar<T> {
@@ -472,7 +244,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
         &'static self,
         hook: impl Fn(&Change<'_, T>) + Send + Sync + 'static,
     ) -> Observer {
-        let (var, hint) = (self.id(), self.hint());
+        let (var, addr) = (self.id(), self.addr());
         let erased = move |old: Option<&Value>, new: Option<&Value>, cause: Cause| {
             fn typed<T: 'static>(v: &Value) -> &T {
                 v.downcast::<T>()
@@ -484,166 +256,9 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
                 cause,
             });
         };
-        let name = self.name();
-        let id = update(|s, id| {
-            s.vars.push(Arc::new(VarEntry {
-                id,
-                var,
-                hint,
-                name,
-                off: AtomicBool::new(false),
-                f: Box::new(erased),
-            }))
-        });
-        Observer { id }
-    }
-
-    /// `scope` with observers of some variable installed: tells this
-    /// variable's observers of the scope's start and end.
-    #[cold]
-    #[inline(never)]
-    pub(crate) fn scope_observed<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
-        let id = self.id();
-        if !is_observed(id) {
-            return self.scope_unobserved(value, f);
-        }
-        let hint = self.hint();
-        let end = ScopeNotice {
-            var: id,
-            hint,
-            scoped: Cell::new(None),
-            armed: Cell::new(false),
-        };
-        let old = current_value(id, hint);
-        self.scope_unobserved(value, || {
-            let new = current_value(id, hint);
-            notify(id, old.as_ref(), new.as_ref(), Cause::ScopeBegin);
-            end.scoped.set(new);
-            end.armed.set(true);
-            drop(old);
-            f()
-        })
-    }
-}
-
-/// Tells a variable's observers that its scope ended, once the scope's own
-/// end restored the value (also on unwinding).
-struct ScopeNotice {
-    var: VarId,
-    hint: usize,
-    scoped: Cell<Option<Value>>,
-    armed: Cell<bool>,
-}
-
-impl Drop for ScopeNotice {
-    fn drop(&mut self) {
-        if self.armed.get() {
-            let scoped = self.scoped.take();
-            let now = current_value(self.var, self.hint);
-            notify(self.var, scoped.as_ref(), now.as_ref(), Cause::ScopeEnd);
+        let erased: Box<ErasedChange> = Box::new(erased);
+        Observer {
+            id: install_var(var, addr, self.name(), erased),
         }
     }
-}
-
-/// A handle to the current context's value of `id`, read through the read
-/// cache's slot for `hint`, the variable's address, as every read of it is:
-/// a scoped value is put into that slot alone, without moving the cache's
-/// version on, and cleared from it when its scope ends.
-fn current_value(id: VarId, hint: usize) -> Option<Value> {
-    read_current(id, hint, || id, |v| v.cloned())
-}
-
-fn is_observed(id: VarId) -> bool {
-    with_snapshot(|s| s.vars.iter().any(|e| e.var == id))
-}
-
-/// After a `set` or `reset` of `id` (in `var`): tells its observers, if any,
-/// with the value the write replaced and the one now current.
-#[cold]
-#[inline(never)]
-pub(crate) fn var_written(id: VarId, hint: usize, old: Option<&Value>, cause: Cause) {
-    if in_hook() || !is_observed(id) {
-        return;
-    }
-    let new = current_value(id, hint);
-    notify(id, old, new.as_ref(), cause);
-}
-
-fn notify(id: VarId, old: Option<&Value>, new: Option<&Value>, cause: Cause) {
-    let Some(_hook) = HookScope::enter() else {
-        return;
-    };
-    with_snapshot(|s| {
-        for e in s.vars.iter().filter(|e| e.var == id) {
-            call(e.name, "variable", &e.off, || (e.f)(old, new, cause));
-        }
-    });
-}
-
-/// The observed variables' values before a switch, to tell which ones the
-/// switch changes.
-pub(crate) struct BeforeSwitch {
-    previous: Option<u64>,
-    /// Each observed variable, its address (see `current_value`), its value.
-    values: Vec<(VarId, usize, Option<Value>)>,
-    _hook: HookScope,
-}
-
-/// Before a switch away from the context with id `previous` (in
-/// `Current::enter`, with observers installed): what the switch needs to
-/// report afterwards. `None` inside a hook: the switch is not observed.
-#[cold]
-#[inline(never)]
-pub(crate) fn before_switch(previous: Option<u64>) -> Option<BeforeSwitch> {
-    let hook = HookScope::enter()?;
-    let mut values: Vec<(VarId, usize, Option<Value>)> = Vec::new();
-    with_snapshot(|s| {
-        for e in &s.vars {
-            if !values.iter().any(|(id, _, _)| *id == e.var) {
-                values.push((e.var, e.hint, None));
-            }
-        }
-    });
-    for (id, hint, value) in &mut values {
-        *value = current_value(*id, *hint);
-    }
-    Some(BeforeSwitch {
-        previous,
-        values,
-        _hook: hook,
-    })
-}
-
-/// After the switch to the context with id `current`: tells the observers
-/// of each variable whose value it changed, then the switch observers.
-#[cold]
-#[inline(never)]
-pub(crate) fn after_switch(before: BeforeSwitch, current: Option<u64>) {
-    let switch = Switch {
-        previous: before.previous,
-        current,
-    };
-    for (id, hint, old) in &before.values {
-        let new = current_value(*id, *hint);
-        let same = match (old, &new) {
-            (None, None) => true,
-            (Some(a), Some(b)) => Value::ptr_eq(a, b),
-            _ => false,
-        };
-        if !same {
-            with_snapshot(|s| {
-                for e in s.vars.iter().filter(|e| e.var == *id) {
-                    call(e.name, "variable", &e.off, || {
-                        (e.f)(old.as_ref(), new.as_ref(), Cause::Switch)
-                    });
-                }
-            });
-        }
-    }
-    with_snapshot(|s| {
-        for e in &s.switch {
-            call(e.name, "switch", &e.off, || (e.f)(&switch));
-        }
-    });
-    drop(before);
 }

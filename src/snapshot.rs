@@ -133,7 +133,7 @@ impl Snapshots {
                 let id = var.id();
                 crate::context::read_current(
                     id,
-                    var.hint(),
+                    var.addr(),
                     || id,
                     |v| {
                         v.map(|v| {
@@ -474,7 +474,7 @@ impl Skipped {
 
     fn warn(&self, what: &str) {
         if !self.is_empty() {
-            crate::observe::report(&format!("contextvars: snapshot {what} in part: {self}"));
+            crate::report::warn(&format!("contextvars: snapshot {what} in part: {self}"));
         }
     }
 }

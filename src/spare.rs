@@ -13,11 +13,10 @@
 //! one cell; the list's length is touched only when the cell is empty or
 //! full.
 //!
-//! The lists live in the thread's `Current` (module `context`), a
-//! thread-local without a destructor that the hot paths already hold: a
-//! thread-local of their own was reached through a call wherever the
-//! compiler did not inline its accessor, and callers that hold `Current`
-//! pass the lists in ([`alloc`], [`free`]).
+//! The lists live in a thread-local of their own without a destructor,
+//! reached through a tiny closure that inlines to a thread-pointer access
+//! ([`lists`]); callers that hold them already pass them in ([`alloc`],
+//! [`free`]).
 //!
 //! **Invariant:** every block in a list, and every block `alloc` hands out for
 //! a class, was allocated with exactly that class's layout; so a block can be
@@ -50,11 +49,9 @@ pub(crate) const fn layout(class: usize) -> Layout {
     }
 }
 
-/// A thread's lists. No destructor: they live in the thread's `Current`
-/// (module `context`), which is reached without a liveness check and
-/// inlines into the caller where a thread-local of their own would be a
-/// call; blocks are listed only while [`Release`] (which has one) is
-/// registered to free them at thread exit.
+/// A thread's lists. No destructor, so the thread-local that holds them is
+/// reached without a liveness check; blocks are listed only while
+/// [`Release`] (which has one) is registered to free them at thread exit.
 pub(crate) struct Lists {
     /// Listed blocks are the first `len[class]`; the rest are stale (a
     /// dangling pointer at first), never read.
@@ -112,10 +109,18 @@ thread_local! {
     static RELEASE: Release = const { Release };
 }
 
-/// This thread's lists.
+thread_local! {
+    static LISTS: Lists = const { Lists::new() };
+}
+
+/// This thread's lists, reached through a tiny closure so that
+/// `LocalKey::with` inlines to a thread-pointer access.
 #[inline(always)]
 pub(crate) fn lists() -> &'static Lists {
-    crate::context::spare_lists()
+    let lists = LISTS.with(std::ptr::from_ref);
+    // SAFETY: `LISTS` has no destructor, so it lives as long as the thread,
+    // and the reference never leaves it (`Lists` is not `Sync`).
+    unsafe { &*lists }
 }
 
 /// A block of `class`'s layout: a spare one if this thread has one.
@@ -315,7 +320,8 @@ mod tests {
         assert_eq!(live.load(Ordering::SeqCst), 0, "size {N}: nothing leaked");
     }
 
-    /// Moved from `tests/core.rs`.
+    /// Boxes of every size and alignment class, and bigger ones, are each
+    /// freed once, with their own layout.
     #[test]
     fn values_of_every_size_and_alignment_are_dropped_exactly_once() {
         // Small boxes come from per-thread spare blocks, big or over-aligned

@@ -14,7 +14,7 @@
 #[cfg(loom)]
 pub(crate) use loom::hint::spin_loop;
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering, fence};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 #[cfg(loom)]
 pub(crate) use loom::thread::yield_now;
 
@@ -33,9 +33,6 @@ pub(crate) use loom_thread_local as thread_local;
 
 #[cfg(not(loom))]
 pub(crate) use std::hint::spin_loop;
-/// The barrier's two sides under Miri (`barrier`).
-#[cfg(all(miri, not(loom)))]
-pub(crate) use std::sync::atomic::fence;
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 #[cfg(not(loom))]

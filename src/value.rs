@@ -359,7 +359,8 @@ mod tests {
         assert_eq!(live.load(Ordering::SeqCst), 0);
     }
 
-    /// Moved from `tests/core.rs`.
+    /// A value whose `Drop` panics still gives its box back, directly
+    /// and through a reset.
     #[test]
     fn a_value_whose_drop_panics_gives_its_memory_back() {
         struct Bomb;

@@ -4,17 +4,23 @@
 //! **Invariant:** a variable's id is assigned once, from a process-wide
 //! counter, and never changes or repeats; it is the only thing a context
 //! knows a variable by, so the id fixes the value's type and a stored value
-//! always downcasts to its variable's `T`.
+//! always downcasts to its variable's `T`. That holds because the type is
+//! fixed too: `ContextVar<T>` and `Token<T>` are invariant in `T`, so no
+//! coercion turns a variable of one type into a variable of a related one
+//! (a `for<'a> fn(&'a X)` into a `fn(&'static X)`, say) that would store,
+//! under the same id, values that read as the other type.
 
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::context::{current_id, read_current, scoped, write_current};
+use std::sync::Arc;
+
+use crate::context::observers::{Cause, ScopeNotice, vars_observed};
+use crate::context::{ForkLink, current_fork, current_id, read_current, scoped, write_current};
 use crate::error::{LookupError, ResetError, ResetFailed};
 use crate::ids::FmtValue;
 use crate::map::{Value, VarId};
-use crate::observe::Cause;
 
 /// A context variable: a key to a value that lives in the current
 /// [`Context`](crate::Context), not in the variable.
@@ -47,6 +53,13 @@ pub struct ContextVar<T> {
     /// Formats this variable's values for `Context::entries`, if declared
     /// with [`debuggable`](ContextVar::debuggable); recorded with the name.
     fmt: Option<FmtValue>,
+    /// Makes the variable invariant in `T`. Reads downcast the stored value
+    /// to `T` without a check, so a `&ContextVar<T>` must never coerce to a
+    /// `&ContextVar<U>` of a related type (`default: Option<T>` alone would
+    /// make it covariant: a `for<'a> fn(&'a X)` variable would become a
+    /// `fn(&'static X)` one, and a `set` through it would store a function
+    /// that reads as the wider type).
+    _invariant: PhantomData<fn(T) -> T>,
 }
 
 impl<T> ContextVar<T> {
@@ -65,6 +78,7 @@ impl<T> ContextVar<T> {
             id: AtomicU64::new(0),
             inherited: true,
             fmt: None,
+            _invariant: PhantomData,
         }
     }
 
@@ -84,6 +98,7 @@ impl<T> ContextVar<T> {
             id: AtomicU64::new(0),
             inherited: true,
             fmt: None,
+            _invariant: PhantomData,
         }
     }
 
@@ -158,10 +173,10 @@ impl<T> ContextVar<T> {
         self.default.as_ref()
     }
 
-    /// Where the variable is, to spread variables over the read cache's
-    /// slots without waiting for the id to load.
+    /// The variable's address, which picks its read-cache slot (spreading
+    /// variables over the slots without waiting for the id to load).
     #[inline]
-    pub(crate) fn hint(&self) -> usize {
+    pub(crate) fn addr(&self) -> usize {
         std::ptr::from_ref(self).addr()
     }
 
@@ -241,7 +256,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     pub fn with<R>(&self, f: impl FnOnce(Option<&T>) -> R) -> R {
         read_current(
             self.raw_id(),
-            self.hint(),
+            self.addr(),
             || self.id(),
             |value| match value {
                 Some(value) => f(Some(self.value(value))),
@@ -291,7 +306,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     {
         read_current(
             self.raw_id(),
-            self.hint(),
+            self.addr(),
             || self.id(),
             |value| match value {
                 Some(value) => self.value(value).clone(),
@@ -318,24 +333,17 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// ```
     #[inline(always)]
     pub fn set(&self, value: T) -> Token<T> {
-        let token = self.set_unobserved(value);
-        if crate::observe::vars_observed() {
-            crate::observe::var_written(token.var_id, self.hint(), token.old.as_ref(), Cause::Set);
-        }
-        token
-    }
-
-    /// `set`, without telling observers.
-    #[inline(always)]
-    fn set_unobserved(&self, value: T) -> Token<T> {
         let id = self.id();
         let value = Value::new(value);
-        let (context, old) =
-            write_current(Some(self.name), |mut w| (w.context, w.insert(id, value)));
+        let (context, fork, old) =
+            write_current(Some(self.name), Some((id, Cause::Set)), |mut w| {
+                (w.context, w.fork(), w.insert(id, value))
+            });
         Token {
             var: self.name,
             var_id: id,
             context,
+            fork,
             old,
             _type: PhantomData,
         }
@@ -397,23 +405,18 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
             };
             return Err(ResetFailed { error, token });
         }
-        if current_id() != Some(token.context) {
+        if current_id() != Some(token.context) && !token.crosses_a_fork_here() {
             let error = ResetError::DifferentContext { var: self.name };
             return Err(ResetFailed { error, token });
         }
-        let Token { old, context, .. } = token;
+        let Token { old, .. } = token;
         // Whatever the map lets go of is returned and dropped here, after
         // the context's lock is released.
-        let replaced = write_current(None, |mut w| {
-            debug_assert_eq!(w.context, context);
-            w.restore(id, old)
-        });
-        if crate::observe::vars_observed() {
-            crate::observe::var_written(id, self.hint(), replaced.as_ref(), Cause::Reset);
-        }
+        let replaced = write_current(None, Some((id, Cause::Reset)), |mut w| w.restore(id, old));
         if let Some(replaced) = replaced {
             // SAFETY: it was stored under this variable's id, so it is a `T`
-            // (as in `value`).
+            // (as in `value`; a token of a fork's child is accepted here only
+            // for this same variable, `token.var_id == id`).
             unsafe { replaced.drop_as::<T>() };
         }
         Ok(())
@@ -437,26 +440,42 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// ```
     #[inline(always)]
     pub fn scope<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
-        if crate::observe::vars_observed() {
+        if vars_observed() {
             return self.scope_observed(value, f);
         }
         self.scope_unobserved(value, f)
     }
 
+    /// `scope` with observers of some variable installed: tells this
+    /// variable's observers of the scope's start and end.
+    #[cold]
+    #[inline(never)]
+    fn scope_observed<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
+        let Some(notice) = ScopeNotice::new(self.id(), self.addr()) else {
+            return self.scope_unobserved(value, f);
+        };
+        self.scope_unobserved(value, || {
+            let _body = notice.begun();
+            f()
+        })
+    }
+
     /// `scope`, without telling observers.
     #[inline(always)]
-    pub(crate) fn scope_unobserved<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
+    fn scope_unobserved<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
         // Balanced by construction, so never a misuse (see `misuse`), and
         // the value need not even enter the map (`scoped`).
-        scoped(self.id(), self.hint(), value, f)
+        scoped(self.id(), self.addr(), value, f)
     }
 
     #[inline]
     fn value<'a>(&self, value: &'a Value) -> &'a T {
         // SAFETY: `value` was found under this variable's id, and only this
-        // variable stores values under it, always as a `T` (module
-        // invariant). Skipping the `TypeId` check saves an indirect call on
-        // every read (see BENCHMARKS.md).
+        // variable stores values under it, always as a `T`, the one type
+        // `self` has (module invariant: ids never repeat, and `T` is
+        // invariant, so `self` is not a coerced view of a variable of
+        // another type). Skipping the `TypeId` check saves an indirect call
+        // on every read (see BENCHMARKS.md).
         unsafe { value.downcast_unchecked::<T>() }
     }
 }
@@ -498,11 +517,29 @@ pub struct Token<T> {
     var: &'static str,
     var_id: VarId,
     context: u64,
+    /// The fork whose child made the token, if one did (see [`Fork`](crate::Fork)).
+    fork: Option<Arc<ForkLink>>,
     old: Option<Value>,
-    _type: PhantomData<fn() -> T>,
+    /// Invariant in `T`, as the variable is: a token's old value is handed
+    /// back to its variable as a `T` without a check.
+    _type: PhantomData<fn(T) -> T>,
 }
 
 impl<T> Token<T> {
+    /// Whether this token, made in another context than the current one,
+    /// belongs here all the same through a fork: made in a fork's child
+    /// whose merge here applied the variable's value, or made in the parent
+    /// of the fork whose child is current (see [`Fork`](crate::Fork)).
+    #[cold]
+    fn crosses_a_fork_here(&self) -> bool {
+        let here = current_id();
+        let merged_here = self
+            .fork
+            .as_ref()
+            .is_some_and(|link| Some(link.parent) == here && link.applied(self.var_id));
+        merged_here || current_fork().is_some_and(|link| link.parent == self.context)
+    }
+
     /// The name of the variable that made this token.
     ///
     /// ```

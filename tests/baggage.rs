@@ -236,33 +236,9 @@ fn the_propagator_keeps_good_values_when_others_do_not_parse() {
     );
 }
 
-/// Runs `f` with a `fmt` subscriber and returns what it logged. tracing
-/// caches each callsite's interest process-wide, computed by the first
-/// thread to reach it: a sibling test reaching a warning with no subscriber
-/// can pin it to "never". Running `f` once, rebuilding the cache (now that
-/// every callsite is registered), and capturing a second run avoids that.
-fn logged(mut f: impl FnMut()) -> String {
-    let buf = common::Captured::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
-        f();
-        tracing::callsite::rebuild_interest_cache();
-    });
-    let buf = common::Captured::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::with_default(subscriber, &mut f);
-    buf.text()
-}
-
 #[test]
 fn bad_members_are_reported_by_name() {
-    let out = logged(|| {
+    let out = common::logged(|| {
         parse("ok=1,broken key=2,k=%zz");
     });
     assert_eq!(out.lines().count(), 1, "one warning per header: {out}");
@@ -283,7 +259,7 @@ fn a_hostile_header_makes_one_warning_with_counts_and_first_names() {
     let p = Propagator::new();
     let mut headers = http::HeaderMap::new();
     headers.insert("baggage", header.parse().unwrap());
-    let out = logged(|| {
+    let out = common::logged(|| {
         p.extract(&headers);
     });
     assert_eq!(out.lines().count(), 1, "{}", &out[..out.len().min(2000)]);
@@ -305,7 +281,7 @@ fn values_that_do_not_parse_are_reported_in_the_same_one_warning() {
     let mut headers = http::HeaderMap::new();
     let header = vec!["request_id=x"; 150].join(",");
     headers.insert("baggage", header.parse().unwrap());
-    let out = logged(|| {
+    let out = common::logged(|| {
         p.extract(&headers);
     });
     assert_eq!(out.lines().count(), 1, "{out}");
@@ -322,7 +298,7 @@ static RID: ContextVar<u64> = ContextVar::new("request_id");
 fn inject_keeps_within_the_limits_and_names_what_it_drops() {
     let p = Propagator::new().with_var(&USER).with_var(&RID);
     let mut headers = http::HeaderMap::new();
-    let out = logged(|| {
+    let out = common::logged(|| {
         headers.clear();
         contextvars::Context::new().run(|| {
             USER.set("€".repeat(1000)); // 9,005 bytes percent-encoded

@@ -5,6 +5,8 @@
 //! contexts, conflicts.
 #![cfg(feature = "full")]
 
+mod common;
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Barrier};
 
@@ -100,28 +102,29 @@ fn guard_held_across_await_in_a_spawned_task_works_on_any_worker() {
 }
 
 #[test]
-fn guard_dropped_in_another_context_changes_nothing_there_and_panics_naming_the_variable() {
+fn guard_dropped_in_another_context_changes_nothing_there_and_warns_naming_the_variable() {
     static V: ContextVar<u32> = ContextVar::new("guarded");
-    Context::new().run(|| {
-        let g = V.set_scoped(1);
-        let other = Context::new();
-        let caught = other.run(|| {
-            V.set(9);
-            let caught = catch_unwind(AssertUnwindSafe(|| drop(g)));
-            assert_eq!(V.get(), Ok(9), "the other context was written");
-            caught
-        });
-        let message = panic_message(caught.unwrap_err());
-        assert!(message.contains("`guarded`"), "{message}");
-        assert!(message.contains("another context"), "{message}");
-        assert_eq!(other.get(&V), Some(9));
-        // Its own context keeps the value: nothing could reset it.
-        assert_eq!(V.get(), Ok(1));
+    let logged = common::logged(|| {
+        Context::new().run(|| {
+            let g = V.set_scoped(1);
+            let other = Context::new();
+            other.run(|| {
+                V.set(9);
+                drop(g); // no panic: a drop may run while unwinding or at thread exit
+                assert_eq!(V.get(), Ok(9), "the other context was written");
+            });
+            assert_eq!(other.get(&V), Some(9));
+            // Its own context keeps the value: nothing could reset it.
+            assert_eq!(V.get(), Ok(1));
+        })
     });
+    assert!(logged.contains("`guarded`"), "{logged}");
+    assert!(logged.contains("another context"), "{logged}");
+    assert!(logged.contains("into_token"), "says what to do: {logged}");
 }
 
 #[test]
-fn guard_dropped_on_another_thread_panics_there_and_leaves_both_contexts_alone() {
+fn guard_dropped_on_another_thread_warns_there_and_leaves_both_contexts_alone() {
     static V: ContextVar<u32> = ContextVar::new("v");
     Context::new().run(|| {
         let g = V.set_scoped(1);
@@ -132,7 +135,7 @@ fn guard_dropped_on_another_thread_panics_there_and_leaves_both_contexts_alone()
         })
         .join()
         .unwrap();
-        assert_eq!(joined, (true, Ok(7)));
+        assert_eq!(joined, (false, Ok(7)));
         assert_eq!(V.get(), Ok(1));
     });
 }

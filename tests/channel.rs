@@ -146,3 +146,31 @@ fn tokio_channels_carry_context_across_tasks_and_worker_threads() {
         );
     });
 }
+
+#[test]
+fn a_message_carries_the_inherited_context_as_a_wrapped_callback_does() {
+    static TRANSACTION: ContextVar<u64> = ContextVar::new("transaction").not_inherited();
+    static USER: ContextVar<&'static str> = ContextVar::new("user");
+    std::thread::spawn(|| {
+        TRANSACTION.set(7);
+        USER.set("ada");
+        let (tx, rx) = contextvars::channel::mpsc::channel();
+        tx.send(()).unwrap();
+        let wrapped = contextvars::wrap(|| (TRANSACTION.get().ok(), USER.get().ok()));
+        let received = std::thread::spawn(move || {
+            rx.recv()
+                .unwrap()
+                .run(|()| (TRANSACTION.get().ok(), USER.get().ok()))
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            received,
+            (None, Some("ada")),
+            "the transaction crossed the channel"
+        );
+        assert_eq!(received, wrapped());
+    })
+    .join()
+    .unwrap();
+}

@@ -227,19 +227,15 @@ fn a_scope_in_a_shared_context_while_another_thread_gets() {
     });
 }
 
-/// Two reads from another thread while the owner scopes, sets and resets:
-/// where the first meets the owner mid-entry it marks the context
-/// contended (`Context::meet_owner`), after which the owner takes the lock
-/// for its writes and the second read takes only the lock, with no barrier.
-/// Every read sees a value the owner had in place, whole; the contended
-/// mark is cleared when the owner leaves, and the next entry writes
-/// without the lock again (a data race on the map otherwise, were a reader
-/// to skip the barrier while the owner skips the lock).
+/// Two reads from another thread while the owner scopes, sets and resets
+/// over three entries: each read takes the context's lock, which every
+/// write of the owner takes too, so every read sees a value the owner had
+/// in place, whole (a data race on the map otherwise).
 ///
 /// The one model bounded by default: every interleaving of its three
 /// entries and two reads would take hours. Four preemptions (a few seconds)
-/// are enough to find each of the protocol's mutants that RELIABILITY.md
-/// lists; `LOOM_MAX_PREEMPTIONS` overrides the bound.
+/// are enough to find a write or a read that skips the lock;
+/// `LOOM_MAX_PREEMPTIONS` overrides the bound.
 #[test]
 fn two_foreign_gets_while_the_owner_scopes_and_sets() {
     static V: ContextVar<Probe> = ContextVar::new("v");

@@ -84,9 +84,9 @@ fn switch_hook_runs_around_each_poll_of_a_context_carrying_future() {
     assert_eq!(futures::executor::block_on(fut), 9);
     let seen = SEEN.with(|s| s.borrow().clone());
     // Two polls and the drop, each entering and leaving the task's context;
-    // then the context releases its values inside itself (taken out first,
-    // so the hook reads none).
-    assert_eq!(seen, [9, 0, 9, 0, 9, 0, 0, 0]);
+    // the context then releases its values inside itself, which is not a
+    // switch that observers hear of.
+    assert_eq!(seen, [9, 0, 9, 0, 9, 0]);
 }
 
 #[test]
@@ -340,4 +340,105 @@ fn dropping_the_observer_removes_it_and_hooks_run_on_the_writing_thread() {
     .unwrap();
     V.set(2);
     assert_eq!(CALLS.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// A variable hook's log: previous, current, cause.
+type Log = Vec<(Option<u32>, Option<u32>, Cause)>;
+
+/// Installs a hook on `var` that logs into `log` (a thread-local of the
+/// test), and returns its observer.
+fn log_changes(
+    var: &'static ContextVar<u32>,
+    log: &'static std::thread::LocalKey<RefCell<Log>>,
+) -> observe::Observer {
+    var.observe(move |c: &Change<'_, u32>| {
+        let entry = (c.previous().copied(), c.current().copied(), c.cause());
+        log.with(|s| s.borrow_mut().push(entry));
+    })
+}
+
+#[test]
+fn scope_end_reports_the_value_visible_just_before_the_end() {
+    static E: ContextVar<u32> = ContextVar::new("obs_scope_end_previous");
+    thread_local! { static SEEN: RefCell<Log> = const { RefCell::new(Vec::new()) }; }
+    let _o = log_changes(&E, &SEEN);
+    Context::new().run(|| {
+        E.scope(1, || {
+            E.set(5);
+        });
+        assert!(E.get().is_err());
+    });
+    assert_eq!(
+        SEEN.with(|s| s.take()),
+        [
+            (None, Some(1), Cause::ScopeBegin),
+            (Some(1), Some(5), Cause::Set),
+            (Some(5), None, Cause::ScopeEnd),
+        ]
+    );
+}
+
+#[test]
+fn a_set_inside_an_isolated_iterator_reports_the_callers_value_as_previous() {
+    static V: ContextVar<u32> = ContextVar::new("obs_isolated_previous");
+    thread_local! { static SEEN: RefCell<Log> = const { RefCell::new(Vec::new()) }; }
+    let _o = log_changes(&V, &SEEN);
+    Context::new().run(|| {
+        V.set(1);
+        SEEN.with(|s| s.take());
+        let mut it = std::iter::from_fn(|| {
+            let seen = V.get().ok();
+            let token = V.set(2);
+            V.reset(token).unwrap();
+            Some(seen)
+        })
+        .isolated();
+        assert_eq!(it.next(), Some(Some(1)));
+        drop(it);
+        assert_eq!(V.get(), Ok(1));
+    });
+    assert_eq!(
+        SEEN.with(|s| s.take())
+            .into_iter()
+            .filter(|(_, _, cause)| *cause != Cause::Switch)
+            .collect::<Vec<_>>(),
+        [
+            (Some(1), Some(2), Cause::Set),
+            (Some(2), Some(1), Cause::Reset),
+        ]
+    );
+}
+
+#[test]
+fn a_merge_is_reported_to_the_observers_of_each_variable_it_applies() {
+    static M: ContextVar<u32> = ContextVar::new("obs_merge_m");
+    static N: ContextVar<u32> = ContextVar::new("obs_merge_n");
+    thread_local! { static SEEN: RefCell<Log> = const { RefCell::new(Vec::new()) }; }
+    let _m = log_changes(&M, &SEEN);
+    let _n = log_changes(&N, &SEEN);
+    Context::new().run(|| {
+        M.set(1);
+        N.set(2);
+        let mut fork = contextvars::Fork::new();
+        fork.run(|| {
+            M.set(10);
+            N.set(20);
+        });
+        SEEN.with(|s| s.take());
+        let token = M.set(3);
+        M.reset(token).unwrap();
+        SEEN.with(|s| s.take());
+        fork.merge().unwrap();
+        assert_eq!((M.get(), N.get()), (Ok(10), Ok(20)));
+    });
+    let mut seen = SEEN.with(|s| s.take());
+    seen.retain(|(_, _, cause)| *cause != Cause::Switch);
+    seen.sort_by_key(|(previous, _, _)| *previous);
+    assert_eq!(
+        seen,
+        [
+            (Some(1), Some(10), Cause::Merge),
+            (Some(2), Some(20), Cause::Merge),
+        ]
+    );
 }

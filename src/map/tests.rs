@@ -1,6 +1,4 @@
-//! (Moved from `tests/map.rs`: the map is private to the crate.)
-//!
-//! The persistent map, restating CPython's HAMT tests (`Lib/test/test_context.py`,
+//! The persistent map (private to the crate, so tested here), restating CPython's HAMT tests (`Lib/test/test_context.py`,
 //! `HamtTest`) for a map keyed by unique variable ids: a stress run against
 //! `std::collections::HashMap`, deletion down to empty, iteration, equality of
 //! versions, and persistence of every earlier version.

@@ -24,7 +24,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use ::tokio::runtime::TaskMeta;
 use ::tokio::task::Id;
 
-use crate::context::{Context, enter_raw, inherited_map, leave_raw, next_id};
+use crate::context::{Context, Entered, enter_raw, inherited_map, leave_raw};
+use crate::ids::next_id;
 
 /// Shards of the registry: spawns, polls and terminations of different
 /// tasks mostly take different locks (task ids are sequential, so
@@ -79,7 +80,7 @@ fn shard(id: Id) -> MutexGuard<'static, Contexts> {
 struct Frame {
     task: Id,
     /// What was current before the poll, restored after it.
-    prev: *const Context,
+    prev: Entered,
     /// The task's context, handed over by the terminate hook when the task
     /// ends inside this poll; dropped once the poll has left it.
     owned: Option<Box<Context>>,
@@ -216,7 +217,7 @@ pub fn on_after_task_poll(meta: &TaskMeta<'_>) {
         // (that takes the worker, and the process, down); tokio treats a
         // panic while dropping a task's future the same way.
         if let Some(ctx) = frame.owned {
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(ctx)));
+            let _ = crate::report::contain(|| drop(ctx));
         }
     }
 }

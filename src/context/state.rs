@@ -1,0 +1,211 @@
+//! A context's state: the [`Context`] struct (its identity, map, generator
+//! frame, fork link, list of scoped values and sharing flags), how it is
+//! made, and how an access to its map is opened ([`Context::owner_lock`],
+//! [`Context::read_lock`]). What the public type does with it is `api`'s.
+//!
+//! **Invariant:** a context's map (and frame) is written only by the one
+//! thread on which that context is current, inside `owner_lock`, and never
+//! while a reader on another thread reads it inside `read_lock` (the two
+//! take the same lock, `Sharing::lock`); a private context (a thread's base
+//! context, or one entered through a unique borrow) is reachable from one
+//! thread only and takes no lock. So the owner may read the map without any
+//! lock or atomic (the read path).
+
+use std::mem::ManuallyDrop;
+use std::ptr;
+use std::sync::{Arc, OnceLock};
+
+use super::frame::Frame;
+use super::scoped::Scoped;
+use super::sharing::{Locked, Sharing};
+use crate::ids::next_id;
+use crate::map::{Map, Value, VarId};
+use crate::sync::{AtomicPtr, Ordering};
+
+/// A mapping from context variables to values: the state one logical flow of
+/// work (a request, a task, a job) carries with it.
+///
+/// A `Context` is entered with [`run`](Context::run); while it is entered,
+/// [`ContextVar::set`](crate::ContextVar::set) writes into it, and the change
+/// stays visible through the `Context` afterwards. Copies are O(1)
+/// ([`copy`](Context::copy), [`copy_context`](crate::copy_context)) and
+/// independent: changing one never changes another.
+///
+/// `Context` is deliberately not `Clone`, because a clone could mean a copy or
+/// a second handle to the same state. Copy it with `copy()`; share one context
+/// between owners with `Arc<Context>`.
+///
+/// ```
+/// use contextvars::{Context, ContextVar};
+///
+/// static TENANT: ContextVar<&'static str> = ContextVar::new("tenant");
+///
+/// let ctx = Context::new();
+/// ctx.run(|| TENANT.set("acme"));
+/// assert_eq!(ctx.get(&TENANT), Some("acme"));
+/// assert!(TENANT.get().is_err()); // the caller's context is untouched
+/// ```
+pub struct Context {
+    pub(super) id: u64,
+    /// Who has it entered through a shared borrow, who waits, and the lock.
+    pub(super) sharing: Sharing,
+    /// Whether no other thread can reach this context now: a thread's base
+    /// context always, any other while entered through a unique borrow
+    /// (`run_exclusive`). Accesses to a private context take no lock.
+    pub(super) private: bool,
+    /// Whether this is a thread's base context (see `misuse`).
+    pub(super) base: bool,
+    pub(super) map: crate::sync::UnsafeCell<Map>,
+    /// For a resumption of a generator (see `generator`): its own values
+    /// and the caller's map under them; `None` for every other context.
+    /// Never dropped as a field: `Context::release` takes it out (a
+    /// context with a frame always releases), so the drop of a context
+    /// without one (every copy) has no field to look at here.
+    pub(super) frame: ManuallyDrop<crate::sync::UnsafeCell<Option<Box<Frame>>>>,
+    /// For the child of a [`Fork`](crate::Fork): the fork it belongs to,
+    /// which says which tokens cross between it and its parent (tokens
+    /// made in it record it).
+    pub(super) fork: Option<Arc<ForkLink>>,
+    /// The newest `scope`d value not yet written into `map` (see
+    /// `scoped`), or null; each links to the one before. Written only by
+    /// the thread that has the context entered: a push with a release store,
+    /// anything that unlinks entries inside `owner_lock` (unless
+    /// `private`). Read by other threads inside `read_lock`.
+    pub(super) scoped: AtomicPtr<Scoped>,
+}
+
+// SAFETY: `map` and `frame` are the only fields without their own
+// synchronisation. They are written only by the thread on which this context
+// is current, inside `owner_lock` (or, while `private`, by the one thread
+// that can reach the context at all); every reader on another thread reads
+// inside `read_lock`, which excludes such a write (both take
+// `Sharing::lock`); and `Sharing`'s entry (acquire/release) makes a context
+// current on one thread at a time and orders one thread's writes before
+// the next thread's entry. The values in the map are `Send + Sync`.
+unsafe impl Sync for Context {}
+
+/// What ties a fork's child to its parent, shared by the fork, the child's
+/// context and every token made in the child: which context the fork was
+/// made in, and, once merged, which variables the merge applied. A token
+/// made in the child resets in the parent exactly for those; a token made
+/// in the parent resets in the child.
+pub(crate) struct ForkLink {
+    /// The id of the context the fork was made in.
+    pub(crate) parent: u64,
+    /// Set by the merge that applied the child's changes: their variables.
+    applied: OnceLock<Vec<VarId>>,
+}
+
+impl ForkLink {
+    /// A link to the context with id `parent`, not merged yet.
+    pub(crate) fn new(parent: u64) -> ForkLink {
+        ForkLink {
+            parent,
+            applied: OnceLock::new(),
+        }
+    }
+
+    /// Records what the merge applied: the child's tokens of these
+    /// variables now reset in the parent.
+    pub(crate) fn merged(&self, applied: Vec<VarId>) {
+        let _ = self.applied.set(applied);
+    }
+
+    /// Whether the merge of this fork applied the child's value of `var`.
+    pub(crate) fn applied(&self, var: VarId) -> bool {
+        self.applied.get().is_some_and(|vars| vars.contains(&var))
+    }
+}
+
+impl Context {
+    /// A context with id `id` and map `map`, entered nowhere.
+    #[inline]
+    pub(crate) fn from_map(id: u64, map: Map, private: bool) -> Context {
+        Context {
+            id,
+            sharing: Sharing::new(),
+            private,
+            base: false,
+            map: crate::sync::UnsafeCell::new(map),
+            frame: ManuallyDrop::new(crate::sync::UnsafeCell::new(None)),
+            fork: None,
+            scoped: AtomicPtr::new(ptr::null_mut()),
+        }
+    }
+
+    /// A new, empty context whose map has room for `room` entries without
+    /// growing (see `Map::with_room`).
+    #[cfg(feature = "http")]
+    pub(crate) fn with_room(room: usize) -> Context {
+        Context::from_map(next_id(), Map::with_room(room), false)
+    }
+
+    /// The child context of a fork: an identity of its own, the parent's
+    /// values (`map`), and the fork's link.
+    pub(crate) fn for_fork(map: Map, link: Arc<ForkLink>) -> Context {
+        let mut ctx = Context::from_map(next_id(), map, false);
+        ctx.fork = Some(link);
+        ctx
+    }
+
+    /// A thread's base context: private, and marked for the misuse check.
+    pub(super) fn base() -> Context {
+        let mut base = Context::from_map(next_id(), Map::default(), true);
+        base.base = true;
+        base
+    }
+
+    /// A context for one resumption of a generator with id `id`: `map` is
+    /// the generator's own values, `frame` holds the caller's under them.
+    pub(crate) fn for_generator(id: u64, map: Map, frame: Frame) -> Context {
+        let mut ctx = Context::from_map(id, map, false);
+        *ctx.frame.get_mut() = Some(Box::new(frame));
+        ctx
+    }
+
+    /// A generator's resumption context: the caller's value of `id`, which
+    /// reads fall through to when the generator has none of its own.
+    ///
+    /// # Safety
+    ///
+    /// Only on the thread where the context is current (the frame's writer).
+    #[cold]
+    pub(super) unsafe fn outer_value(&self, id: VarId) -> Option<&Value> {
+        // SAFETY: caller.
+        unsafe { self.frame.with(|frame| &*frame) }
+            .as_deref()
+            .and_then(|frame| frame.outer_value(id))
+    }
+
+    /// The head of the list of scoped values, as the thread that has this
+    /// context entered (the list's only writer) sees it.
+    #[inline]
+    pub(super) fn own_scoped(&self) -> *const Scoped {
+        self.scoped.load(Ordering::Relaxed)
+    }
+
+    /// The map of a context not entered anywhere.
+    pub(crate) fn map_mut(&mut self) -> &mut Map {
+        self.map.get_mut()
+    }
+
+    /// The generator frame of a context made by `for_generator`.
+    pub(crate) fn frame_mut(&mut self) -> Option<&mut Frame> {
+        self.frame.get_mut().as_deref_mut()
+    }
+
+    /// Opens the context for a write by its owner, the thread on which it
+    /// is current: the lock, which keeps readers on other threads out for
+    /// the length of the write (nothing for a private context, which no
+    /// other thread can reach).
+    #[inline(always)]
+    pub(super) fn owner_lock(&self) -> Option<Locked<'_>> {
+        (!self.private).then(|| self.sharing.lock())
+    }
+
+    /// Opens the context for a read from a thread where it is not current:
+    /// the lock, which waits for the owner's write under way.
+    pub(super) fn read_lock(&self) -> Option<Locked<'_>> {
+        (!self.private).then(|| self.sharing.lock())
+    }
+}

@@ -1,0 +1,193 @@
+//! Where a context's values are dropped: inside a context that held them,
+//! never in the context of whoever happens to drop the last handle. Checked
+//! from inside the values' destructors, which read a variable that only the
+//! dropping thread's own context has.
+//!
+//! Pure core, so it also runs under Miri (`.ci/miri`), with fewer rounds.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use contextvars::{Context, ContextVar, observe};
+
+/// Set in the dropping threads' own contexts only.
+static DROPPER: ContextVar<u32> = ContextVar::new("dropper");
+
+/// On drop: counts itself, and counts it as misplaced if it can see the
+/// dropping thread's `DROPPER`.
+struct Placed(Arc<Counts>);
+
+#[derive(Default)]
+struct Counts {
+    dropped: AtomicUsize,
+    misplaced: AtomicUsize,
+}
+
+impl Drop for Placed {
+    fn drop(&mut self) {
+        self.0.dropped.fetch_add(1, Ordering::SeqCst);
+        if DROPPER.get().is_ok() {
+            self.0.misplaced.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+static HELD: ContextVar<Placed> = ContextVar::new("held");
+
+/// Two threads that meet before every round: each arrives, then spins
+/// until the other has, so that both leave within a few instructions of
+/// each other (a sleeping barrier would wake them microseconds apart).
+struct Meeting {
+    arrived: AtomicUsize,
+}
+
+impl Meeting {
+    fn meet(&self, round: usize) {
+        self.arrived.fetch_add(1, Ordering::SeqCst);
+        let mut spins = 0u32;
+        while self.arrived.load(Ordering::SeqCst) < 2 * (round + 1) {
+            spins += 1;
+            if spins % 128 == 0 {
+                std::thread::yield_now();
+            }
+            std::hint::spin_loop();
+        }
+    }
+}
+
+#[test]
+fn a_context_and_its_copy_dropped_at_once_on_two_threads_drop_their_values_inside_one() {
+    // The race is narrow: many rounds, in batches that bound the memory.
+    let (batches, rounds): (usize, usize) = if cfg!(miri) { (1, 30) } else { (10, 30_000) };
+    let counts = Arc::new(Counts::default());
+    for _ in 0..batches {
+        let meeting = Arc::new(Meeting {
+            arrived: AtomicUsize::new(0),
+        });
+        let mut sides: [Vec<Context>; 2] = [Vec::new(), Vec::new()];
+        for _ in 0..rounds {
+            let ctx = Context::new();
+            ctx.run(|| HELD.set(Placed(counts.clone())));
+            sides[1].push(ctx.copy());
+            sides[0].push(ctx);
+        }
+        let droppers = sides.map(|contexts| {
+            let meeting = meeting.clone();
+            std::thread::spawn(move || {
+                DROPPER.set(1);
+                for (round, ctx) in contexts.into_iter().enumerate() {
+                    meeting.meet(round);
+                    drop(ctx);
+                }
+            })
+        });
+        for dropper in droppers {
+            dropper.join().unwrap();
+        }
+        assert_eq!(
+            counts.misplaced.load(Ordering::SeqCst),
+            0,
+            "values dropped in the dropping thread's context"
+        );
+    }
+    assert_eq!(counts.dropped.load(Ordering::SeqCst), batches * rounds);
+}
+
+#[test]
+fn a_value_replaced_in_a_context_entered_inside_a_borrow_is_dropped_in_that_context() {
+    static BORROWED: ContextVar<u32> = ContextVar::new("borrowed");
+    let counts = Arc::new(Counts::default());
+    std::thread::spawn({
+        let counts = counts.clone();
+        move || {
+            DROPPER.set(1);
+            BORROWED.set(5);
+            let inner = Context::new();
+            BORROWED.with(|v| {
+                assert_eq!(v, Some(&5));
+                inner.run(|| {
+                    HELD.set(Placed(counts.clone()));
+                    // Replaces the first value: its token goes at once, and
+                    // the value with it, here, inside `inner`.
+                    HELD.set(Placed(counts.clone()));
+                    assert_eq!(counts.dropped.load(Ordering::SeqCst), 1);
+                });
+                drop(inner);
+                assert_eq!(counts.dropped.load(Ordering::SeqCst), 2);
+            });
+        }
+    })
+    .join()
+    .unwrap();
+    assert_eq!(counts.dropped.load(Ordering::SeqCst), 2);
+    assert_eq!(counts.misplaced.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_borrow_keeps_its_value_alive_across_writes_made_in_an_inner_context() {
+    static B: ContextVar<String> = ContextVar::new("b");
+    std::thread::spawn(|| {
+        B.set("outer".to_string());
+        B.with(|outer| {
+            let inner = Context::new();
+            inner.run(|| {
+                B.set("inner".to_string());
+                B.with(|v| {
+                    B.set("inner 2".to_string());
+                    assert_eq!(v.map(String::as_str), Some("inner"));
+                });
+            });
+            drop(inner);
+            // The outer borrow's value is intact: writes below it still copy.
+            B.set("replaced".to_string());
+            assert_eq!(outer.map(String::as_str), Some("outer"));
+        });
+        assert_eq!(B.get().as_deref(), Ok("replaced"));
+    })
+    .join()
+    .unwrap();
+}
+
+/// Switch observers are process-wide: the tests that install them run one
+/// at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+#[test]
+fn dropping_a_context_calls_no_switch_hook_and_a_writing_hook_cannot_refill_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    static TAG: ContextVar<Placed> = ContextVar::new("tag");
+    std::thread::spawn(|| {
+        let counts = Arc::new(Counts::default());
+        let me = std::thread::current().id();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let hook = {
+            let (counts, calls) = (counts.clone(), calls.clone());
+            observe::on_switch("tagger", move |_| {
+                if std::thread::current().id() == me {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    // A profiler's tag, set in every context switched to.
+                    TAG.set(Placed(counts.clone()));
+                }
+            })
+        };
+        let ctx = Context::new();
+        ctx.run(|| HELD.set(Placed(counts.clone())));
+        let before = calls.load(Ordering::SeqCst);
+        let live_before = live(&counts);
+        drop(ctx);
+        let during_drop = calls.load(Ordering::SeqCst) - before;
+        drop(hook);
+        assert_eq!(during_drop, 0, "dropping a context called the switch hook");
+        // The context held `HELD` and the tags set on entering and leaving
+        // it: all of them went with it, nothing was refilled or leaked.
+        assert_eq!(live(&counts), live_before - 2, "values refilled or leaked");
+    })
+    .join()
+    .unwrap();
+}
+
+/// How many `Placed` values made with `counts` are alive, given how many
+/// were made (each `Placed(counts.clone())` holds one more handle).
+fn live(counts: &Arc<Counts>) -> usize {
+    Arc::strong_count(counts) - 1
+}
