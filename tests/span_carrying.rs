@@ -135,13 +135,39 @@ fn spawn_everything() {
         tx.send(()).unwrap();
     });
     rx.recv().unwrap();
+    let local = tokio::task::LocalSet::new();
+    let current = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    // The task runs on this thread, where `request` is entered anyway:
+    // spawned under an inner span that is left before it runs.
+    local.block_on(&current, async {
+        let task = tracing::info_span!("inner").in_scope(|| {
+            contextvars::tokio::spawn_local(async { tracing::info!("tokio::spawn_local") })
+        });
+        task.await.unwrap()
+    });
+    contextvars::rayon::scope_fifo(|s| s.spawn_fifo(|_| tracing::info!("rayon::scope_fifo")));
+    contextvars::rayon::broadcast(|_| tracing::info!("rayon::broadcast"));
+    {
+        use contextvars::rayon::ThreadPoolExt;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        pool.install_with_context(|| tracing::info!("install_with_context"));
+    }
     let _: Vec<()> = (0..4)
         .into_par_iter()
         .map_with_context(|i| tracing::info!("map_with_context {i}"))
         .collect();
 }
 
-const HELPERS: [&str; 12] = [
+const HELPERS: [&str; 16] = [
+    "tokio::spawn_local",
+    "rayon::scope_fifo",
+    "rayon::broadcast",
+    "install_with_context",
     "thread::spawn",
     "thread::spawn_scoped",
     "wrap",
@@ -166,10 +192,12 @@ fn on_every_helper_carries_the_span_current_at_spawn() {
     for helper in HELPERS {
         let line = line_of(&out, helper);
         assert!(
-            line.contains("request{id=7}: "),
+            line.contains("request{id=7}:"),
             "{helper} logged under the request's span: {line}"
         );
     }
+    let local = line_of(&out, "tokio::spawn_local");
+    assert!(local.contains("request{id=7}:inner: "), "{local}");
 }
 
 #[test]
@@ -186,7 +214,10 @@ fn off_nothing_is_carried() {
             continue;
         }
         assert!(
-            matches!(helper, "rayon::join" | "rayon::scope") || helper.starts_with("map_with"),
+            matches!(
+                helper,
+                "rayon::join" | "rayon::scope" | "tokio::spawn_local"
+            ) || helper.starts_with("map_with"),
             "{helper} carried a span with the switch off: {line}"
         );
     }
@@ -194,6 +225,8 @@ fn off_nothing_is_carried() {
         !line_of(&out, "thread::spawn").contains("request"),
         "a new thread"
     );
+    let local = line_of(&out, "tokio::spawn_local");
+    assert!(!local.contains("inner"), "{local}");
 }
 
 #[test]
