@@ -23,7 +23,6 @@
 //! destructor runs while the caller holds the context's write lock.
 
 use std::mem::{ManuallyDrop, MaybeUninit};
-use std::ptr::NonNull;
 use std::sync::Arc;
 #[cfg(not(contextvars_tsan))]
 use std::sync::atomic::{Ordering, fence};
@@ -357,17 +356,6 @@ impl Map {
         }
     }
 
-    /// The root, as the thread-local read cache keeps it (see `context`).
-    #[inline]
-    pub(crate) fn raw_root(&self) -> RawRoot {
-        let root = self.root_slots();
-        RawRoot {
-            slots: NonNull::from(root).cast(),
-            len: root.len(),
-            bitmap: self.bitmap,
-        }
-    }
-
     /// Whether `id` has a value.
     #[inline]
     pub fn contains(&self, id: VarId) -> bool {
@@ -543,8 +531,8 @@ impl Map {
     /// dropped at once on two threads could both read 2, and the values
     /// would go with whichever decrement came last, unseen. `Arc::into_inner`
     /// is std's atomic "was this the last handle", for sized types only, so
-    /// a root of up to [`LAST_CHECKED`] slots (every flat root, and small
-    /// branch roots) is seen as the array it is. A larger one is reported
+    /// a root of up to [`LAST_CHECKED`] slots (every flat root) is seen as
+    /// the array it is. A larger one is reported
     /// as maybe the last (`false`): the caller's drop is then correct
     /// whoever holds the last handle, only slower.
     #[inline]
@@ -576,15 +564,18 @@ impl Map {
     }
 }
 
-/// The largest root [`Map::let_go_shared`] decides on atomically.
-const LAST_CHECKED: usize = 8;
+/// The largest root [`Map::let_go_shared`] decides on atomically: every
+/// flat root (the root of nearly every context).
+const LAST_CHECKED: usize = FLAT_MAX;
 
 /// Drops `root` unless it is the last handle to its node, which it hands
 /// back (see [`Map::let_go_shared`]); a node of more than
 /// [`LAST_CHECKED`] slots is handed back as it is.
+#[inline]
 fn last_handle(root: Arc<[Child]>) -> Option<Arc<[Child]>> {
     /// For a node of `N` slots: one atomic decrement, and the node back
     /// (moved into a new allocation, a rare path) if it was the last.
+    #[inline]
     fn sized<const N: usize>(root: Arc<[Child]>) -> Option<Arc<[Child]>> {
         match Arc::<[Child; N]>::try_from(root) {
             Ok(sized) => Arc::into_inner(sized).map(Arc::from),
@@ -595,10 +586,6 @@ fn last_handle(root: Arc<[Child]>) -> Option<Arc<[Child]>> {
         1 => sized::<1>(root),
         2 => sized::<2>(root),
         3 => sized::<3>(root),
-        4 => sized::<4>(root),
-        5 => sized::<5>(root),
-        6 => sized::<6>(root),
-        7 => sized::<7>(root),
         LAST_CHECKED => sized::<LAST_CHECKED>(root),
         _ => Some(root),
     }
@@ -614,38 +601,6 @@ fn lookup(root: &[Child], bitmap: u32, id: VarId) -> Option<&Value> {
         });
     }
     find(bitmap, root, id, 0)
-}
-
-/// A map's root without a lifetime: a copy of the fields a lookup starts
-/// from, so a read goes from the thread-local straight to the root's slots.
-#[derive(Clone, Copy)]
-pub(crate) struct RawRoot {
-    slots: NonNull<Child>,
-    len: usize,
-    bitmap: u32,
-}
-
-impl RawRoot {
-    /// The root of an empty map.
-    pub(crate) const EMPTY: RawRoot = RawRoot {
-        slots: NonNull::dangling(),
-        len: 0,
-        bitmap: 0,
-    };
-
-    /// Looks `id` up.
-    ///
-    /// # Safety
-    ///
-    /// The root must be that of a map version that is alive and unchanged
-    /// for `'a`.
-    #[inline]
-    pub(crate) unsafe fn get<'a>(self, id: VarId) -> Option<&'a Value> {
-        // SAFETY: the pointer and length are those of a live root slice
-        // (caller), or dangling and 0 for an empty map.
-        let root = unsafe { std::slice::from_raw_parts(self.slots.as_ptr(), self.len) };
-        lookup(root, self.bitmap, id)
-    }
 }
 
 impl Child {

@@ -397,6 +397,7 @@ impl Drop for Context {
         if self.frame.get_mut().is_some() || !self.map.get_mut().let_go_shared() {
             self.release();
         }
+        debug_assert!(self.frame.get_mut().is_none(), "`release` takes the frame");
     }
 }
 

@@ -103,15 +103,15 @@ fn look_up(cur: &Current, slot: Slot, id: VarId) -> Option<NonNull<()>> {
         // SAFETY: as above.
         entry = unsafe { e.prev.as_ref() };
     }
-    // SAFETY: `root` is the current map's (or an empty one), and the current
-    // context is alive (as above).
-    let mut value = unsafe { cur.root.get().get(id) };
-    if value.is_none() {
-        // SAFETY: as above; the frame, like the map, is written only by
-        // this thread while its context is current.
-        value = unsafe { cur.ctx.get().as_ref().and_then(|ctx| ctx.outer_value(id)) };
-    }
-    let value = value.map(Value::as_raw);
+    // SAFETY: the current context is alive (as above), and only this
+    // thread writes its map and frame, so it reads them without a lock.
+    let value = unsafe { cur.ctx.get().as_ref() }.and_then(|ctx| {
+        // SAFETY: as above.
+        let own = ctx.map.with(|map| unsafe { &*map }).get(id);
+        // SAFETY: as above.
+        own.or_else(|| unsafe { ctx.outer_value(id) })
+            .map(Value::as_raw)
+    });
     cur.cache.fill(slot, id, value);
     value
 }

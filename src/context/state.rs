@@ -11,6 +11,7 @@
 //! thread only and takes no lock. So the owner may read the map without any
 //! lock or atomic (the read path).
 
+use std::mem::ManuallyDrop;
 use std::ptr;
 use std::sync::{Arc, OnceLock};
 
@@ -57,7 +58,10 @@ pub struct Context {
     pub(super) map: crate::sync::UnsafeCell<Map>,
     /// For a resumption of a generator (see `generator`): its own values
     /// and the caller's map under them; `None` for every other context.
-    pub(super) frame: crate::sync::UnsafeCell<Option<Box<Frame>>>,
+    /// Never dropped as a field: `Context::release` takes it out (a
+    /// context with a frame always releases), so the drop of a context
+    /// without one (every copy) has no field to look at here.
+    pub(super) frame: ManuallyDrop<crate::sync::UnsafeCell<Option<Box<Frame>>>>,
     /// For the child of a [`Fork`](crate::Fork): the fork it belongs to,
     /// which says which tokens cross between it and its parent (tokens
     /// made in it record it).
@@ -123,7 +127,7 @@ impl Context {
             private,
             base: false,
             map: crate::sync::UnsafeCell::new(map),
-            frame: crate::sync::UnsafeCell::new(None),
+            frame: ManuallyDrop::new(crate::sync::UnsafeCell::new(None)),
             fork: None,
             scoped: AtomicPtr::new(ptr::null_mut()),
         }

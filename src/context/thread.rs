@@ -1,11 +1,11 @@
 //! Thread state: what each thread keeps of its current context
-//! ([`Current`]: the context, a copy of its map's root, the read cache, the
-//! count of `with` borrows), and the map versions parked for those borrows.
+//! ([`Current`]: the context, the read cache, the count of `with`
+//! borrows), and the map versions parked for those borrows.
 //! Switching contexts is `switch`'s, reading `read`'s, writing `write`'s.
 //!
-//! **Invariant:** `Current::root` is the current context's map root, and
-//! the read cache answers only for it: both move together (`refresh`) after
-//! every switch and every write. The thread-locals here have no destructor,
+//! **Invariant:** the read cache answers only for the current context's
+//! map as it is: its version moves on (`refresh`) after every switch and
+//! every write, before anything the write let go of is dropped. The thread-locals here have no destructor,
 //! so they work until the thread's last moment (in other thread-locals'
 //! destructors too).
 
@@ -14,15 +14,13 @@ use std::mem::ManuallyDrop;
 use std::ptr;
 
 use super::state::Context;
-use crate::map::{Map, RawRoot};
+use crate::map::Map;
 use crate::read_cache::ReadCache;
 
 pub(super) struct Current {
     pub(super) ctx: Cell<*const Context>,
-    /// The current context's map root, kept in step with it (by `switch`
-    /// and after every write), so a read goes from here straight to the root.
-    pub(super) root: Cell<RawRoot>,
-    /// Recent lookups in `root`, moved to a new version whenever `root` is.
+    /// Recent lookups in the current map, moved to a new version at every
+    /// switch and every write.
     pub(super) cache: ReadCache,
     /// Twice the number of `ContextVar::with` borrows live in the current
     /// entry (while any is, writes must copy rather than mutate in place),
@@ -41,7 +39,6 @@ crate::sync::thread_local! {
     static CURRENT: Current = const {
         Current {
             ctx: Cell::new(ptr::null()),
-            root: Cell::new(RawRoot::EMPTY),
             cache: ReadCache::new(),
             readers: Cell::new(0),
         }
@@ -76,19 +73,11 @@ pub(super) fn token(cur: &Current) -> usize {
 }
 
 impl Current {
-    /// Brings the read cache in step with the current context's map.
+    /// Brings the read cache in step with the current context's map: a
+    /// new version, so that no slot filled before answers. (A miss reads
+    /// the map itself; the hits never needed more.)
     #[inline]
     pub(super) fn refresh(&self) {
-        let ctx = self.ctx.get();
-        let root = if ctx.is_null() {
-            RawRoot::EMPTY
-        } else {
-            // SAFETY: a current context is alive (the entry that made it
-            // current borrows it until it ends) and only this thread
-            // writes its map.
-            unsafe { (*ctx).map.with(|map| (*map).raw_root()) }
-        };
-        self.root.set(root);
         self.cache.bump();
     }
 }
