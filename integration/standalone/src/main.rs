@@ -34,7 +34,7 @@ tokio::task_local! {
 /// `sync_scope_name` feature, which `run.sh` turns on by looking at the
 /// crate). The one place that names it.
 #[inline(always)]
-fn scope<R>(var: &'static ContextVar<u64>, value: u64, f: impl FnOnce() -> R) -> R {
+fn scope(var: &'static ContextVar<u64>, value: u64, f: impl FnOnce() -> u64) -> u64 {
     #[cfg(not(feature = "sync_scope_name"))]
     return var.scope(value, f);
     #[cfg(feature = "sync_scope_name")]
