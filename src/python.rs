@@ -166,12 +166,8 @@ fn value_in<'py>(
 ///
 /// fn tenant_of_caller(py: Python<'_>) -> PyResult<String> {
 ///     let ctx = python::capture(py)?;
-///     Ok(ctx.run(|| TENANT.get_or_else_default()))
+///     Ok(ctx.run(|| TENANT.get().unwrap_or_default()))
 /// }
-/// # trait OrDefault { fn get_or_else_default(&self) -> String; }
-/// # impl OrDefault for ContextVar<String> {
-/// #     fn get_or_else_default(&self) -> String { self.get().unwrap_or_default() }
-/// # }
 /// ```
 pub fn capture(py: Python<'_>) -> PyResult<Context> {
     capture_with(py, None)
