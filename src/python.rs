@@ -76,6 +76,8 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyTuple, PyType};
 use pyo3::{BoundObject, IntoPyObject, PyTypeInfo, intern};
 
+use crate::map::{Garbage, VarId};
+use crate::value::Value;
 use crate::{Context, ContextVar};
 
 pub use mirror::{declare, mirror};
@@ -176,22 +178,33 @@ pub fn capture(py: Python<'_>) -> PyResult<Context> {
 pub(crate) fn capture_with(py: Python<'_>, event_loop: Option<Py<PyAny>>) -> PyResult<Context> {
     shutdown::watch(py)?;
     let py_ctx = copy_context_fn(py)?.call0()?;
-    let ctx = crate::copy_context();
-    ctx.run(|| -> PyResult<()> {
-        let owner = crate::context::current_id_or_base();
-        for m in mirror::mirrors() {
-            let value = value_in(&py_ctx, m.py_var().bind(py))?;
-            m.pull(value.as_ref())?;
-        }
-        CARRIED.set(Arc::new(Carried {
-            context: py_ctx.unbind(),
-            owner,
-            entered: AtomicBool::new(false),
-            event_loop,
-        }));
-        Ok(())
-    })?;
-    Ok(ctx)
+    // The copy's map is built before it is a context: no entry, no write.
+    let mut map = crate::context::current_map();
+    let mut garbage = Garbage::new();
+    // (No lock is held: the values replaced are dropped as they go.)
+    for m in mirror::mirrors() {
+        drop(match value_in(&py_ctx, m.py_var().bind(py))? {
+            Some(value) => map.insert(m.id(), m.convert(&value)?, &mut garbage),
+            None => map.remove(m.id(), &mut garbage),
+        });
+    }
+    let owner = crate::context::next_id();
+    let carried = Arc::new(Carried {
+        context: py_ctx.unbind(),
+        owner,
+        entered: AtomicBool::new(false),
+        event_loop,
+    });
+    drop(map.insert(CARRIED.id(), Value::new(carried), &mut garbage));
+    Ok(Context::from_map(owner, map, false))
+}
+
+/// Sets (or, with `None`, removes) a value in the current Rust context.
+fn set_current(id: VarId, value: Option<Value>) {
+    // The value replaced is dropped after the write is closed.
+    drop(crate::context::write_current(None, |mut w| {
+        w.restore(id, value)
+    }));
 }
 
 /// Clears `entered` when the call is over, also on unwinding.
@@ -255,7 +268,9 @@ where
     let mut run_args = Vec::with_capacity(args.len() + 1);
     run_args.push(callable.clone());
     run_args.extend(args.iter());
-    let result = py_ctx.call_method1(intern!(py, "run"), PyTuple::new(py, run_args)?)?;
+    // As after an inline call, what the callback set before it raised
+    // stays set.
+    let result = py_ctx.call_method1(intern!(py, "run"), PyTuple::new(py, run_args)?);
     pull_back(&py_ctx, &pushed)?;
     if !in_place {
         if let (Some(c), Some(owner)) = (&carried, id) {
@@ -267,7 +282,7 @@ where
             }));
         }
     }
-    Ok(result)
+    result
 }
 
 /// [`call`] where the carried context is already the current Python context.
@@ -288,9 +303,9 @@ fn call_entered<'py>(
             pushed.push((m, None));
         }
     }
-    let result = callable.call1(args)?;
+    let result = callable.call1(args);
     pull_back(py_ctx, &pushed)?;
-    Ok(result)
+    result
 }
 
 type Pushed<'py> = Vec<(Arc<dyn mirror::Mirror>, Option<Bound<'py, PyAny>>)>;
@@ -325,7 +340,7 @@ fn pull_back<'py>(py_ctx: &Bound<'py, PyAny>, pushed: &Pushed<'py>) -> PyResult<
             _ => false,
         };
         if !unchanged {
-            m.pull(now.as_ref())?;
+            set_current(m.id(), now.map(|v| m.convert(&v)).transpose()?);
         }
     }
     Ok(())

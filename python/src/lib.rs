@@ -196,6 +196,45 @@ pub fn call_back_forever(py: Python<'_>, callback: Py<PyAny>, threads: usize) ->
     Ok(())
 }
 
+/// How many [`pending_forever`] futures were dropped.
+static PENDING_DROPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// An awaitable whose Rust future fails with `ValueError(message)`, or
+/// panics with `message`.
+#[pyfunction]
+pub fn failing_future(py: Python<'_>, message: String, panic: bool) -> PyResult<Bound<'_, PyAny>> {
+    python::asyncio::future_into_py(py, async move {
+        tokio::task::yield_now().await;
+        if panic {
+            panic!("{message}");
+        }
+        Err::<(), _>(pyo3::exceptions::PyValueError::new_err(message))
+    })
+}
+
+/// An awaitable whose Rust future never completes; its drop is counted
+/// ([`pending_dropped`]).
+#[pyfunction]
+pub fn pending_forever(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    struct CountDrop;
+    impl Drop for CountDrop {
+        fn drop(&mut self) {
+            PENDING_DROPPED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let guard = CountDrop;
+    python::asyncio::future_into_py(py, async move {
+        let _guard = guard;
+        std::future::pending::<PyResult<()>>().await
+    })
+}
+
+/// How many [`pending_forever`] futures were dropped.
+#[pyfunction]
+pub fn pending_dropped() -> usize {
+    PENDING_DROPPED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Adds the functions and the `request_id` variable to `m`.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -215,6 +254,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(panic_inside, m)?)?;
     m.add_function(wrap_pyfunction!(error_seen_by_rust, m)?)?;
     m.add_function(wrap_pyfunction!(call_back_forever, m)?)?;
+    m.add_function(wrap_pyfunction!(failing_future, m)?)?;
+    m.add_function(wrap_pyfunction!(pending_forever, m)?)?;
+    m.add_function(wrap_pyfunction!(pending_dropped, m)?)?;
     Ok(())
 }
 

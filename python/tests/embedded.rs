@@ -196,6 +196,14 @@ fn a_python_exception_comes_back_as_that_error() {
             .run(|| python::call(&eval(py, "lambda: 1 // 0"), ()))
             .unwrap_err();
         assert!(err.is_instance_of::<pyo3::exceptions::PyZeroDivisionError>(py));
+        // What the callback set before it raised stays set, as after an
+        // inline call that raised.
+        ctx.run(|| {
+            let err =
+                python::call(&eval(py, "lambda: (d.request_id.set(12), 1 // 0)"), ()).unwrap_err();
+            assert!(err.is_instance_of::<pyo3::exceptions::PyZeroDivisionError>(py));
+            assert_eq!(REQUEST_ID.get(), Ok(12));
+        });
     });
 }
 

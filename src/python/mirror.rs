@@ -17,6 +17,7 @@ use pyo3::types::PyType;
 use pyo3::{BoundObject, FromPyObject, IntoPyObject};
 
 use crate::ContextVar;
+use crate::map::VarId;
 use crate::value::Value;
 
 /// One mirrored pair, its value type erased.
@@ -25,9 +26,10 @@ pub(super) trait Mirror: Send + Sync {
     fn py_var(&self) -> &Py<PyAny>;
     /// The Rust variable's name, for messages.
     fn name(&self) -> &'static str;
-    /// Makes the current Rust context hold `value` converted (`None`: no
-    /// value).
-    fn pull(&self, value: Option<&Bound<'_, PyAny>>) -> PyResult<()>;
+    /// The Rust variable's id, under which its values are stored.
+    fn id(&self) -> VarId;
+    /// A Python value, converted to the Rust variable's type.
+    fn convert(&self, value: &Bound<'_, PyAny>) -> PyResult<Value>;
     /// The current Rust value, converted; `None` if the current Rust context
     /// has none (the variable's default is not a value of the context).
     fn push<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>>;
@@ -51,38 +53,31 @@ where
         self.var.name()
     }
 
-    fn pull(&self, value: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        let id = self.var.id();
-        match value {
-            Some(value) => {
-                let converted: T = value.extract::<T>().map_err(Into::<PyErr>::into).map_err(|err| {
-                    let py = value.py();
-                    let ty = value
-                        .get_type()
-                        .name()
-                        .map_or_else(|_| "?".to_owned(), |n| n.to_string());
-                    let new = PyTypeError::new_err(format!(
-                        "contextvars: the Python value of the mirrored variable `{}` is a `{ty}`, \
-                         which does not convert to the Rust type `{}` ({err}); set it to a value \
-                         of that type, or mirror it with a Rust type that accepts it",
-                        self.var.name(),
-                        type_name::<T>(),
-                    ));
-                    new.set_cause(py, Some(err));
-                    new
-                })?;
-                // The value replaced is dropped after the write is closed.
-                drop(crate::context::write_current(None, |mut w| {
-                    w.insert(id, Value::new(converted))
-                }));
-            }
-            None => {
-                drop(crate::context::write_current(None, |mut w| {
-                    w.restore(id, None)
-                }));
-            }
-        }
-        Ok(())
+    fn id(&self) -> VarId {
+        self.var.id()
+    }
+
+    fn convert(&self, value: &Bound<'_, PyAny>) -> PyResult<Value> {
+        let converted: T = value
+            .extract::<T>()
+            .map_err(Into::<PyErr>::into)
+            .map_err(|err| {
+                let py = value.py();
+                let ty = value
+                    .get_type()
+                    .name()
+                    .map_or_else(|_| "?".to_owned(), |n| n.to_string());
+                let new = PyTypeError::new_err(format!(
+                    "contextvars: the Python value of the mirrored variable `{}` is a `{ty}`, \
+                     which does not convert to the Rust type `{}` ({err}); set it to a value \
+                     of that type, or mirror it with a Rust type that accepts it",
+                    self.var.name(),
+                    type_name::<T>(),
+                ));
+                new.set_cause(py, Some(err));
+                new
+            })?;
+        Ok(Value::new(converted))
     }
 
     fn push<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
@@ -214,7 +209,7 @@ where
 }
 
 /// The Rust variables already mirrored (their ids).
-static MIRRORED_IDS: RwLock<Vec<crate::map::VarId>> = RwLock::new(Vec::new());
+static MIRRORED_IDS: RwLock<Vec<VarId>> = RwLock::new(Vec::new());
 
 /// Creates a Python `contextvars.ContextVar` named as `var` and mirrors it
 /// ([`mirror`]): for an extension module that owns the variable and exports
