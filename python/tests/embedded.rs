@@ -3,20 +3,22 @@
 //! jobs and tokio tasks.
 
 use std::ffi::CString;
-use std::sync::OnceLock;
 
 use contextvars::python;
 use contextvars::{Context, ContextVar, ResetError};
 use contextvars_demo::REQUEST_ID;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyCFunction, PyDict, PyModule};
 
 /// The demo module, registered once in the embedded interpreter (so that
 /// `request_id` is declared and mirrored once).
 fn demo(py: Python<'_>) -> Bound<'_, PyModule> {
-    static MODULE: OnceLock<Py<PyModule>> = OnceLock::new();
+    // PyOnceLock, not std's OnceLock: one thread may wait for another's
+    // initialisation while holding the GIL that the other needs.
+    static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
     MODULE
-        .get_or_init(|| {
+        .get_or_init(py, || {
             let m = PyModule::new(py, "contextvars_demo").unwrap();
             contextvars_demo::register(&m).unwrap();
             py.import("sys")
@@ -327,5 +329,39 @@ fn a_panic_inside_a_captured_context_leaves_nothing_entered() {
         assert_eq!(ctx.run(|| PROBE.get()), Ok(1));
         ctx.run(|| python::call(&eval(py, "lambda: None"), ()))
             .unwrap();
+    });
+}
+
+#[test]
+fn messages_sent_through_a_channel_are_handled_in_their_senders_python_context() {
+    Python::attach(|py| {
+        let read = eval(py, "lambda: d.request_id.get(None)").unbind();
+        let (tx, rx) = contextvars::channel::mpsc::channel::<u64>();
+        for n in [1u64, 2, 3] {
+            let ctx = in_new_python_context(py, move |py| {
+                py_set(py, n);
+                python::capture(py).unwrap()
+            });
+            ctx.run(|| tx.send(n).unwrap());
+        }
+        drop(tx);
+        // One handler thread, each message in its sender's context.
+        let seen: Vec<(u64, Option<u64>)> = py.detach(|| {
+            std::thread::spawn(move || {
+                rx.iter()
+                    .map(|envelope| {
+                        envelope.run(|n| {
+                            let from_python = python::attach(|py| {
+                                python::call(read.bind(py), ())?.extract::<Option<u64>>()
+                            });
+                            (n, from_python.unwrap())
+                        })
+                    })
+                    .collect()
+            })
+            .join()
+            .unwrap()
+        });
+        assert_eq!(seen, [(1, Some(1)), (2, Some(2)), (3, Some(3))]);
     });
 }
