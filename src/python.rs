@@ -210,9 +210,11 @@ fn set_current(id: VarId, value: Option<Value>) {
         Some(_) => crate::observe::Cause::Set,
         None => crate::observe::Cause::Reset,
     };
-    drop(crate::context::write_current(None, Some((id, cause)), |mut w| {
-        w.restore(id, value)
-    }));
+    drop(crate::context::write_current(
+        None,
+        Some((id, cause)),
+        |mut w| w.restore(id, value),
+    ));
 }
 
 /// Clears `entered` when the call is over, also on unwinding.
