@@ -443,14 +443,12 @@ impl Dropped {
         if total == 0 {
             return;
         }
-        tracing::warn!(
-            dropped = total,
-            malformed = self.malformed,
-            over_limits = self.over_limits,
-            unparsed = self.unparsed,
-            first = ?self.names,
-            "baggage {what}: {total} member(s) dropped (limits: {MAX_MEMBERS} members, {MAX_BYTES} bytes)"
-        );
+        crate::report::warn(&format!(
+            "contextvars: baggage {what}: {total} member(s) dropped (limits: {MAX_MEMBERS} \
+             members, {MAX_BYTES} bytes): dropped={total} malformed={} over_limits={} \
+             unparsed={} first={:?}",
+            self.malformed, self.over_limits, self.unparsed, self.names
+        ));
     }
 }
 

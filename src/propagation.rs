@@ -210,7 +210,9 @@ impl Extractor for HeaderMap {
 impl Injector for HeaderMap {
     fn set(&mut self, name: &str, value: String) {
         let Some(name) = header_name(name) else {
-            tracing::warn!("header {name:?} not sent: not a valid header name");
+            crate::report::warn(&format!(
+                "contextvars: header {name:?} not sent: not a valid header name"
+            ));
             return;
         };
         match HeaderValue::try_from(value) {
@@ -220,7 +222,9 @@ impl Injector for HeaderMap {
             Err(_) => {
                 // What was there is not what the caller meant to send.
                 HeaderMap::remove(self, &*name);
-                tracing::warn!("header {name} not sent: not a valid header value");
+                crate::report::warn(&format!(
+                    "contextvars: header {name} not sent: not a valid header value"
+                ));
             }
         }
     }
@@ -726,12 +730,12 @@ impl Propagator {
             };
             match check_header_value(&value) {
                 Ok(()) => carrier.set(travel.key, value),
-                Err(why) => tracing::warn!(
-                    variable = travel.name,
-                    header = travel.key,
-                    "context variable {:?} not sent in header {}: {why}",
+                Err(why) => crate::report::warn_var(
                     travel.name,
-                    travel.key,
+                    &format!(
+                        "contextvars: context variable {:?} not sent in header {}: {why}",
+                        travel.name, travel.key,
+                    ),
                 ),
             }
         }
@@ -945,12 +949,12 @@ fn decode_header(travel: &Travel, value: &[u8]) {
         }
     };
     if let Err(why) = result {
-        tracing::warn!(
-            variable = travel.name,
-            header = travel.key,
-            "context variable {:?} not received from header {}: {why}",
+        crate::report::warn_var(
             travel.name,
-            travel.key,
+            &format!(
+                "contextvars: context variable {:?} not received from header {}: {why}",
+                travel.name, travel.key,
+            ),
         );
     }
 }

@@ -3,9 +3,10 @@
 //!
 //! Every warning the crate gives (the misuse check, a snapshot restored in
 //! part, an observer switched off, a guard dropped in another context,
-//! values that keep refilling a context being dropped) goes through
-//! [`warn`]: to `tracing` (target `contextvars`, level `WARN`) when that
-//! feature is on, else to stderr.
+//! values that keep refilling a context being dropped, what a header lost
+//! on the way in or out) goes through [`warn`]: to `tracing` (target
+//! `contextvars`, level `WARN`) when the crate has it (features `tracing`
+//! and `http`), else to stderr.
 //!
 //! **Invariant:** nothing here unwinds. A closed or broken stderr is
 //! ignored (`eprintln!` would panic on it), a `tracing` subscriber that
@@ -30,7 +31,9 @@ pub(crate) fn warn_var(var: &'static str, msg: &str) {
     let _ = contain(|| emit(msg, Some(var)));
 }
 
-#[cfg(feature = "tracing")]
+// `tracing` is a dependency of both features (`http` reports what a header
+// lost through it).
+#[cfg(any(feature = "tracing", feature = "http"))]
 fn emit(msg: &str, var: Option<&'static str>) {
     match var {
         Some(var) => ::tracing::warn!(target: "contextvars", variable = var, "{msg}"),
@@ -38,7 +41,7 @@ fn emit(msg: &str, var: Option<&'static str>) {
     }
 }
 
-#[cfg(not(feature = "tracing"))]
+#[cfg(not(any(feature = "tracing", feature = "http")))]
 fn emit(msg: &str, _var: Option<&'static str>) {
     use std::io::Write;
     // Not `eprintln!`: it panics when stderr is closed (a daemon, a pipe
