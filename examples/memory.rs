@@ -1,4 +1,4 @@
-//! Memory per context (issue 4, BENCHMARKS.md): 1,000,000 contexts, each a
+//! Memory per context (BENCHMARKS.md): 1,000,000 contexts, each a
 //! copy of one shared parent that differs from it by one variable, counted
 //! by a global allocator that tracks live heap bytes.
 //!

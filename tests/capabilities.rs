@@ -1,4 +1,4 @@
-//! Issue 13 §1–§4, §7: guards (`set_scoped`), the per-variable inheritance
+//! Guards (`set_scoped`), the per-variable inheritance
 //! policy (`not_inherited`), detached spawns, merging a fork back (`Fork`),
 //! and listing a context's values (`Context::entries`). Each test asserts a
 //! behaviour at an edge: out-of-order drops, panics, other threads and

@@ -1,4 +1,4 @@
-//! Channels that carry the sender's context (issue 13 §6).
+//! Channels that carry the sender's context.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Observers (issue 13 §5): switch hooks, variable hooks, re-entrancy,
+//! Observers: switch hooks, variable hooks, re-entrancy,
 //! panicking hooks.
 //!
 //! Observers are process-wide and the tests of this binary run on parallel

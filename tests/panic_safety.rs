@@ -354,7 +354,7 @@ fn a_copy_taken_inside_a_panicking_run_keeps_its_values() {
     assert_all_dropped(&live);
 }
 
-// Moved from tests/core.rs: `run`, nested `run`s and `scope` unwinding,
+// `run`, nested `run`s and `scope` unwinding,
 // a refused re-entry's panic, and values set before a panic.
 
 #[test]

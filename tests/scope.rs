@@ -620,7 +620,7 @@ fn get_clones_the_value_it_found_even_if_its_clone_frees_it() {
 // The values below have state of their own behind `&` and no drop glue (a
 // mutex, an atomic): a read that copied their bits, or a scoped value that
 // moved while `get` was cloning it, would be two values where there is one.
-// (Both were tried for speed and withdrawn: BENCHMARKS.md, issue 16.)
+// (Both were tried for speed and withdrawn: BENCHMARKS.md.)
 
 /// Its clone borrows its own variable, then changes the value through that
 /// borrow if it can lock it: with one value the lock is already held.
@@ -779,8 +779,7 @@ fn a_panicking_drop_at_a_scopes_end_loses_nothing() {
 // scopes, generators, other contexts, observers, churn through the spare
 // blocks, another thread reading — the borrowed value stays whole. A value
 // freed under the borrow shows as `0xdead` (its drop writes that through its
-// box), and to Miri as a use after free. (From a hostile review of issue 16's
-// third stop.)
+// box), and to Miri as a use after free.
 
 /// A value with a box of its own, stamped `0xdead` when dropped.
 #[derive(Debug)]

@@ -1,4 +1,4 @@
-//! Snapshots that travel (issue 13 §6): capture on one side, restore on the
+//! Snapshots that travel: capture on one side, restore on the
 //! other; bad input never fails the job.
 #![cfg(feature = "serde")]
 

@@ -373,7 +373,7 @@ fn plain_tasks_under_the_hooks_are_not_misuse() {
     });
 }
 
-/// Issue 13 §2: a variable declared `not_inherited` stays out of the copy
+/// A variable declared `not_inherited` stays out of the copy
 /// the spawn hook takes, as it stays out of every spawn helper's.
 #[test]
 fn plain_spawn_under_the_hooks_leaves_not_inherited_variables_behind() {

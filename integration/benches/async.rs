@@ -1,4 +1,4 @@
-//! The async side of `contextvars` (issue 4; see BENCHMARKS.md):
+//! The async side of `contextvars` (see BENCHMARKS.md):
 //!
 //! - `poll_1000/*`: a future that returns `Pending` 1,000 times (waking
 //!   itself) before it completes, polled to completion by hand with a no-op

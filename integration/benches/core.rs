@@ -1,5 +1,5 @@
 //! Core operations of `contextvars` side by side with their closest peers
-//! (issue 4; BENCHMARKS.md shows the ratios, `bash integration/benches/run.sh` reproduces
+//! (BENCHMARKS.md shows the ratios, `bash integration/benches/run.sh` reproduces
 //! them).
 //!
 //! Benchmark ids are `operation/implementation/size`, where size is the number
@@ -119,7 +119,7 @@ fn writes(c: &mut Criterion) {
         b.iter(|| TARGET.sync_scope(black_box(3), || black_box(())))
     });
     per_size(c, "copy_context", |b| b.iter(copy_context));
-    // The copy spawned work gets (issue 13 §2): with no variable declared
+    // The copy spawned work gets: with no variable declared
     // `not_inherited` in the context, one comparison more than `copy_context`.
     per_size(c, "inherited_context", |b| b.iter(inherited_context));
     // With one such variable among ten: the copy filters it out.
@@ -230,7 +230,7 @@ fn peers(c: &mut Criterion) {
     });
     g.finish();
 
-    // `sync_scope` + a read inside it (issue 16), against `task_local!`'s
+    // `sync_scope` + a read inside it, against `task_local!`'s
     // `sync_scope` + `get`, in the three kinds of context: the thread's base
     // context, a task's own (entered exclusively, as `in_context` with an
     // owned `Context` and the spawn helpers do; `wrap` here), and a shared

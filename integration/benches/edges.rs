@@ -1,4 +1,4 @@
-//! The edges of a task's life (issue 11), each against its peer in the same
+//! The edges of a task's life, each against its peer in the same
 //! run:
 //!
 //! - `misuse_check`: `set`+`reset` in the thread's base context with the

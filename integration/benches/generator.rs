@@ -1,5 +1,5 @@
 //! The cost of one resumption of an `isolated()` generator that writes,
-//! against the size of its caller's context (issue 11 §5): a resumption
+//! against the size of its caller's context: a resumption
 //! must cost O(the generator's own changes), not O(the caller's map).
 //!
 //! - `resume_writing/contextvars/N`: one `next` of an isolated iterator that

@@ -1,4 +1,4 @@
-//! Observers (issue 13 §5): the cost of `run`, `set`+`reset` and
+//! Observers: the cost of `run`, `set`+`reset` and
 //! `scope`+`get` with no observer installed (one relaxed load of a global
 //! flag on each switch and write), with an observer installed on something
 //! else (a variable the operation does not touch), and with one observing

@@ -3,7 +3,7 @@
 
 Reads criterion's medians (TARGET/criterion/<op>/<impl>/<size>/new/
 estimates.json), benches/cpython.py's JSON and examples/memory.rs's JSON,
-computes the ratio behind each target of issue 4, and writes:
+computes the ratio behind each speed target, and writes:
 
 - the tables into BENCHMARKS.md, between the `report:begin` / `report:end`
   markers (everything outside them is left as it is);
