@@ -50,7 +50,7 @@ fn walk_through() {
         REQUEST_ID.get().map_err(|e| e.var_name())
     );
 
-    let seen = REQUEST_ID.scope(7, || format!("inside scope: {:?}", REQUEST_ID.get()));
+    let seen = REQUEST_ID.sync_scope(7, || format!("inside scope: {:?}", REQUEST_ID.get()));
     println!("{seen}; after scope: {:?}", REQUEST_ID.get().ok());
 }
 
@@ -194,12 +194,76 @@ fn tasks() {
             TASK_ID.set(id);
         },
         || TASK_ID.get().unwrap_or(u64::MAX),
-        |t| Box::pin(t.with_current_context()),
+        |t| Box::pin(t.in_current_context()),
     );
     println!("global static   : {global:>6} of {reads} reads saw another task's value");
     println!("thread_local!   : {local:>6} of {reads} reads saw another task's value");
     println!("ContextVar      : {ctxvar:>6} of {reads} reads saw another task's value");
 }
+
+/// A value held for a whole future by `ContextVar::scope`, as
+/// `tokio::task_local!`'s `scope` holds one: tasks spawned with plain
+/// `tokio::spawn`, each inside a scope of its own id, interleaved on two
+/// workers, and timed.
+fn future_scope() {
+    section(
+        "5a. ContextVar::scope over a future: held across every .await, as task_local!'s scope",
+    );
+    static SCOPED_ID: ContextVar<u64> = ContextVar::new("scoped_id");
+    tokio::task_local! {
+        static TASK_LOCAL_ID: u64;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let reads = TASKS * 3;
+    let run = |load: fn() -> u64, scoped: fn(u64, BoxedTask) -> BoxedTask| {
+        let start = std::time::Instant::now();
+        let wrong = rt.block_on(async {
+            let handles: Vec<_> = (0..TASKS)
+                .map(|id| {
+                    let task: BoxedTask = Box::pin(async move {
+                        let mut wrong = 0;
+                        for _ in 0..3 {
+                            tokio::task::yield_now().await;
+                            wrong += u64::from(load() != id);
+                        }
+                        wrong
+                    });
+                    tokio::spawn(scoped(id, task))
+                })
+                .collect();
+            let mut wrong = 0;
+            for h in handles {
+                wrong += h.await.unwrap();
+            }
+            wrong
+        });
+        (wrong, start.elapsed())
+    };
+    let (cv_wrong, cv_time) = run(
+        || SCOPED_ID.get().unwrap_or(u64::MAX),
+        |id, task| Box::pin(SCOPED_ID.scope(id, task)),
+    );
+    let (tl_wrong, tl_time) = run(
+        || TASK_LOCAL_ID.try_with(|v| *v).unwrap_or(u64::MAX),
+        |id, task| Box::pin(TASK_LOCAL_ID.scope(id, task)),
+    );
+    println!(
+        "ContextVar::scope      : {cv_wrong:>6} of {reads} reads saw another task's value ({cv_time:.1?} in all)"
+    );
+    println!(
+        "task_local!'s scope    : {tl_wrong:>6} of {reads} reads saw another task's value ({tl_time:.1?} in all)"
+    );
+    println!(
+        "after the tasks, the spawner's own value: {:?}",
+        SCOPED_ID.get().ok()
+    );
+}
+
+/// A task of the interleaving sections.
+type BoxedTask = std::pin::Pin<Box<dyn Future<Output = u64> + Send>>;
 
 /// Section 5's tasks once more, spawned with plain `tokio::spawn` and no
 /// wrapper, on a runtime whose task hooks give every task its own copy.
@@ -252,7 +316,7 @@ fn inheritance() {
                 TRACE.set("changed by the task".to_string());
                 seen
             }
-            .with_current_context(),
+            .in_current_context(),
         );
         (task.await.unwrap(), TRACE.get())
     });
@@ -269,7 +333,7 @@ fn inheritance() {
     use rayon::prelude::*;
     let base = copy_context();
     let items = 1_000;
-    // Each item runs in its own copy, as `ParallelIteratorExt::map_with_context`
+    // Each item runs in its own copy, as `ParallelIteratorExt::map_in_current_context`
     // (feature `rayon`) does.
     let saw: usize = (0..items)
         .into_par_iter()
@@ -363,6 +427,7 @@ fn main() {
     reset_errors();
     threads();
     tasks();
+    future_scope();
     plain_spawn_under_hooks();
     inheritance();
     generator();

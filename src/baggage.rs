@@ -12,6 +12,15 @@
 //! header (what is forwarded is that slice, not a re-encoding), and only a
 //! value holding a percent-escape is decoded into a string of its own.
 //!
+//! ```
+//! use contextvars::baggage::{encode, parse};
+//!
+//! let members = parse("user=ada%20l;private, bad key=1, tenant=acme");
+//! let kept: Vec<_> = members.iter().map(|m| (m.key.as_str(), m.value.as_str())).collect();
+//! assert_eq!(kept, [("user", "ada l"), ("tenant", "acme")]); // the bad member alone is dropped
+//! assert_eq!(encode([("user", "ada l")]), "user=ada%20l");
+//! ```
+//!
 //! **Invariant:** `parse(&encode(members))` returns `members` for any keys
 //! that are tokens and any values (encoding percent-escapes every byte
 //! outside the format's value alphabet, `%` included).

@@ -7,12 +7,24 @@
 //! a wrapped callback is: the copy is [`inherited_context`], without the
 //! variables declared [`not_inherited`](crate::ContextVar::not_inherited)
 //! (a transaction handle, a per-request cache stay with the sender, whose
-//! flow of work they belong to; [`Envelope::with_context`] sends any other
+//! flow of work they belong to; [`Envelope::in_context`] sends any other
 //! context, a [`copy_context`](crate::copy_context) included).
 //! the receiver gets envelopes and runs its handler in the envelope's
 //! context ([`Envelope::run`], [`Envelope::run_async`]). [`mpsc`] wraps
 //! `std::sync::mpsc`; [`tokio`] wraps `tokio::sync::mpsc`
 //! (feature `tokio`).
+//!
+//! ```
+//! use contextvars::{ContextVar, channel::mpsc};
+//!
+//! static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+//!
+//! let (tx, rx) = mpsc::channel();
+//! REQUEST_ID.sync_scope(7, || tx.send("job").unwrap());
+//! let handled = rx.recv().unwrap().run(|job| format!("{job} of request {}", REQUEST_ID.get_or(0)));
+//! assert_eq!(handled, "job of request 7");
+//! assert!(REQUEST_ID.get().is_err(), "the receiver's own context is untouched");
+//! ```
 //!
 //! **Invariant:** a message is handled, or dropped, only inside the context
 //! it was sent with: the envelope's context is a copy no other handle
@@ -23,7 +35,7 @@
 use std::fmt;
 use std::future::Future;
 
-use crate::future::{FutureExt, WithContext};
+use crate::future::{FutureExt, InContext};
 use crate::{Context, inherited_context};
 
 /// A message and the context it was sent with.
@@ -61,7 +73,7 @@ impl<T> Envelope<T> {
     /// assert_eq!(e.run(|_| (USER.get().ok(), TRANSACTION.get().ok())), (Some("ada"), None));
     /// ```
     pub fn new(msg: T) -> Envelope<T> {
-        Envelope::with_context(inherited_context(), msg)
+        Envelope::in_context(inherited_context(), msg)
     }
 
     /// `msg` with the given context.
@@ -72,9 +84,9 @@ impl<T> Envelope<T> {
     /// static N: ContextVar<u32> = ContextVar::new("n");
     /// let ctx = Context::new();
     /// ctx.run(|| N.set(3));
-    /// assert_eq!(Envelope::with_context(ctx, ()).run(|()| N.get()), Ok(3));
+    /// assert_eq!(Envelope::in_context(ctx, ()).run(|()| N.get()), Ok(3));
     /// ```
-    pub fn with_context(ctx: Context, msg: T) -> Envelope<T> {
+    pub fn in_context(ctx: Context, msg: T) -> Envelope<T> {
         Envelope {
             ctx,
             msg: Some(msg),
@@ -101,7 +113,7 @@ impl<T> Envelope<T> {
 
     /// Makes a future from the message inside the context it was sent with
     /// and returns it bound to that context: every poll (and its drop) runs
-    /// inside it, as [`FutureExt::with_context`] does.
+    /// inside it, as [`FutureExt::in_context`] does.
     ///
     /// ```
     /// use contextvars::{ContextVar, channel::Envelope};
@@ -112,7 +124,7 @@ impl<T> Envelope<T> {
     /// let handled = e.run_async(|n| async move { (n, USER.get().unwrap()) });
     /// assert_eq!(futures::executor::block_on(handled), (5, "ada"));
     /// ```
-    pub fn run_async<F, Fut>(mut self, f: F) -> WithContext<Fut, Context>
+    pub fn run_async<F, Fut>(mut self, f: F) -> InContext<Fut, Context>
     where
         F: FnOnce(T) -> Fut,
         Fut: Future,
@@ -120,7 +132,7 @@ impl<T> Envelope<T> {
         let msg = self.msg.take().expect("an envelope holds its message");
         let mut ctx = std::mem::take(&mut self.ctx);
         let fut = ctx.run_exclusive(|| f(msg));
-        fut.with_context(ctx)
+        fut.in_context(ctx)
     }
 
     /// The message, without entering its context.

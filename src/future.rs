@@ -1,21 +1,41 @@
 //! [`FutureExt`]: run every poll of a future inside a context, on any
 //! executor.
 //!
-//! `fut.with_context(ctx)` enters `ctx` around each `poll` and leaves it when
+//! `fut.in_context(ctx)` enters `ctx` around each `poll` and leaves it when
 //! `poll` returns (or unwinds), so the future sees its own context whichever
 //! worker thread polls it, and the worker's own context is untouched between
-//! polls. `fut.with_current_context()` does the same with a copy of the
+//! polls. `fut.in_current_context()` does the same with a copy of the
 //! caller's context taken at the call — what Python's `asyncio.create_task`
 //! does. A future awaited inline, without either, simply runs in whatever
 //! context its parent is polled in, and its `set`s are its parent's.
 //!
-//! Dropping a `WithContext` (cancellation, `abort`, a losing `select!`
+//! Dropping an `InContext` (cancellation, `abort`, a losing `select!`
 //! branch, runtime shutdown) drops the inner future inside its context too,
 //! so its destructors see the task's values and write the task's context.
 //!
 //! Many tasks may share one `Arc<Context>`: a poll that finds it entered on
 //! another thread waits its turn (it returns `Pending` and is woken when the
 //! context is left), as asyncio's tasks sharing a context take turns.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use contextvars::prelude::*;
+//! use contextvars::{Context, ContextVar};
+//!
+//! static USER: ContextVar<&'static str> = ContextVar::new("user");
+//!
+//! # futures::executor::block_on(async {
+//! USER.set("ada");
+//! let copied = async { USER.get() }.in_current_context(); // a copy, taken now
+//! let shared = Arc::new(Context::new());
+//! let writes = async { USER.set("grace"); }.in_context(shared.clone());
+//! USER.set("alan");
+//! assert_eq!(copied.await, Ok("ada"));
+//! writes.await;
+//! assert_eq!(shared.get(&USER), Some("grace"));
+//! assert_eq!(USER.get(), Ok("alan"));
+//! # });
+//! ```
 //!
 //! **Invariant:** the context is entered only for the duration of one `poll`
 //! (or the drop), never across a suspension point.
@@ -27,9 +47,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, Waker};
 
+use crate::ContextVar;
 use crate::context::{Context, inherited_context};
+use crate::map::Value;
 
-/// What a [`WithContext`] future can be polled in: an owned [`Context`]
+/// What a [`InContext`] future can be polled in: an owned [`Context`]
 /// (entered exclusively: no other handle to it can exist, so entering it
 /// takes no atomic flag and writes to it take no lock; a `&mut Context`
 /// likewise), or a shared
@@ -58,9 +80,11 @@ pub trait ContextHandle: sealed::Sealed {
     #[doc(hidden)]
     fn poll_in<R>(&mut self, waker: &Waker, f: impl FnOnce() -> Poll<R>) -> Poll<R>;
 
-    /// Runs the drop of the future, `f`, inside the context.
+    /// Runs `f` inside the context, waiting (blocking the thread) while
+    /// another thread has a shared one entered: for the drop of the future
+    /// and a sink's `start_send`, which cannot return `Pending`.
     #[doc(hidden)]
-    fn drop_in(&mut self, f: impl FnOnce());
+    fn run_in<R>(&mut self, f: impl FnOnce() -> R) -> R;
 }
 
 mod sealed {
@@ -82,8 +106,8 @@ impl ContextHandle for &mut Context {
         (**self).poll_in(waker, f)
     }
 
-    fn drop_in(&mut self, f: impl FnOnce()) {
-        (**self).drop_in(f);
+    fn run_in<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        (**self).run_in(f)
     }
 }
 
@@ -97,8 +121,8 @@ impl ContextHandle for Context {
         self.run_exclusive(f)
     }
 
-    fn drop_in(&mut self, f: impl FnOnce()) {
-        self.run_exclusive(f);
+    fn run_in<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        self.run_exclusive(f)
     }
 }
 
@@ -121,8 +145,8 @@ impl ContextHandle for Arc<Context> {
 
     /// Waits (blocking) while another thread has the context entered: a drop
     /// cannot return `Pending`, and polls hold a context only briefly.
-    fn drop_in(&mut self, f: impl FnOnce()) {
-        self.run_blocking(f);
+    fn run_in<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        self.run_blocking(f)
     }
 }
 
@@ -135,9 +159,9 @@ impl ContextHandle for Arc<Context> {
 /// static USER: ContextVar<&'static str> = ContextVar::new("user");
 ///
 /// USER.set("ada");
-/// let task = async { USER.get() }.with_current_context();
+/// let task = async { USER.get() }.in_current_context();
 /// USER.set("grace");
-/// // The copy was taken when `with_current_context` was called.
+/// // The copy was taken when `in_current_context` was called.
 /// let seen = futures_lite_block_on(task);
 /// assert_eq!(seen, Ok("ada"));
 /// # fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -166,7 +190,7 @@ pub trait FutureExt: Future + Sized {
     /// static HITS: ContextVar<u32> = ContextVar::new("hits");
     ///
     /// let ctx = Arc::new(Context::new());
-    /// let task = async { HITS.set(1); }.with_context(ctx.clone());
+    /// let task = async { HITS.set(1); }.in_context(ctx.clone());
     /// # let mut task = std::pin::pin!(task);
     /// # let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     /// # assert!(task.as_mut().poll(&mut cx).is_ready());
@@ -174,11 +198,8 @@ pub trait FutureExt: Future + Sized {
     /// assert_eq!(ctx.get(&HITS), Some(1));
     /// assert!(HITS.get().is_err());
     /// ```
-    fn with_context<C: ContextHandle>(self, ctx: C) -> WithContext<Self, C> {
-        WithContext {
-            future: ManuallyDrop::new(self),
-            ctx,
-        }
+    fn in_context<C: ContextHandle>(self, ctx: C) -> InContext<Self, C> {
+        InContext::new(self, ctx)
     }
 
     /// Polls this future inside a copy of the current context, taken now
@@ -196,46 +217,94 @@ pub trait FutureExt: Future + Sized {
     ///     N.set(2); // the task's own copy
     ///     N.get()
     /// }
-    /// .with_current_context();
+    /// .in_current_context();
     /// # let mut task = std::pin::pin!(task);
     /// # let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     /// # let std::task::Poll::Ready(seen) = task.as_mut().poll(&mut cx) else { panic!() };
     /// # assert_eq!(seen, Ok(2));
     /// assert_eq!(N.get(), Ok(1));
     /// ```
-    fn with_current_context(self) -> WithContext<Self, Context> {
-        self.with_context(inherited_context())
+    fn in_current_context(self) -> InContext<Self, Context> {
+        self.in_context(inherited_context())
     }
 }
 
 impl<F: Future> FutureExt for F {}
 
 /// A future polled inside a [`Context`]; made by
-/// [`FutureExt::with_context`] and [`FutureExt::with_current_context`].
+/// [`FutureExt::in_context`] and [`FutureExt::in_current_context`]. With
+/// feature `futures` it is also a stream or a sink inside the context when
+/// what it wraps is one (`StreamExt::in_context`, [`InContext::new`]).
 ///
 /// ```
 /// use contextvars::prelude::*;
-/// use contextvars::future::WithContext;
+/// use contextvars::future::InContext;
 /// use contextvars::Context;
 ///
-/// let task: WithContext<_, Context> = async { 1 }.with_context(Context::new());
+/// let task: InContext<_, Context> = async { 1 }.in_context(Context::new());
 /// assert_eq!(task.context().len(), 0);
 /// ```
 #[must_use = "futures do nothing unless polled"]
-pub struct WithContext<F, C: ContextHandle> {
+pub struct InContext<F, C: ContextHandle> {
     /// Dropped by hand, inside `ctx` (see `Drop`).
     future: ManuallyDrop<F>,
     ctx: C,
 }
 
-impl<F, C: ContextHandle> WithContext<F, C> {
+impl<F, C: ContextHandle> InContext<F, C> {
+    /// `inner` (a future, a stream, a sink) run inside `ctx`: what
+    /// [`FutureExt::in_context`] and the stream adapters make, for any of
+    /// them, e.g. a sink (`futures-sink`'s `Sink`, with feature `futures`).
+    ///
+    /// ```
+    /// use contextvars::future::InContext;
+    /// use contextvars::{Context, ContextVar};
+    ///
+    /// static N: ContextVar<u32> = ContextVar::new("n");
+    /// let ctx = Context::new();
+    /// ctx.run(|| N.set(1));
+    /// let task = InContext::new(async { N.get() }, ctx);
+    /// assert_eq!(futures::executor::block_on(task), Ok(1));
+    /// ```
+    pub fn new(inner: F, ctx: C) -> Self {
+        InContext {
+            future: ManuallyDrop::new(inner),
+            ctx,
+        }
+    }
+
+    /// The inner future, pinned, and the context, for one call of it.
+    pub(crate) fn project(self: Pin<&mut Self>) -> (Pin<&mut F>, &mut C) {
+        // SAFETY: `future` is structurally pinned: it is never moved out of
+        // a pinned `InContext` (`into_parts` takes `self` by value, which
+        // needs an unpinned or `Unpin` wrapper), it is dropped in place
+        // (`Drop`), and `ctx` is never pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: as above; `this.future` stays where it is.
+        let future = unsafe { Pin::new_unchecked(&mut *this.future) };
+        (future, &mut this.ctx)
+    }
+
+    /// The inner future (or stream, or sink).
+    ///
+    /// ```
+    /// use contextvars::future::InContext;
+    /// use contextvars::Context;
+    ///
+    /// let wrapped = InContext::new(std::future::ready(5), Context::new());
+    /// assert!(format!("{:?}", wrapped.get_ref()).contains('5'));
+    /// ```
+    pub fn get_ref(&self) -> &F {
+        &self.future
+    }
+
     /// The context the future is polled in.
     ///
     /// ```
     /// use contextvars::prelude::*;
     /// use contextvars::Context;
     ///
-    /// assert!(async {}.with_context(Context::new()).context().is_empty());
+    /// assert!(async {}.in_context(Context::new()).context().is_empty());
     /// ```
     pub fn context(&self) -> &Context {
         self.ctx.context()
@@ -248,7 +317,7 @@ impl<F, C: ContextHandle> WithContext<F, C> {
     /// use contextvars::prelude::*;
     /// use contextvars::Context;
     ///
-    /// let (_future, ctx) = async {}.with_context(Context::new()).into_parts();
+    /// let (_future, ctx) = async {}.in_context(Context::new()).into_parts();
     /// assert!(ctx.is_empty());
     /// ```
     pub fn into_parts(self) -> (F, C) {
@@ -264,34 +333,121 @@ impl<F, C: ContextHandle> WithContext<F, C> {
     }
 }
 
-impl<F: Future, C: ContextHandle> Future for WithContext<F, C> {
+impl<F: Future, C: ContextHandle> Future for InContext<F, C> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
-        // SAFETY: `future` is structurally pinned: it is never moved out of
-        // a pinned `WithContext` (`into_parts` takes `self` by value, which
-        // needs an unpinned or `Unpin` wrapper), it is dropped in place
-        // (`Drop`), and `ctx` is never pinned.
-        let this = unsafe { self.get_unchecked_mut() };
-        // SAFETY: as above; `this.future` stays where it is.
-        let future = unsafe { Pin::new_unchecked(&mut *this.future) };
-        this.ctx.poll_in(cx.waker(), || future.poll(cx))
+        let (future, ctx) = self.project();
+        ctx.poll_in(cx.waker(), || future.poll(cx))
     }
 }
 
-impl<F, C: ContextHandle> Drop for WithContext<F, C> {
+impl<F, C: ContextHandle> Drop for InContext<F, C> {
     fn drop(&mut self) {
         let future = &mut self.future;
         // SAFETY: dropped once, here, in place (a pinned future is dropped
         // where it was pinned), and never used after.
-        self.ctx.drop_in(|| unsafe { ManuallyDrop::drop(future) });
+        self.ctx.run_in(|| unsafe { ManuallyDrop::drop(future) });
     }
 }
 
-impl<F, C: ContextHandle> fmt::Debug for WithContext<F, C> {
+impl<F, C: ContextHandle> fmt::Debug for InContext<F, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WithContext")
+        f.debug_struct("InContext")
             .field("ctx", self.ctx.context())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A future that runs with a variable set to a value: during every poll and
+/// its drop. Made by [`ContextVar::scope`](crate::ContextVar::scope), as
+/// `tokio::task_local!`'s `scope` makes a `TaskLocalFuture`.
+///
+/// ```
+/// use contextvars::ContextVar;
+/// use contextvars::future::ScopeFuture;
+///
+/// static N: ContextVar<u32> = ContextVar::new("n");
+/// let task: ScopeFuture<'_, u32, _> = N.scope(1, async { N.get() });
+/// assert_eq!(futures::executor::block_on(task), Ok(1));
+/// ```
+#[must_use = "futures do nothing unless polled"]
+pub struct ScopeFuture<'a, T: Send + Sync + 'static, F> {
+    /// Borrowed, not copied: every read of a variable goes through the
+    /// read-cache slot of its address, so it must not move meanwhile.
+    var: &'a ContextVar<T>,
+    /// The value's handle, lent to each poll's scope and given back at its
+    /// end (`None` only while it is lent).
+    value: Option<Value>,
+    /// Dropped by hand, inside the scope (see `Drop`).
+    future: ManuallyDrop<F>,
+}
+
+impl<'a, T: Send + Sync + 'static, F> ScopeFuture<'a, T, F> {
+    /// `value` is a `T`, boxed by `var`'s `scope`.
+    pub(crate) fn new(var: &'a ContextVar<T>, value: Value, future: F) -> Self {
+        ScopeFuture {
+            var,
+            value: Some(value),
+            future: ManuallyDrop::new(future),
+        }
+    }
+
+    /// The variable this future sets.
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    ///
+    /// static N: ContextVar<u32> = ContextVar::new("n");
+    /// assert_eq!(N.scope(1, async {}).var().name(), "n");
+    /// ```
+    pub fn var(&self) -> &'a ContextVar<T> {
+        self.var
+    }
+
+    /// The value the future runs with.
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    ///
+    /// static N: ContextVar<u32> = ContextVar::new("n");
+    /// assert_eq!(N.scope(1, async {}).value(), &1);
+    /// ```
+    pub fn value(&self) -> &T {
+        let value = self.value.as_ref().expect("lent only inside a poll");
+        // SAFETY: made by `var`'s `scope` from a `T`.
+        unsafe { value.downcast_unchecked::<T>() }
+    }
+}
+
+impl<T: Send + Sync + 'static, F: Future> Future for ScopeFuture<'_, T, F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
+        // SAFETY: `future` is structurally pinned: it is never moved out of
+        // a pinned `ScopeFuture` and is dropped in place (`Drop`); `var`
+        // and `value` are never pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: as above; `this.future` stays where it is.
+        let future = unsafe { Pin::new_unchecked(&mut *this.future) };
+        this.var.scope_lent(&mut this.value, || future.poll(cx))
+    }
+}
+
+impl<T: Send + Sync + 'static, F> Drop for ScopeFuture<'_, T, F> {
+    fn drop(&mut self) {
+        let future = &mut self.future;
+        // SAFETY: dropped once, here, in place (a pinned future is dropped
+        // where it was pinned), and never used after.
+        self.var
+            .scope_lent(&mut self.value, || unsafe { ManuallyDrop::drop(future) });
+    }
+}
+
+impl<T: Send + Sync + 'static, F> fmt::Debug for ScopeFuture<'_, T, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScopeFuture")
+            .field("var", &self.var.name())
             .finish_non_exhaustive()
     }
 }

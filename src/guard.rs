@@ -31,7 +31,7 @@ use crate::{ContextVar, ResetError, ResetFailed, Token};
 ///
 /// It is `Send`, so it can be held across `.await` in a task spawned with
 /// this crate's helpers (or any future polled with
-/// [`with_context`](crate::future::FutureExt::with_context)): the task's
+/// [`in_context`](crate::future::FutureExt::in_context)): the task's
 /// context is entered around every poll, on whichever thread. Dropped in a
 /// context other than its own, it changes nothing there, and its own
 /// context keeps the value; the misuse is reported as a warning that names
@@ -67,7 +67,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// [`reset`](ContextVar::reset) does. The write is a [`set`](ContextVar::set)
     /// (the misuse check included).
     ///
-    /// Unlike [`scope`](ContextVar::scope), the value stays set for the rest
+    /// Unlike [`sync_scope`](ContextVar::sync_scope), the value stays set for the rest
     /// of the enclosing block, across `.await` points included.
     ///
     /// ```

@@ -11,6 +11,10 @@
 //! in its id, so a map can count such entries without knowing the variable
 //! (see `Map::locals`), and a spawn copy that finds none skips the filter.
 //!
+//! A variable may be internal (the crate's own state, such as the baggage
+//! a request forwards): a context's listing (`names`, `entries`, `len`,
+//! `Debug`) leaves it out, as users cannot name it.
+//!
 //! **Invariant:** no id is handed out twice, a variable id stays below 2³²
 //! (the read cache packs one into 32 bits), and every variable id a context
 //! can hold has its name (and its debug formatter, if any) recorded before
@@ -72,6 +76,9 @@ pub(crate) type FmtValue =
 struct VarInfo {
     name: &'static str,
     fmt: Option<FmtValue>,
+    /// The crate's own state (`ContextVar::internal`): left out of a
+    /// context's listing.
+    internal: bool,
 }
 
 /// Every variable's name and debug formatter, by id without [`LOCAL_BIT`],
@@ -79,13 +86,22 @@ struct VarInfo {
 /// given an id.
 static NAMES: RwLock<Vec<VarInfo>> = RwLock::new(Vec::new());
 
+/// The ids of the internal variables (few: the crate's own), as published.
+static INTERNAL: RwLock<Vec<VarId>> = RwLock::new(Vec::new());
+
 /// A fresh variable id for the variable named `name`, its name (and `fmt`,
-/// its values' debug formatter) recorded; with [`LOCAL_BIT`] if `local`.
+/// its values' debug formatter; and whether it is `internal`) recorded;
+/// with [`LOCAL_BIT`] if `local`.
 ///
 /// # Panics
 ///
 /// After 2³¹ variables, naming the one that cannot get an id.
-pub(crate) fn new_var_id(name: &'static str, local: bool, fmt: Option<FmtValue>) -> VarId {
+pub(crate) fn new_var_id(
+    name: &'static str,
+    local: bool,
+    fmt: Option<FmtValue>,
+    internal: bool,
+) -> VarId {
     let fresh = NEXT_VAR.fetch_add(1, Ordering::Relaxed);
     assert!(
         fresh < MAX_VARS,
@@ -101,11 +117,30 @@ pub(crate) fn new_var_id(name: &'static str, local: bool, fmt: Option<FmtValue>)
             VarInfo {
                 name: "",
                 fmt: None,
+                internal: false,
             },
         );
     }
-    names[i] = VarInfo { name, fmt };
-    if local { fresh | LOCAL_BIT } else { fresh }
+    names[i] = VarInfo {
+        name,
+        fmt,
+        internal,
+    };
+    let id = if local { fresh | LOCAL_BIT } else { fresh };
+    if internal {
+        INTERNAL.write().unwrap_or_else(|e| e.into_inner()).push(id);
+    }
+    id
+}
+
+/// The ids of the internal variables, to leave out of a context's length.
+pub(crate) fn internal_ids() -> Vec<VarId> {
+    INTERNAL.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Whether the variable with id `id` is internal, left out of listings.
+pub(crate) fn is_internal(id: VarId) -> bool {
+    info_of(id).is_some_and(|info| info.internal)
 }
 
 fn info_of(id: VarId) -> Option<VarInfo> {
@@ -137,7 +172,7 @@ mod tests {
         let take = || {
             let contexts: Vec<u64> = (0..5_000).map(|_| next_id()).collect();
             let vars: Vec<VarId> = (0..500)
-                .map(|i| new_var_id("v", i % 2 == 0, None))
+                .map(|i| new_var_id("v", i % 2 == 0, None, false))
                 .collect();
             (contexts, vars)
         };

@@ -7,6 +7,22 @@
 //! caller; what the caller changes between resumptions is seen by the next
 //! one, unless the iterator has set that variable itself.
 //!
+//! ```
+//! use contextvars::prelude::*;
+//! use contextvars::ContextVar;
+//!
+//! static COUNT: ContextVar<u32> = ContextVar::with_default("count", 0);
+//!
+//! let mut counter = std::iter::repeat_with(|| {
+//!     let n = COUNT.get().unwrap() + 1;
+//!     COUNT.set(n); // the iterator's own layer
+//!     n
+//! })
+//! .isolated();
+//! assert_eq!((counter.next(), counter.next()), (Some(1), Some(2)));
+//! assert_eq!(COUNT.get(), Ok(0), "the caller never sees the iterator's sets");
+//! ```
+//!
 //! **Invariant:** the caller's context is the same before and after every
 //! `next`, and after its drop, whatever the iterator does (see `generator`).
 

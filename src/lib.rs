@@ -30,10 +30,67 @@
 //! assert!(REQUEST_ID.get().is_err());
 //! ```
 //!
+//! # Async
+//!
+//! A value set with [`ContextVar::scope`] holds for a whole future, across
+//! every `.await`, whichever worker thread polls it (`tokio::task_local!`'s
+//! `scope`; [`ContextVar::sync_scope`] is the closure form). Work spawned
+//! with this crate's helpers starts with a copy of the spawner's context;
+//! its own writes stay its own. With features `tower` and `http`, each
+//! request a server handles runs in a fresh context seeded from its W3C
+//! `baggage` header (`tower::ServerLayer`), and outgoing requests carry
+//! the current values (`tower::ClientLayer`).
+//!
+#![cfg_attr(all(feature = "tokio", feature = "tower"), doc = "```")]
+#![cfg_attr(not(all(feature = "tokio", feature = "tower")), doc = "```ignore")]
+//! use std::convert::Infallible;
+//!
+//! use contextvars::ContextVar;
+//! use contextvars::propagation::Propagator;
+//! use contextvars::tower::ServerLayer;
+//! use tower::{Layer, ServiceExt};
+//!
+//! static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+//!
+//! async fn log(msg: &str) -> String {
+//!     tokio::task::yield_now().await; // any `.await`, any worker thread
+//!     format!("[{}] {msg}", REQUEST_ID.get_or(0))
+//! }
+//!
+//! async fn handler(_: http::Request<()>) -> Result<http::Response<String>, Infallible> {
+//!     // The id from the request's baggage, without a parameter; a task
+//!     // spawned here starts with it, and what it sets stays its own.
+//!     let child = contextvars::tokio::spawn(async {
+//!         let line = log("child").await;
+//!         REQUEST_ID.set(0);
+//!         line
+//!     });
+//!     let child = child.await.unwrap();
+//!     Ok(http::Response::new(format!("{child}, {}", log("done").await)))
+//! }
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! // A scope over a future.
+//! let line = REQUEST_ID.scope(7, log("scoped")).await;
+//! assert_eq!(line, "[7] scoped");
+//! assert!(REQUEST_ID.get().is_err());
+//!
+//! // A server: every request in its own context.
+//! let app = ServerLayer::new(Propagator::new().with_var(&REQUEST_ID))
+//!     .layer(tower::service_fn(handler));
+//! let request = http::Request::builder().header("baggage", "request_id=42").body(()).unwrap();
+//! let response = app.oneshot(request).await.unwrap();
+//! assert_eq!(response.into_body().into_inner(), "[42] child, [42] done");
+//! # });
+//! ```
+//!
+//! # Features
+//!
 //! Integrations sit behind features named after what they integrate
-//! (`tokio`, `futures`, `rayon`, `tracing`, `http`, `tower`, `serde`; `full`
-//! enables them all). How reads, writes and `run` are built, and the
-//! invariants they keep: [`docs::architecture`].
+//! (`tokio`, `futures`, `rayon`, `tracing`, `http`, `tower`, `serde`,
+//! `opentelemetry`; `full` enables them all; the default build has no
+//! dependency). The README lists what each adds. How reads, writes and
+//! `run` are built, and the invariants they keep: [`docs::architecture`].
 
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -96,7 +153,7 @@ pub use error::{AlreadyEntered, AlreadyEnteredError, LookupError, ResetError, Re
 pub use guard::SetGuard;
 pub use merge::{Changes, Fork, MergeError};
 pub use misuse::{Misuse, set_misuse_policy};
-pub use var::{ContextVar, Token};
+pub use var::{ContextVar, SyncScopeOutput, Token};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

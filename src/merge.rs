@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use crate::context::observers::Cause;
 use crate::context::{Context, ForkLink, current_id_or_base, current_map, write_current};
-use crate::future::{FutureExt, WithContext};
+use crate::future::{FutureExt, InContext};
 use crate::ids::name_of;
 use crate::map::{Map, VarId};
 
@@ -263,8 +263,8 @@ impl Fork {
     /// fork.merge().unwrap();
     /// assert_eq!(N.get(), Ok(3));
     /// ```
-    pub fn run_future<F: Future>(&mut self, future: F) -> WithContext<F, &mut Context> {
-        future.with_context(&mut self.child)
+    pub fn run_future<F: Future>(&mut self, future: F) -> InContext<F, &mut Context> {
+        future.in_context(&mut self.child)
     }
 
     /// The child's context, to read.

@@ -14,8 +14,8 @@
 //! Writes to a base context outside a task (a plain thread, `main`, the
 //! body of `Runtime::block_on`, a worker's `on_thread_start`) are correct and
 //! never reported, nor is anything inside a task that runs in its own
-//! context, nor [`ContextVar::scope`](crate::ContextVar::scope), which is
-//! balanced by construction.
+//! context, nor [`ContextVar::sync_scope`](crate::ContextVar::sync_scope) or
+//! [`ContextVar::scope`](crate::ContextVar::scope), balanced by construction.
 //!
 //! How a task is recognised: with feature `tokio`, by tokio's own task id
 //! (`tokio::task::try_id`), which also covers `spawn_blocking` jobs. Without
@@ -130,11 +130,11 @@ fn message(var: &'static str) -> String {
          the value would leak into every other task polled on this worker thread \
          (for a `spawn_blocking` job, into the next job on its thread). \
          Spawn the task with `contextvars::tokio::spawn` (or `spawn_blocking`/`spawn_local`, \
-         `JoinSetExt::spawn_with_current_context`), wrap its future with \
-         `.with_current_context()` before `tokio::spawn`, build the runtime with \
+         `JoinSetExt::spawn_in_current_context`), wrap its future with \
+         `.in_current_context()` before `tokio::spawn`, build the runtime with \
          `contextvars::tokio::BuilderExt::isolate_tasks()` (RUSTFLAGS=\"--cfg tokio_unstable\") \
-         so that every task gets its own context, or use `ContextVar::scope` for a value that \
-         ends with the call. (The spawn site is not visible from inside the task; tokio's \
+         so that every task gets its own context, or use `ContextVar::scope` (a future) or `sync_scope` (a closure) for a value that \
+         ends with it. (The spawn site is not visible from inside the task; tokio's \
          `tracing` spans and tokio-console show where task ids were spawned. \
          `contextvars::set_misuse_policy` chooses panic, warn or off.)"
     )

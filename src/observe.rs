@@ -26,7 +26,7 @@
 //! let observer = LEVEL.observe(|c: &Change<'_, u32>| {
 //!     SEEN.lock().unwrap().push((c.current().copied(), c.cause()));
 //! });
-//! contextvars::Context::new().run(|| LEVEL.scope(3, || ()));
+//! contextvars::Context::new().run(|| LEVEL.sync_scope(3, || ()));
 //! drop(observer);
 //! assert_eq!(SEEN.lock().unwrap()[..2], [(Some(3), Cause::ScopeBegin), (None, Cause::ScopeEnd)]);
 //! ```
@@ -192,7 +192,8 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// Installs a hook called whenever this variable's value changes in the
     /// current context, on the thread that changed it, after the change: a
     /// [`set`](ContextVar::set), a [`reset`](ContextVar::reset), the start
-    /// and end of a [`scope`](ContextVar::scope), and a switch of context
+    /// and end of a [`sync_scope`](ContextVar::sync_scope) (and of each poll
+    /// of a [`scope`](ContextVar::scope)'s future), and a switch of context
     /// that changes the value the thread sees ([`Cause::Switch`], as .NET's
     /// `AsyncLocal` reports with `ThreadContextChanged`). Like .NET's
     /// value-changed handler, with the cause.

@@ -9,6 +9,22 @@
 //! baggage members the service does not register, forwarded with their
 //! metadata.
 //!
+//! ```
+//! use contextvars::propagation::Propagator;
+//! use contextvars::ContextVar;
+//! use opentelemetry::baggage::BaggageExt;
+//!
+//! static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+//! let p = Propagator::new().with_var(&REQUEST_ID);
+//!
+//! // Out: the current values into an OpenTelemetry context's baggage.
+//! let cx = REQUEST_ID.sync_scope(7, || p.inject_context(&opentelemetry::Context::new()));
+//! assert_eq!(cx.baggage().get("request_id").map(|v| v.as_str()), Some("7"));
+//! // In: a fresh context from it, on the receiving side.
+//! let ctx = p.extract_context(&cx);
+//! assert_eq!(ctx.get(&REQUEST_ID), Some(7));
+//! ```
+//!
 //! **Invariant:** a boundary crossed through OpenTelemetry carries exactly
 //! what [`Propagator::inject`]/[`Propagator::extract`] would carry: a value
 //! that does not parse is dropped with one warning, never a panic.
@@ -41,7 +57,7 @@
 //! async fn say_hello(&self, req: tonic::Request<HelloRequest>) -> Result<tonic::Response<HelloReply>, tonic::Status> {
 //!     let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&MetaRead(req.metadata())));
 //!     let ctx = PROPAGATOR.extract_context(&cx);
-//!     handle(req).with_context(ctx).await // contextvars::prelude::FutureExt
+//!     handle(req).in_context(ctx).await // contextvars::prelude::*
 //! }
 //! ```
 
@@ -64,7 +80,7 @@ impl Propagator {
     /// static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
     /// let p = Propagator::new().with_var(&REQUEST_ID);
     /// let mut baggage = opentelemetry::baggage::Baggage::new();
-    /// REQUEST_ID.scope(7, || p.inject_baggage(&mut baggage));
+    /// REQUEST_ID.sync_scope(7, || p.inject_baggage(&mut baggage));
     /// assert_eq!(baggage.get("request_id").map(|v| v.as_str()), Some("7"));
     /// ```
     pub fn inject_baggage(&self, baggage: &mut Baggage) {
@@ -140,7 +156,7 @@ impl Propagator {
     ///
     /// static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
     /// let p = Propagator::new().with_var(&REQUEST_ID);
-    /// let cx = REQUEST_ID.scope(7, || p.inject_context(&opentelemetry::Context::new()));
+    /// let cx = REQUEST_ID.sync_scope(7, || p.inject_context(&opentelemetry::Context::new()));
     /// assert_eq!(cx.baggage().get("request_id").map(|v| v.as_str()), Some("7"));
     /// ```
     pub fn inject_context(&self, cx: &opentelemetry::Context) -> opentelemetry::Context {

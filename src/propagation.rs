@@ -27,6 +27,22 @@
 //!   Everything one header loses is reported in a single `tracing` warning,
 //!   with counts and the first few names.
 //!
+//! ```
+//! use contextvars::propagation::Propagator;
+//! use contextvars::ContextVar;
+//!
+//! static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+//! let p = Propagator::new().with_var(&REQUEST_ID);
+//!
+//! // Client side: the current value into the outgoing headers.
+//! let mut headers = http::HeaderMap::new();
+//! REQUEST_ID.sync_scope(42, || p.inject(&mut headers));
+//! assert_eq!(headers["baggage"], "request_id=42");
+//! // Server side: a fresh context for the request, from its headers.
+//! let ctx = p.extract(&headers);
+//! assert_eq!(ctx.run(|| REQUEST_ID.get()), Ok(42));
+//! ```
+//!
 //! **Invariant:** `extract` never fails and never panics on input: a member
 //! that is malformed or does not parse is dropped, and every other
 //! registered member still arrives.
@@ -54,8 +70,8 @@ type Decode = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 /// The members of the incoming baggage that the receiving service does not
 /// register, as received and joined with `,`: what its outgoing requests
-/// forward.
-static FORWARDED: ContextVar<String> = ContextVar::new("baggage (forwarded)");
+/// forward. Internal: a context's listing leaves it out.
+static FORWARDED: ContextVar<String> = ContextVar::new("baggage (forwarded)").internal();
 
 #[derive(Clone)]
 struct Travel {
@@ -75,7 +91,7 @@ struct Travel {
 ///
 /// // Client side: current values into the outgoing headers.
 /// let mut headers = http::HeaderMap::new();
-/// REQUEST_ID.scope(42, || propagator.inject(&mut headers));
+/// REQUEST_ID.sync_scope(42, || propagator.inject(&mut headers));
 /// assert_eq!(headers["baggage"], "request_id=42");
 ///
 /// // Server side: a fresh context seeded from the incoming headers.
@@ -197,7 +213,7 @@ impl Propagator {
     ///
     /// let p = Propagator::new().with_var_serde(&CALLER);
     /// let mut headers = http::HeaderMap::new();
-    /// CALLER.scope(Caller { id: 1, name: "a b".into() }, || p.inject(&mut headers));
+    /// CALLER.sync_scope(Caller { id: 1, name: "a b".into() }, || p.inject(&mut headers));
     /// assert_eq!(p.extract(&headers).get(&CALLER), Some(Caller { id: 1, name: "a b".into() }));
     /// ```
     #[cfg(feature = "serde")]
@@ -308,7 +324,7 @@ impl Propagator {
     /// let p = Propagator::new().with_var(&USER);
     /// let mut headers = http::HeaderMap::new();
     /// headers.insert("baggage", "other=1;ttl=3;private".parse().unwrap());
-    /// USER.scope("ada l".to_string(), || p.inject(&mut headers));
+    /// USER.sync_scope("ada l".to_string(), || p.inject(&mut headers));
     /// assert_eq!(headers["baggage"], "other=1;ttl=3;private,user=ada%20l");
     /// ```
     pub fn inject(&self, headers: &mut HeaderMap) {

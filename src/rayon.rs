@@ -23,6 +23,23 @@
 //! [`in_place_scope_fifo`], [`broadcast`], [`spawn_broadcast`],
 //! [`ThreadPoolExt`] and [`ParallelIteratorExt`].
 //!
+//! ```
+//! use contextvars::ContextVar;
+//! use contextvars::prelude::*;
+//! use rayon::prelude::*;
+//!
+//! static FACTOR: ContextVar<u64> = ContextVar::new("factor");
+//!
+//! FACTOR.set(10);
+//! let (a, b) = contextvars::rayon::join(|| FACTOR.get(), || {
+//!     FACTOR.set(0); // this closure's own copy
+//!     FACTOR.get()
+//! });
+//! assert_eq!((a, b), (Ok(10), Ok(0)));
+//! let scaled: Vec<u64> = (1..=3u64).into_par_iter().map_in_current_context(|x| x * FACTOR.get().unwrap()).collect();
+//! assert_eq!(scaled, [10, 20, 30]);
+//! ```
+//!
 //! **Invariant:** a closure run by a rayon worker through these helpers
 //! never runs in the worker thread's own context nor in another closure's.
 
@@ -261,7 +278,7 @@ where
 /// `ThreadPool` methods that carry the current context into the pool.
 ///
 /// (`ThreadPool::install` itself runs `op` on a pool thread in that
-/// thread's own context; `install_with_context` runs it in a copy of the
+/// thread's own context; `install_in_current_context` runs it in a copy of the
 /// caller's.)
 ///
 /// ```
@@ -271,7 +288,7 @@ where
 /// static N: ContextVar<u32> = ContextVar::new("n");
 /// let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
 /// N.set(1);
-/// assert_eq!(pool.install_with_context(|| N.get()), Ok(1));
+/// assert_eq!(pool.install_in_current_context(|| N.get()), Ok(1));
 /// assert!(pool.install(|| N.get()).is_err());
 /// ```
 pub trait ThreadPoolExt {
@@ -284,13 +301,13 @@ pub trait ThreadPoolExt {
     /// static N: ContextVar<u32> = ContextVar::new("n");
     /// let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     /// N.set(7);
-    /// let seen = pool.install_with_context(|| {
+    /// let seen = pool.install_in_current_context(|| {
     ///     N.set(8); // the copy's
     ///     N.get()
     /// });
     /// assert_eq!((seen, N.get()), (Ok(8), Ok(7)));
     /// ```
-    fn install_with_context<OP, R>(&self, op: OP) -> R
+    fn install_in_current_context<OP, R>(&self, op: OP) -> R
     where
         OP: FnOnce() -> R + Send,
         R: Send;
@@ -305,16 +322,16 @@ pub trait ThreadPoolExt {
     /// let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     /// N.set(2);
     /// let (tx, rx) = std::sync::mpsc::channel();
-    /// pool.spawn_with_context(move || tx.send(N.get()).unwrap());
+    /// pool.spawn_in_current_context(move || tx.send(N.get()).unwrap());
     /// assert_eq!(rx.recv().unwrap(), Ok(2));
     /// ```
-    fn spawn_with_context<OP>(&self, op: OP)
+    fn spawn_in_current_context<OP>(&self, op: OP)
     where
         OP: FnOnce() + Send + 'static;
 }
 
 impl ThreadPoolExt for rayon::ThreadPool {
-    fn install_with_context<OP, R>(&self, op: OP) -> R
+    fn install_in_current_context<OP, R>(&self, op: OP) -> R
     where
         OP: FnOnce() -> R + Send,
         R: Send,
@@ -323,7 +340,7 @@ impl ThreadPoolExt for rayon::ThreadPool {
         self.install(move || ctx.run_exclusive(op))
     }
 
-    fn spawn_with_context<OP>(&self, op: OP)
+    fn spawn_in_current_context<OP>(&self, op: OP)
     where
         OP: FnOnce() + Send + 'static,
     {
@@ -447,7 +464,7 @@ impl<'scope> ScopeFifo<'_, 'scope> {
 ///
 /// static FACTOR: ContextVar<u64> = ContextVar::new("factor");
 /// FACTOR.set(10);
-/// let v: Vec<u64> = (1..=4u64).into_par_iter().map_with_context(|x| x * FACTOR.get().unwrap()).collect();
+/// let v: Vec<u64> = (1..=4u64).into_par_iter().map_in_current_context(|x| x * FACTOR.get().unwrap()).collect();
 /// assert_eq!(v, [10, 20, 30, 40]);
 /// ```
 pub trait ParallelIteratorExt: ParallelIterator {
@@ -461,14 +478,14 @@ pub trait ParallelIteratorExt: ParallelIterator {
     ///
     /// static N: ContextVar<u32> = ContextVar::with_default("n", 0);
     /// // Each item sees the caller's value, never another item's set.
-    /// let seen: Vec<u32> = (0..100).into_par_iter().map_with_context(|_| {
+    /// let seen: Vec<u32> = (0..100).into_par_iter().map_in_current_context(|_| {
     ///     let before = N.get().unwrap();
     ///     N.set(before + 1);
     ///     before
     /// }).collect();
     /// assert!(seen.iter().all(|&n| n == 0));
     /// ```
-    fn map_with_context<F, R>(self, f: F) -> impl ParallelIterator<Item = R>
+    fn map_in_current_context<F, R>(self, f: F) -> impl ParallelIterator<Item = R>
     where
         F: Fn(Self::Item) -> R + Sync + Send,
         R: Send,
@@ -493,16 +510,16 @@ pub trait ParallelIteratorExt: ParallelIterator {
     /// static WEIGHT: ContextVar<u64> = ContextVar::new("weight");
     /// WEIGHT.set(2);
     /// let total = AtomicU64::new(0);
-    /// (0..10u64).into_par_iter().for_each_with_context(|x| {
+    /// (0..10u64).into_par_iter().for_each_in_current_context(|x| {
     ///     total.fetch_add(x * WEIGHT.get().unwrap(), Ordering::Relaxed);
     /// });
     /// assert_eq!(total.into_inner(), 90);
     /// ```
-    fn for_each_with_context<F>(self, f: F)
+    fn for_each_in_current_context<F>(self, f: F)
     where
         F: Fn(Self::Item) + Sync + Send,
     {
-        self.map_with_context(f).for_each(drop);
+        self.map_in_current_context(f).for_each(drop);
     }
 
     /// `filter_map`, with `f` called in a fresh copy of the caller's context
@@ -517,17 +534,17 @@ pub trait ParallelIteratorExt: ParallelIterator {
     /// LIMIT.set(3);
     /// let mut small: Vec<u32> = (0..10u32)
     ///     .into_par_iter()
-    ///     .filter_map_with_context(|x| (x < LIMIT.get().unwrap()).then_some(x))
+    ///     .filter_map_in_current_context(|x| (x < LIMIT.get().unwrap()).then_some(x))
     ///     .collect();
     /// small.sort();
     /// assert_eq!(small, [0, 1, 2]);
     /// ```
-    fn filter_map_with_context<F, R>(self, f: F) -> impl ParallelIterator<Item = R>
+    fn filter_map_in_current_context<F, R>(self, f: F) -> impl ParallelIterator<Item = R>
     where
         F: Fn(Self::Item) -> Option<R> + Sync + Send,
         R: Send,
     {
-        self.map_with_context(f).filter_map(|r| r)
+        self.map_in_current_context(f).filter_map(|r| r)
     }
 
     /// `try_for_each` for `Result`s, with `f` called in a fresh copy of the
@@ -540,17 +557,17 @@ pub trait ParallelIteratorExt: ParallelIterator {
     ///
     /// static MAX: ContextVar<u32> = ContextVar::new("max");
     /// MAX.set(5);
-    /// let checked = (0..10u32).into_par_iter().try_for_each_with_context(|x| {
+    /// let checked = (0..10u32).into_par_iter().try_for_each_in_current_context(|x| {
     ///     if x > MAX.get().unwrap() { Err(x) } else { Ok(()) }
     /// });
     /// assert!(checked.is_err());
     /// ```
-    fn try_for_each_with_context<F, E>(self, f: F) -> Result<(), E>
+    fn try_for_each_in_current_context<F, E>(self, f: F) -> Result<(), E>
     where
         F: Fn(Self::Item) -> Result<(), E> + Sync + Send,
         E: Send,
     {
-        self.map_with_context(f).try_for_each(|r| r)
+        self.map_in_current_context(f).try_for_each(|r| r)
     }
 }
 

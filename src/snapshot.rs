@@ -9,6 +9,17 @@
 //! written); restoring makes a new context and `set`s each decoded value in
 //! it, so tokens, observers and the misuse check see ordinary writes.
 //!
+//! ```
+//! use contextvars::{ContextVar, snapshot::Snapshots};
+//!
+//! static TENANT: ContextVar<String> = ContextVar::new("tenant");
+//! let snapshots = Snapshots::new().with_var(&TENANT);
+//!
+//! let json = TENANT.sync_scope("acme".to_string(), || snapshots.capture().to_json()); // producer
+//! let ctx = snapshots.restore_json(&json); // worker
+//! assert_eq!(ctx.get(&TENANT).as_deref(), Some("acme"));
+//! ```
+//!
 //! **Invariant:** restoring never fails and never panics on input: an entry
 //! that is unknown, cannot be decoded as its variable's type, or a whole
 //! input that is malformed or over the size limit, is skipped (all of it, in

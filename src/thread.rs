@@ -10,6 +10,22 @@
 //! [`spawn_detached`] starts the thread in a new, empty context on purpose
 //! (see its docs for why).
 //!
+//! ```
+//! use contextvars::ContextVar;
+//!
+//! static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+//!
+//! REQUEST_ID.set(7);
+//! let child = contextvars::thread::spawn(|| {
+//!     let inherited = REQUEST_ID.get();
+//!     REQUEST_ID.set(8); // the thread's own copy
+//!     inherited
+//! });
+//! assert_eq!(child.join().unwrap(), Ok(7));
+//! assert_eq!(REQUEST_ID.get(), Ok(7));
+//! assert!(std::thread::spawn(|| REQUEST_ID.get()).join().unwrap().is_err(), "a plain thread starts empty");
+//! ```
+//!
 //! **Invariant:** the copy is taken on the spawning thread, before the new
 //! thread exists, so it holds exactly what the spawner saw at the call.
 

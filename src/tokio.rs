@@ -7,6 +7,27 @@
 //! `tokio::spawn` gives the task no context; in debug builds a `set` inside
 //! such a task panics with directions here (see the crate's misuse check, `set_misuse_policy`).
 //!
+//! ```
+//! use contextvars::ContextVar;
+//!
+//! static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! REQUEST_ID.scope(7, async {
+//!     let child = contextvars::tokio::spawn(async {
+//!         let inherited = REQUEST_ID.get();
+//!         REQUEST_ID.set(8); // the task's own copy
+//!         inherited
+//!     });
+//!     assert_eq!(child.await.unwrap(), Ok(7));
+//!     assert_eq!(REQUEST_ID.get(), Ok(7));
+//!     let blocking = contextvars::tokio::spawn_blocking(|| REQUEST_ID.get());
+//!     assert_eq!(blocking.await.unwrap(), Ok(7));
+//! })
+//! .await;
+//! # });
+//! ```
+//!
 //! **Invariant:** every task spawned here is polled only inside its own
 //! context, so no two tasks ever write the same context.
 
@@ -43,7 +64,7 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    ::tokio::spawn(future.with_current_context())
+    ::tokio::spawn(future.in_current_context())
 }
 
 /// `tokio::spawn`, with the task running in a new, empty context, on
@@ -83,7 +104,7 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    ::tokio::spawn(future.with_context(Context::new()))
+    ::tokio::spawn(future.in_context(Context::new()))
 }
 
 /// `tokio::task::spawn_local`, with the task running in a copy of the
@@ -108,7 +129,7 @@ where
     F: Future + 'static,
     F::Output: 'static,
 {
-    ::tokio::task::spawn_local(future.with_current_context())
+    ::tokio::task::spawn_local(future.in_current_context())
 }
 
 /// `tokio::task::spawn_blocking`, with the closure running in a copy of the
@@ -147,7 +168,7 @@ where
 /// let mut set = tokio::task::JoinSet::new();
 /// for i in 0..3 {
 ///     N.set(i);
-///     set.spawn_with_current_context(async { N.get().unwrap() });
+///     set.spawn_in_current_context(async { N.get().unwrap() });
 /// }
 /// let mut seen = set.join_all().await;
 /// seen.sort();
@@ -157,7 +178,7 @@ where
 pub trait JoinSetExt<T> {
     /// Like `JoinSet::spawn`, with the task running in a copy of the current
     /// context, taken now.
-    fn spawn_with_current_context<F>(&mut self, future: F) -> AbortHandle
+    fn spawn_in_current_context<F>(&mut self, future: F) -> AbortHandle
     where
         F: Future<Output = T> + Send + 'static,
         T: Send;
@@ -165,16 +186,17 @@ pub trait JoinSetExt<T> {
 
 impl<T: 'static> JoinSetExt<T> for JoinSet<T> {
     #[track_caller]
-    fn spawn_with_current_context<F>(&mut self, future: F) -> AbortHandle
+    fn spawn_in_current_context<F>(&mut self, future: F) -> AbortHandle
     where
         F: Future<Output = T> + Send + 'static,
         T: Send,
     {
-        self.spawn(future.with_current_context())
+        self.spawn(future.in_current_context())
     }
 }
 
 #[cfg(all(tokio_unstable, not(loom)))]
+#[cfg_attr(docsrs, doc(cfg(tokio_unstable)))]
 pub mod hooks;
 
 /// Isolating every task of a runtime, plain `tokio::spawn` included, with
@@ -184,7 +206,7 @@ pub mod hooks;
 /// unstable tokio API). Without it, calling
 /// [`isolate_tasks`](BuilderExt::isolate_tasks) is a compile error that says
 /// so; use this module's [`spawn`] helpers instead, or
-/// `.with_current_context()` on the future.
+/// `.in_current_context()` on the future.
 pub trait BuilderExt: sealed::Builder {
     /// Installs tokio's task hooks so that every task of the runtime runs in
     /// its own copy of its spawner's context: what `asyncio` does for every
@@ -276,7 +298,7 @@ pub trait BuilderExt: sealed::Builder {
 #[diagnostic::on_unimplemented(
     message = "`isolate_tasks` needs tokio's unstable task hooks: build with RUSTFLAGS=\"--cfg tokio_unstable\"",
     label = "needs RUSTFLAGS=\"--cfg tokio_unstable\"",
-    note = "without it, spawn with `contextvars::tokio::spawn` or `.with_current_context()`"
+    note = "without it, spawn with `contextvars::tokio::spawn` or `.in_current_context()`"
 )]
 pub trait TokioUnstable: sealed::Builder {}
 

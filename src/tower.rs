@@ -10,6 +10,26 @@
 //! with the members the request being handled forwards
 //! ([`Propagator::forward_unknown`]).
 //!
+//! ```
+//! use std::convert::Infallible;
+//! use contextvars::propagation::Propagator;
+//! use contextvars::tower::{ClientLayer, ServerLayer};
+//! use contextvars::ContextVar;
+//! use tower::{Layer, ServiceExt};
+//!
+//! static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+//! let propagator = Propagator::new().with_var(&REQUEST_ID);
+//!
+//! // A server whose handler reads the id the request's baggage carries ...
+//! let server = ServerLayer::new(propagator.clone()).layer(tower::service_fn(|_: http::Request<()>| async {
+//!     Ok::<_, Infallible>(http::Response::new(REQUEST_ID.get().ok()))
+//! }));
+//! // ... called through a client that sends the caller's id.
+//! let client = ClientLayer::new(propagator).layer(server);
+//! let response = REQUEST_ID.sync_scope(9, || futures::executor::block_on(client.oneshot(http::Request::new(()))));
+//! assert_eq!(response.unwrap().into_body().into_inner(), Some(9));
+//! ```
+//!
 //! **Invariant:** no two requests ever share a context: each gets one made
 //! for it by `extract`, owned by its future and then by its response body,
 //! and dropped inside itself.
@@ -220,6 +240,47 @@ impl<B> ContextBody<B> {
         &self.body
     }
 
+    /// The body inside, to change (the wrapper is not pinned here, so
+    /// neither is the body).
+    ///
+    /// ```
+    /// use tower::{Layer, ServiceExt};
+    /// let svc = contextvars::tower::ServerLayer::new(Default::default()).layer(tower::service_fn(
+    ///     |_: http::Request<()>| async { Ok::<_, std::convert::Infallible>(http::Response::new(7)) },
+    /// ));
+    /// let mut resp = futures::executor::block_on(svc.oneshot(http::Request::new(()))).unwrap();
+    /// *resp.body_mut().get_mut() += 1;
+    /// assert_eq!(*resp.body().get_ref(), 8);
+    /// ```
+    pub fn get_mut(&mut self) -> &mut B {
+        &mut self.body
+    }
+
+    /// The body inside, taken out of its context (which is dropped): from
+    /// then on the body is polled in whatever context polls it.
+    ///
+    /// ```
+    /// use tower::{Layer, ServiceExt};
+    /// let svc = contextvars::tower::ServerLayer::new(Default::default()).layer(tower::service_fn(
+    ///     |_: http::Request<()>| async { Ok::<_, std::convert::Infallible>(http::Response::new(7)) },
+    /// ));
+    /// let resp = futures::executor::block_on(svc.oneshot(http::Request::new(()))).unwrap();
+    /// assert_eq!(resp.into_body().into_inner(), 7);
+    /// ```
+    pub fn into_inner(self) -> B {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never used or dropped again, so each field is
+        // moved out exactly once.
+        let (body, ctx) = unsafe {
+            (
+                ManuallyDrop::take(&mut this.body),
+                std::ptr::read(&this.ctx),
+            )
+        };
+        drop(ctx);
+        body
+    }
+
     /// The request's context, which the body is polled in.
     ///
     /// ```
@@ -290,7 +351,7 @@ impl<B> std::fmt::Debug for ContextBody<B> {
 /// let client = ClientLayer::new(Propagator::new().with_var(&REQUEST_ID)).layer(tower::service_fn(
 ///     |req: http::Request<()>| async move { Ok::<_, std::convert::Infallible>(req.headers()["baggage"].clone()) },
 /// ));
-/// let sent = REQUEST_ID.scope(9, || futures::executor::block_on(client.oneshot(http::Request::new(())))).unwrap();
+/// let sent = REQUEST_ID.sync_scope(9, || futures::executor::block_on(client.oneshot(http::Request::new(())))).unwrap();
 /// assert_eq!(sent, "request_id=9");
 /// ```
 #[derive(Clone, Debug)]

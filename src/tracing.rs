@@ -11,6 +11,34 @@
 //! that records the variables onto each new span that declares them, for any
 //! subscriber or exporter to see.
 //!
+//! ```
+//! use std::io::Write;
+//! use std::sync::{Arc, Mutex};
+//! use contextvars::tracing::ContextFormat;
+//! use contextvars::ContextVar;
+//!
+//! static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+//!
+//! #[derive(Clone, Default)]
+//! struct Lines(Arc<Mutex<Vec<u8>>>);
+//! impl Write for Lines {
+//!     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> { self.0.lock().unwrap().write(buf) }
+//!     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
+//! }
+//!
+//! let lines = Lines::default();
+//! let writer = lines.clone();
+//! let subscriber = tracing_subscriber::fmt()
+//!     .event_format(ContextFormat::new(tracing_subscriber::fmt::format().without_time()).with_var(&REQUEST_ID))
+//!     .with_writer(move || writer.clone())
+//!     .finish();
+//! tracing::subscriber::with_default(subscriber, || {
+//!     REQUEST_ID.sync_scope(42, || tracing::info!("handled"));
+//! });
+//! let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+//! assert!(text.starts_with("request_id=42 ") && text.contains("handled"), "{text}");
+//! ```
+//!
 //! **Invariant:** one event stays one line: a value reaches the output only
 //! escaped (control characters, C0 and C1, never raw; JSON strings escaped
 //! per RFC 8259), since values arrive from other services' baggage
@@ -119,7 +147,7 @@ fn render<T: Display + Send + Sync + 'static>(var: &'static ContextVar<T>) -> Re
 /// let format = ContextFormat::new(tracing_subscriber::fmt::format().without_time()).with_var(&REQUEST_ID);
 /// let subscriber = tracing_subscriber::fmt().event_format(format).finish();
 /// tracing::subscriber::with_default(subscriber, || {
-///     REQUEST_ID.scope(42, || tracing::info!("handled")); // "request_id=42  INFO ...: handled"
+///     REQUEST_ID.sync_scope(42, || tracing::info!("handled")); // "request_id=42  INFO ...: handled"
 /// });
 /// ```
 ///
@@ -137,7 +165,7 @@ fn render<T: Display + Send + Sync + 'static>(var: &'static ContextVar<T>) -> Re
 ///     .finish();
 /// tracing::subscriber::with_default(subscriber, || {
 ///     // {"request_id":42,"timestamp":"…","level":"INFO","fields":{"message":"handled"},"target":"…"}
-///     REQUEST_ID.scope(42, || tracing::info!("handled"));
+///     REQUEST_ID.sync_scope(42, || tracing::info!("handled"));
 /// });
 /// ```
 pub struct ContextFormat<F> {
@@ -399,7 +427,7 @@ fn json_string(out: &mut String, s: &str) -> fmt::Result {
 ///     .finish()
 ///     .with(ContextSpanFields::new().with_var(&REQUEST_ID));
 /// tracing::subscriber::with_default(subscriber, || {
-///     REQUEST_ID.scope(42, || {
+///     REQUEST_ID.sync_scope(42, || {
 ///         let span = tracing::info_span!("handle", request_id = tracing::field::Empty);
 ///         span.in_scope(|| tracing::info!("handled")); // "handle{request_id=42}: handled"
 ///     });

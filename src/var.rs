@@ -17,8 +17,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::context::observers::{Cause, ScopeNotice, vars_observed};
-use crate::context::{ForkLink, current_fork, current_id, read_current, scoped, write_current};
+use crate::context::{
+    ForkLink, current_fork, current_id, read_current, scoped, scoped_lent, write_current,
+};
 use crate::error::{LookupError, ResetError, ResetFailed};
+use crate::future::ScopeFuture;
 use crate::ids::FmtValue;
 use crate::map::{Value, VarId};
 
@@ -53,6 +56,9 @@ pub struct ContextVar<T> {
     /// Formats this variable's values for `Context::entries`, if declared
     /// with [`debuggable`](ContextVar::debuggable); recorded with the name.
     fmt: Option<FmtValue>,
+    /// The crate's own state, left out of a context's listing (see
+    /// `internal`); recorded with the name.
+    internal: bool,
     /// Makes the variable invariant in `T`. Reads downcast the stored value
     /// to `T` without a check, so a `&ContextVar<T>` must never coerce to a
     /// `&ContextVar<U>` of a related type (`default: Option<T>` alone would
@@ -78,6 +84,7 @@ impl<T> ContextVar<T> {
             id: AtomicU64::new(0),
             inherited: true,
             fmt: None,
+            internal: false,
             _invariant: PhantomData,
         }
     }
@@ -98,14 +105,23 @@ impl<T> ContextVar<T> {
             id: AtomicU64::new(0),
             inherited: true,
             fmt: None,
+            internal: false,
             _invariant: PhantomData,
         }
+    }
+
+    /// Declares that this variable is the crate's own state: a context's
+    /// `names`, `entries`, `len` and `Debug` leave it out.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) const fn internal(mut self) -> ContextVar<T> {
+        self.internal = true;
+        self
     }
 
     /// Declares that spawned work does not inherit this variable: a task,
     /// thread or job started with this crate's helpers (`tokio::spawn`,
     /// `thread::spawn`, the `rayon` helpers, [`wrap`](crate::wrap),
-    /// `with_current_context`, the tokio task hooks) starts without its
+    /// `in_current_context`, the tokio task hooks) starts without its
     /// value, and reads its default there. For values that belong to one
     /// flow of work and must not follow it into others: a database
     /// transaction, a per-request cache, an "inside handler X" flag.
@@ -196,7 +212,7 @@ impl<T> ContextVar<T> {
 
     #[cold]
     fn assign_id(&self) -> VarId {
-        let fresh = crate::ids::new_var_id(self.name, !self.inherited, self.fmt);
+        let fresh = crate::ids::new_var_id(self.name, !self.inherited, self.fmt, self.internal);
         match self
             .id
             .compare_exchange(0, fresh, Ordering::Relaxed, Ordering::Relaxed)
@@ -320,7 +336,8 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// previous value.
     ///
     /// Dropping the token does nothing: the value stays set.
-    /// [`scope`](ContextVar::scope) is the form that restores by itself.
+    /// [`sync_scope`](ContextVar::sync_scope) and [`scope`](ContextVar::scope)
+    /// are the forms that restore by themselves.
     ///
     /// ```
     /// use contextvars::ContextVar;
@@ -423,7 +440,8 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     }
 
     /// Sets the variable to `value` for the duration of `f`, then resets it,
-    /// also if `f` panics.
+    /// also if `f` panics: `tokio::task_local!`'s `sync_scope`. For a value
+    /// that holds while a future runs, [`scope`](ContextVar::scope).
     ///
     /// Everything inside `f` sees the value as if it had been `set`: reads,
     /// copies, spawned work, other threads reading a shared context. It is
@@ -434,19 +452,29 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// use contextvars::ContextVar;
     ///
     /// static DEPTH: ContextVar<u32> = ContextVar::with_default("depth", 0);
-    /// let inner = DEPTH.scope(1, || DEPTH.scope(2, || DEPTH.get()));
+    /// let inner = DEPTH.sync_scope(1, || DEPTH.sync_scope(2, || DEPTH.get()));
     /// assert_eq!(inner, Ok(2));
     /// assert_eq!(DEPTH.get(), Ok(0));
     /// ```
+    ///
+    /// A closure that returns a future would leave the scope before the
+    /// future runs, so it does not compile (see [`SyncScopeOutput`]):
+    ///
+    /// ```compile_fail
+    /// use contextvars::ContextVar;
+    ///
+    /// static DEPTH: ContextVar<u32> = ContextVar::with_default("depth", 0);
+    /// let task = DEPTH.sync_scope(1, || async { DEPTH.get() }); // error[E0277]
+    /// ```
     #[inline(always)]
-    pub fn scope<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
+    pub fn sync_scope<R: SyncScopeOutput>(&self, value: T, f: impl FnOnce() -> R) -> R {
         if vars_observed() {
             return self.scope_observed(value, f);
         }
         self.scope_unobserved(value, f)
     }
 
-    /// `scope` with observers of some variable installed: tells this
+    /// `sync_scope` with observers of some variable installed: tells this
     /// variable's observers of the scope's start and end.
     #[cold]
     #[inline(never)]
@@ -460,12 +488,162 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
         })
     }
 
-    /// `scope`, without telling observers.
+    /// `sync_scope`, without telling observers.
     #[inline(always)]
     fn scope_unobserved<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
         // Balanced by construction, so never a misuse (see `misuse`), and
         // the value need not even enter the map (`scoped`).
         scoped(self.id(), self.addr(), value, f)
+    }
+
+    /// Sets the variable to `value` while `future` runs: during every poll
+    /// and during its drop, on any executor, whichever thread polls it.
+    /// `tokio::task_local!`'s `scope`. Between polls the value is gone, and
+    /// the context the future is polled in is as it was.
+    ///
+    /// Each poll is a [`sync_scope`](ContextVar::sync_scope) of the value
+    /// in the context the future is polled in (the task's), so the future's
+    /// writes to other variables are the task's, as those of any future
+    /// awaited inline. A `set` of this same variable inside the future lasts
+    /// to the end of that poll, as one inside `sync_scope` lasts to the end
+    /// of the scope; nest another `scope` to change the value for a part of
+    /// the future.
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    ///
+    /// static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+    ///
+    /// async fn handle() -> u64 {
+    ///     tokio::task::yield_now().await; // held across the `.await`
+    ///     REQUEST_ID.get().unwrap()
+    /// }
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// assert_eq!(REQUEST_ID.scope(7, handle()).await, 7);
+    /// assert!(REQUEST_ID.get().is_err());
+    /// # });
+    /// ```
+    ///
+    /// It takes a future, not a closure: `scope(v, || async { .. })` does
+    /// not compile.
+    ///
+    /// ```compile_fail
+    /// use contextvars::ContextVar;
+    ///
+    /// static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+    /// let _ = REQUEST_ID.scope(7, || async { REQUEST_ID.get() }); // error[E0277]
+    /// ```
+    pub fn scope<F: IntoFuture>(&self, value: T, future: F) -> ScopeFuture<'_, T, F::IntoFuture> {
+        ScopeFuture::new(self, Value::new(value), future.into_future())
+    }
+
+    /// Runs `f` inside a `sync_scope` of the value `slot` lends (a
+    /// [`ScopeFuture`]'s, for one poll or its drop); the scope's end puts
+    /// the value back into `slot`, also if `f` panics.
+    #[inline]
+    pub(crate) fn scope_lent<R>(&self, slot: &mut Option<Value>, f: impl FnOnce() -> R) -> R {
+        let Some(value) = slot.take() else {
+            // Only a scope whose end could not give the value back leaves
+            // the slot empty, and every end does; run `f` all the same.
+            return f();
+        };
+        if vars_observed() {
+            return self.scope_lent_observed(value, slot, f);
+        }
+        scoped_lent::<T, R>(self.id(), self.addr(), value, slot, f)
+    }
+
+    /// `scope_lent` with observers of some variable installed, as
+    /// `scope_observed`: each poll of the future is one observed scope.
+    #[cold]
+    #[inline(never)]
+    fn scope_lent_observed<R>(
+        &self,
+        value: Value,
+        back: &mut Option<Value>,
+        f: impl FnOnce() -> R,
+    ) -> R {
+        let (id, addr) = (self.id(), self.addr());
+        let Some(notice) = ScopeNotice::new(id, addr) else {
+            return scoped_lent::<T, R>(id, addr, value, back, f);
+        };
+        scoped_lent::<T, R>(id, addr, value, back, || {
+            let _body = notice.begun();
+            f()
+        })
+    }
+
+    /// The variable's value in the current context, else the result of
+    /// `default`, called only then (which wins over the variable's own
+    /// default): `Option::unwrap_or_else`.
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    ///
+    /// static USER: ContextVar<String> = ContextVar::new("user");
+    /// assert_eq!(USER.get_or_else(|| "anonymous".to_string()), "anonymous");
+    /// USER.set("ada".to_string());
+    /// assert_eq!(USER.get_or_else(|| unreachable!("there is a value")), "ada");
+    /// ```
+    #[inline]
+    pub fn get_or_else(&self, default: impl FnOnce() -> T) -> T
+    where
+        T: Clone,
+    {
+        read_current(
+            self.raw_id(),
+            self.addr(),
+            || self.id(),
+            |value| match value {
+                Some(value) => self.value(value).clone(),
+                None => default(),
+            },
+        )
+    }
+
+    /// The variable's value in the current context, else its own default
+    /// (as [`get`](ContextVar::get)), else `T::default()`:
+    /// `get().unwrap_or_default()`.
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    ///
+    /// static TAGS: ContextVar<Vec<String>> = ContextVar::new("tags");
+    /// static LEVEL: ContextVar<u32> = ContextVar::with_default("level", 42);
+    /// assert!(TAGS.get_or_default().is_empty());
+    /// assert_eq!(LEVEL.get_or_default(), 42); // the variable's default first
+    /// ```
+    #[inline]
+    pub fn get_or_default(&self) -> T
+    where
+        T: Clone + Default,
+    {
+        self.with(|v| v.cloned()).unwrap_or_default()
+    }
+
+    /// Sets the variable's value in the current context and returns the
+    /// value it replaces there (`None` if it had none; a default is not a
+    /// value), as `Cell::replace` does: a [`set`](ContextVar::set) whose
+    /// token is read and dropped.
+    ///
+    /// The old value is cloned: other contexts (copies taken before) may
+    /// still hold it.
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    ///
+    /// static LEVEL: ContextVar<u32> = ContextVar::with_default("level", 42);
+    /// assert_eq!(LEVEL.replace(1), None);
+    /// assert_eq!(LEVEL.replace(2), Some(1));
+    /// assert_eq!(LEVEL.get(), Ok(2));
+    /// ```
+    #[inline]
+    pub fn replace(&self, value: T) -> Option<T>
+    where
+        T: Clone,
+    {
+        self.set(value).old_value().cloned()
     }
 
     #[inline]
@@ -479,6 +657,34 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
         unsafe { value.downcast_unchecked::<T>() }
     }
 }
+
+/// What the closure of [`ContextVar::sync_scope`] may return: any `Unpin`
+/// type, which is nearly every type.
+///
+/// The futures of `async` blocks and `async fn`s are not `Unpin`, so a
+/// closure that returns one, `VAR.sync_scope(v, || async { .. })`, which
+/// would end the scope before the future runs and read no value in it, does
+/// not compile. For a value that holds while a future runs, use
+/// [`ContextVar::scope`]. (A future that is `Unpin`, such as a
+/// `Pin<Box<dyn Future>>` or a `JoinHandle`, is not caught: the bound
+/// cannot tell a future from another value, `Unpin` only catches the common
+/// case.)
+///
+/// ```
+/// use contextvars::ContextVar;
+///
+/// static N: ContextVar<u32> = ContextVar::new("n");
+/// let seen: Result<u32, _> = N.sync_scope(1, || N.get());
+/// assert_eq!(seen, Ok(1));
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`sync_scope`'s closure returns `{Self}`, a future that would run after the scope has ended",
+    label = "the value is gone before this future is polled",
+    note = "to hold a value while a future runs, use `VAR.scope(value, future).await`"
+)]
+pub trait SyncScopeOutput {}
+
+impl<R: Unpin> SyncScopeOutput for R {}
 
 impl<T> fmt::Debug for ContextVar<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -626,7 +832,7 @@ mod tests {
         std::thread::spawn(|| {
             let a = &PAIR[0];
             let reads = || {
-                a.scope(3, || {
+                a.sync_scope(3, || {
                     crate::Context::new().run(|| ());
                     assert_eq!(a.get(), Ok(3));
                     let before = look_ups();

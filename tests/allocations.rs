@@ -189,8 +189,8 @@ fn scopes_box_their_values_as_sets_do() {
         let big: [u64; 32] = std::array::from_fn(|i| i as u64);
         let small_scopes = |n: u64| {
             for i in 0..n {
-                assert_eq!(SMALL.scope(i, || SMALL.get()), Ok(i));
-                assert_eq!(SMALL.scope(i, || SMALL.with(|v| v.copied())), Some(i));
+                assert_eq!(SMALL.sync_scope(i, || SMALL.get()), Ok(i));
+                assert_eq!(SMALL.sync_scope(i, || SMALL.with(|v| v.copied())), Some(i));
             }
         };
         small_scopes(4); // warm: the base context and the spare blocks
@@ -211,7 +211,7 @@ fn scopes_box_their_values_as_sets_do() {
             assert_eq!(allocs() - before, 0, "a shared context, small values");
             let before = allocs();
             for _ in 0..10 {
-                assert_eq!(BIG.scope(big, || BIG.get()), Ok(big));
+                assert_eq!(BIG.sync_scope(big, || BIG.get()), Ok(big));
             }
             assert_eq!(allocs() - before, 10, "a big value: one box a scope");
         });

@@ -206,6 +206,44 @@ fn unknown_members_are_forwarded_exactly_as_received() {
 }
 
 #[test]
+fn forwarded_members_are_not_listed_in_the_requests_context() {
+    static ID: ContextVar<u64> = ContextVar::new("request_id").debuggable();
+    let p = Propagator::new().with_var(&ID);
+    let mut incoming = http::HeaderMap::new();
+    incoming.insert("baggage", "request_id=7,tenant=acme".parse().unwrap());
+    let ctx = p.extract(&incoming);
+    assert_eq!(ctx.names(), ["request_id"]);
+    assert_eq!(ctx.len(), 1);
+    assert!(!ctx.is_empty());
+    let entries: Vec<_> = ctx.entries().collect();
+    assert_eq!(entries, [("request_id", Some("7".to_string()))]);
+    assert_eq!(
+        format!("{ctx:?}"),
+        format!(
+            "Context {{ id: {}, vars: {{\"request_id\": 7}} }}",
+            ctx_id(&ctx)
+        )
+    );
+    // A copy lists the same, and the member is still forwarded.
+    assert_eq!(ctx.copy().len(), 1);
+    let mut outgoing = http::HeaderMap::new();
+    ctx.run(|| p.inject(&mut outgoing));
+    assert_eq!(outgoing["baggage"], "request_id=7,tenant=acme");
+    // Only forwarded members: an empty listing.
+    let mut only_unknown = http::HeaderMap::new();
+    only_unknown.insert("baggage", "tenant=acme".parse().unwrap());
+    let ctx = p.extract(&only_unknown);
+    assert!(ctx.is_empty() && ctx.names().is_empty() && ctx.entries().next().is_none());
+}
+
+/// The id a context's `Debug` shows.
+fn ctx_id(ctx: &contextvars::Context) -> String {
+    let shown = format!("{ctx:?}");
+    let start = shown.find("id: ").expect("an id") + 4;
+    shown[start..].split(',').next().unwrap().to_string()
+}
+
+#[test]
 fn the_propagator_keeps_good_values_when_others_do_not_parse() {
     static ID: ContextVar<u64> = ContextVar::new("request_id");
     static USER: ContextVar<String> = ContextVar::new("user");
@@ -219,11 +257,15 @@ fn the_propagator_keeps_good_values_when_others_do_not_parse() {
     assert_eq!(ctx.get(&ID), None, "a value that does not parse is dropped");
     assert_eq!(ctx.get(&USER), Some("ada".to_string()));
     assert_eq!(ctx.len(), 1);
-    assert_eq!(
-        p.extract(&headers).len(),
-        2,
-        "by default `unrelated` is kept, to forward"
-    );
+    let mut outgoing = http::HeaderMap::new();
+    ctx.run(|| p.inject(&mut outgoing));
+    assert_eq!(outgoing["baggage"], "user=ada", "nothing kept to forward");
+    // By default `unrelated` is kept, to forward (and not listed).
+    let ctx = p.extract(&headers);
+    assert_eq!(ctx.len(), 1);
+    let mut outgoing = http::HeaderMap::new();
+    ctx.run(|| p.inject(&mut outgoing));
+    assert_eq!(outgoing["baggage"], "user=ada,unrelated=1");
 
     // Several baggage headers are one list.
     let mut headers = http::HeaderMap::new();
@@ -323,7 +365,7 @@ fn inject_keeps_within_the_limits_and_names_what_it_drops() {
     let many: Vec<String> = (0..200).map(|i| format!("k{i}=v")).collect();
     let mut headers = http::HeaderMap::new();
     headers.insert("baggage", many.join(",").parse().unwrap());
-    RID.scope(1, || p.inject(&mut headers));
+    RID.sync_scope(1, || p.inject(&mut headers));
     assert_eq!(
         parse_bytes(headers["baggage"].as_bytes()).len(),
         MAX_MEMBERS
@@ -354,7 +396,7 @@ fn inject_keeps_members_it_does_not_set_as_received() {
             .parse()
             .unwrap(),
     );
-    USER.scope("new".to_string(), || p.inject(&mut headers));
+    USER.sync_scope("new".to_string(), || p.inject(&mut headers));
     assert_eq!(
         headers["baggage"], "other=1;ttl=3;private,request_id=9;keep,user=new",
         "what it does not set stays, properties included; what it sets is replaced"
@@ -437,7 +479,7 @@ fn variables_whose_names_are_not_tokens_are_refused_at_registration() {
     // Under a key that is a token, it travels.
     let p = Propagator::new().with_var_as("tenant_id", &SPACED);
     let mut headers = http::HeaderMap::new();
-    SPACED.scope("acme".into(), || p.inject(&mut headers));
+    SPACED.sync_scope("acme".into(), || p.inject(&mut headers));
     assert_eq!(p.extract(&headers).get(&SPACED), Some("acme".to_string()));
 }
 

@@ -195,7 +195,7 @@ fn not_inherited_variables_stay_out_of_every_spawn_helper() {
             INHERITED
         );
         assert_eq!(
-            futures::executor::block_on(async { seen() }.with_current_context()),
+            futures::executor::block_on(async { seen() }.in_current_context()),
             INHERITED
         );
         assert_eq!(contextvars::rayon::join(seen, seen), (INHERITED, INHERITED));

@@ -147,7 +147,7 @@ fn a_panicking_switch_hook_leaves_a_context_carrying_future_polled_and_dropped()
                     polls: 0,
                     dropped: &dropped,
                 }
-                .with_context(ctx.clone()),
+                .in_context(ctx.clone()),
             );
             let mut cx = TaskContext::from_waker(Waker::noop());
             let first = catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
@@ -291,7 +291,7 @@ fn a_waker_that_panics_when_its_context_is_left_does_not_unwind_out_of_run() {
     entered_rx.recv().unwrap();
     // A poll that finds the context entered on another thread waits its
     // turn: its waker is woken when the owner leaves.
-    let mut fut = Box::pin(std::future::ready(()).with_context(ctx.clone()));
+    let mut fut = Box::pin(std::future::ready(()).in_context(ctx.clone()));
     let waker = panicking_waker();
     let mut cx = TaskContext::from_waker(&waker);
     let first = fut.as_mut().poll(&mut cx);
@@ -315,7 +315,7 @@ fn a_hook_that_scopes_a_variable_stays_on_while_other_threads_change_the_observe
         O.observe(move |_| {
             // A hook that scopes a variable, while the observers change
             // under it on another thread.
-            S.scope(1, || {
+            S.sync_scope(1, || {
                 std::thread::yield_now();
                 assert_eq!(S.get(), Ok(1));
             });

@@ -1,7 +1,7 @@
 //! Core guarantees beyond CPython's own test list: thread isolation, no
 //! leaks, borrows that survive writes, live reads of a context entered on
 //! another thread, run-time variables, and the read cache. (Panics through
-//! `run` and `scope`: `tests/panic_safety.rs`; value boxes and spare blocks:
+//! `run` and `sync_scope`: `tests/panic_safety.rs`; value boxes and spare blocks:
 //! unit tests in `src/value.rs` and `src/spare.rs`.)
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -274,7 +274,7 @@ fn scopes_and_writes_race_with_two_foreign_readers_and_stay_whole() {
     for i in 1..=rounds {
         ctx.run(|| {
             // Odd: a scoped value; 4k + 2: a set, then reset. (4k: never.)
-            V.scope(whole(2 * i - 1), || {
+            V.sync_scope(whole(2 * i - 1), || {
                 assert_eq!(V.get().map(|v| check(&v)), Ok(2 * i - 1))
             });
             let token = V.set(whole(4 * i + 2));
@@ -449,4 +449,65 @@ fn a_new_variable_at_a_dropped_ones_address_starts_empty() {
     assert!(storage.get().is_err(), "a new variable has no value");
     storage.set(2);
     assert_eq!(storage.get(), Ok(2));
+}
+
+#[test]
+fn get_or_else_calls_its_default_only_without_a_value() {
+    static USER: ContextVar<String> = ContextVar::with_default("user", String::new());
+    let calls = AtomicUsize::new(0);
+    let fallback = || {
+        calls.fetch_add(1, Ordering::SeqCst);
+        "anonymous".to_string()
+    };
+    Context::new().run(|| {
+        // The given default wins over the variable's own, as in `get_or`.
+        assert_eq!(USER.get_or_else(fallback), "anonymous");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        USER.set("ada".to_string());
+        assert_eq!(USER.get_or_else(fallback), "ada");
+        USER.sync_scope("grace".to_string(), || {
+            assert_eq!(USER.get_or_else(fallback), "grace")
+        });
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "not called while there is a value"
+        );
+    });
+}
+
+#[test]
+fn get_or_default_falls_back_to_the_variables_default_then_the_types() {
+    static TAGS: ContextVar<Vec<u8>> = ContextVar::new("tags");
+    static LEVEL: ContextVar<u32> = ContextVar::with_default("level", 42);
+    Context::new().run(|| {
+        assert_eq!(TAGS.get_or_default(), Vec::<u8>::new());
+        assert_eq!(LEVEL.get_or_default(), 42);
+        TAGS.set(vec![1]);
+        LEVEL.set(7);
+        assert_eq!(
+            (TAGS.get_or_default(), LEVEL.get_or_default()),
+            (vec![1], 7)
+        );
+    });
+}
+
+#[test]
+fn replace_sets_and_returns_the_value_it_replaced_in_this_context() {
+    static N: ContextVar<u32> = ContextVar::with_default("n", 5);
+    Context::new().run(|| {
+        assert_eq!(N.replace(1), None, "a default is not a value");
+        assert_eq!(N.replace(2), Some(1));
+        assert_eq!(N.get(), Ok(2));
+        // A copy taken before keeps the value it had; a scope's value is
+        // the one replaced inside the scope, and the scope's end undoes it.
+        let before = copy_context();
+        N.sync_scope(3, || {
+            assert_eq!(N.replace(4), Some(3));
+            assert_eq!(N.get(), Ok(4));
+        });
+        assert_eq!((N.get(), before.get(&N)), (Ok(2), Some(2)));
+        assert_eq!(N.replace(6), Some(2));
+        assert_eq!(before.get(&N), Some(2));
+    });
 }

@@ -287,7 +287,7 @@ fn test_token_contextmanager_is_scope() {
     static C: ContextVar<i32> = ContextVar::with_default("c", 42);
     let ctx = Context::new();
     ctx.run(|| {
-        C.scope(1, || assert_eq!(C.get(), Ok(1)));
+        C.sync_scope(1, || assert_eq!(C.get(), Ok(1)));
         assert_eq!(C.get(), Ok(42));
         assert!(!ctx.contains(&C), "the scope removed what it added");
     });
@@ -298,7 +298,7 @@ fn test_token_contextmanager_multiple_c_set() {
     static C: ContextVar<i32> = ContextVar::with_default("c", 42);
     let ctx = Context::new();
     ctx.run(|| {
-        C.scope(1, || {
+        C.sync_scope(1, || {
             C.set(2);
             C.set(3);
             assert_eq!(C.get(), Ok(3));
@@ -313,7 +313,9 @@ fn test_token_contextmanager_with_exception() {
     static C: ContextVar<i32> = ContextVar::with_default("c", 42);
     let ctx = Context::new();
     ctx.run(|| {
-        let caught = catch_unwind(AssertUnwindSafe(|| C.scope(1, || panic!("Some exception"))));
+        let caught = catch_unwind(AssertUnwindSafe(|| {
+            C.sync_scope(1, || panic!("Some exception"))
+        }));
         assert!(caught.is_err());
         assert_eq!(C.get(), Ok(42));
     });

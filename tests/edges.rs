@@ -58,16 +58,16 @@ fn poll_once<F: std::future::Future + ?Sized>(fut: std::pin::Pin<&mut F>) -> Pol
 }
 
 #[test]
-fn dropping_a_with_context_future_drops_it_inside_its_context() {
+fn dropping_an_in_context_future_drops_it_inside_its_context() {
     for shared in [false, true] {
         let seen = seen();
         Context::new().run(|| {
             REQUEST.set(1); // the dropper's context
             let ctx = Arc::new(Context::new());
             let mut fut: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> = if shared {
-                Box::pin(hang_with_probe(7, seen.clone()).with_context(ctx.clone()))
+                Box::pin(hang_with_probe(7, seen.clone()).in_context(ctx.clone()))
             } else {
-                Box::pin(hang_with_probe(7, seen.clone()).with_current_context())
+                Box::pin(hang_with_probe(7, seen.clone()).in_current_context())
             };
             assert!(poll_once(fut.as_mut()).is_pending());
             drop(fut); // cancellation
@@ -126,12 +126,12 @@ fn a_losing_select_branch_and_a_timeout_drop_inside_their_context() {
     runtime().block_on(async {
         REQUEST.set(1);
         tokio::select! {
-            _ = hang_with_probe(7, seen.clone()).with_current_context() => unreachable!(),
+            _ = hang_with_probe(7, seen.clone()).in_current_context() => unreachable!(),
             _ = tokio::time::sleep(std::time::Duration::from_millis(5)) => {}
         }
         let timed_out = tokio::time::timeout(
             std::time::Duration::from_millis(5),
-            hang_with_probe(8, seen.clone()).with_current_context(),
+            hang_with_probe(8, seen.clone()).in_current_context(),
         )
         .await;
         assert!(timed_out.is_err());
@@ -322,7 +322,7 @@ fn dropping_an_isolated_stream_half_way_drops_it_inside_its_layer() {
             }
             Poll::Ready(Some(REQUEST.get().unwrap()))
         });
-        let mut stream = Box::pin(contextvars::prelude::StreamExt::isolated(stream));
+        let mut stream = Box::pin(contextvars::stream::StreamExt::isolated(stream));
         assert_eq!(futures::executor::block_on(stream.next()), Some(7));
         drop(stream);
         assert_eq!(REQUEST.get(), Ok(1));
@@ -456,7 +456,7 @@ impl Drop for AtExit {
             REQUEST.get()
         });
         let reset = REQUEST.reset(token);
-        let scoped = REQUEST.scope(5, || REQUEST.get());
+        let scoped = REQUEST.sync_scope(5, || REQUEST.get());
         self.0
             .lock()
             .unwrap()

@@ -208,7 +208,7 @@ fn isolated_streams_keep_their_own_layer() {
                 V.set(n);
                 Some(((n, CALLER.get().unwrap()), ()))
             });
-            let mut stream = std::pin::pin!(contextvars::prelude::StreamExt::isolated(stream));
+            let mut stream = std::pin::pin!(contextvars::stream::StreamExt::isolated(stream));
             assert_eq!(stream.next().await, Some((1, 0)));
             CALLER.set(5);
             assert_eq!(
@@ -218,7 +218,7 @@ fn isolated_streams_keep_their_own_layer() {
             );
             assert_eq!(V.get(), Ok(0));
         }
-        .with_current_context(),
+        .in_current_context(),
     );
 }
 
@@ -243,7 +243,7 @@ fn isolated_iterators_pass_on_size_hint_and_debug() {
 #[cfg(feature = "futures")]
 #[test]
 fn isolated_streams_pass_on_size_hint_and_debug() {
-    use contextvars::prelude::StreamExt as _;
+    use contextvars::stream::StreamExt as _;
     use futures::Stream as _;
     let stream = futures::stream::iter([1, 2, 3]).isolated();
     assert_eq!(stream.size_hint(), (3, Some(3)));

@@ -221,7 +221,7 @@ fn a_scope_in_a_shared_context_while_another_thread_gets() {
     static SEEN: StdAtomicUsize = StdAtomicUsize::new(0);
     model_seeing(&[1, 2], &SEEN, || {
         owner_against_a_foreign_get(&V, &SEEN, || {
-            let inner = V.scope(Probe::new(2), || V.with(|v| v.map(Probe::get)));
+            let inner = V.sync_scope(Probe::new(2), || V.with(|v| v.map(Probe::get)));
             assert_eq!(inner, Some(2));
         })
     });
@@ -248,7 +248,7 @@ fn two_foreign_gets_while_the_owner_scopes_and_sets() {
             let ctx = ctx.clone();
             thread::spawn(move || {
                 ctx.run(|| {
-                    let inner = V.scope(Probe::new(2), || V.with(|v| v.map(Probe::get)));
+                    let inner = V.sync_scope(Probe::new(2), || V.with(|v| v.map(Probe::get)));
                     assert_eq!(inner, Some(2));
                     let token = V.set(Probe::new(3));
                     V.reset(token).unwrap();

@@ -85,14 +85,14 @@ mod tokio_tasks {
         static INNER: ContextVar<u32> = ContextVar::new("set_inside_scope");
         with_policy(Misuse::Panic, || {
             plain_runtime().block_on(async {
-                let seen = tokio::spawn(async { SCOPED.scope(1, || SCOPED.get()) })
+                let seen = tokio::spawn(async { SCOPED.sync_scope(1, || SCOPED.get()) })
                     .await
                     .unwrap();
                 assert_eq!(seen, Ok(1));
                 // The scope is over: nothing left for the next task.
                 assert!(tokio::spawn(async { SCOPED.get() }).await.unwrap().is_err());
                 // A plain `set` inside a scope's closure is still a misuse.
-                let err = tokio::spawn(async { SCOPED.scope(2, || INNER.set(3)) })
+                let err = tokio::spawn(async { SCOPED.sync_scope(2, || INNER.set(3)) })
                     .await
                     .unwrap_err();
                 assert!(panic_message(err).contains("`set_inside_scope`"));

@@ -80,7 +80,7 @@ fn switch_hook_runs_around_each_poll_of_a_context_carrying_future() {
             std::task::Poll::Pending
         }
     })
-    .with_context(ctx);
+    .in_context(ctx);
     assert_eq!(futures::executor::block_on(fut), 9);
     let seen = SEEN.with(|s| s.borrow().clone());
     // Two polls and the drop, each entering and leaving the task's context;
@@ -157,7 +157,7 @@ fn variable_hook_sees_scope_begin_and_end_in_private_and_shared_contexts() {
         (Some(1), None, Cause::ScopeEnd),
     ];
     let body = || {
-        LEVEL.scope(1, || LEVEL.scope(2, || assert_eq!(LEVEL.get(), Ok(2))));
+        LEVEL.sync_scope(1, || LEVEL.sync_scope(2, || assert_eq!(LEVEL.get(), Ok(2))));
     };
     // Private: `wrap` runs its callback in a context no other thread can
     // reach, where `scope` does not write the map.
@@ -174,7 +174,7 @@ fn scope_end_is_reported_when_the_scope_unwinds() {
     static LEVEL: ContextVar<u32> = ContextVar::new("obs_unwind_level");
     thread_local! { static SEEN: RefCell<Vec<Cause>> = const { RefCell::new(Vec::new()) }; }
     let _o = LEVEL.observe(|c: &Change<'_, u32>| SEEN.with(|s| s.borrow_mut().push(c.cause())));
-    let r = catch_unwind(|| contextvars::wrap(|| LEVEL.scope(1, || panic!("boom")))());
+    let r = catch_unwind(|| contextvars::wrap(|| LEVEL.sync_scope(1, || panic!("boom")))());
     assert!(r.is_err());
     assert_eq!(
         SEEN.with(|s| s.take()),
@@ -218,7 +218,7 @@ fn a_hook_that_writes_its_own_variable_is_not_called_again() {
         // Without the guard this would recurse until the stack overflows.
         if let Some(&v) = c.current() {
             N.set(v + 1);
-            N.scope(v + 2, || N.get().unwrap());
+            N.sync_scope(v + 2, || N.get().unwrap());
         }
     });
     Context::new().run(|| {
@@ -363,7 +363,7 @@ fn scope_end_reports_the_value_visible_just_before_the_end() {
     thread_local! { static SEEN: RefCell<Log> = const { RefCell::new(Vec::new()) }; }
     let _o = log_changes(&E, &SEEN);
     Context::new().run(|| {
-        E.scope(1, || {
+        E.sync_scope(1, || {
             E.set(5);
         });
         assert!(E.get().is_err());

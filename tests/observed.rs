@@ -156,7 +156,7 @@ fn a_scoped_value_written_out_keeps_no_old_version_alive() {
     in_each_kind_of_context(|| {
         let first = counter();
         drop(V.set(Counted(1, first.clone())));
-        W.scope(7, || {
+        W.sync_scope(7, || {
             // A switch of context writes the scoped value out. (Nothing is
             // read meanwhile: a read's end would free a version kept alive
             // for no borrow, and hide it.)
@@ -175,7 +175,7 @@ fn a_borrow_across_a_scoped_value_written_out_stays_valid() {
     in_each_kind_of_context(|| {
         let first = counter();
         drop(V.set(Counted(1, first.clone())));
-        W.scope(7, || {
+        W.sync_scope(7, || {
             V.with(|v| {
                 Context::new().run(|| assert!(W.get().is_err()));
                 drop(V.set(Counted(2, counter())));
@@ -245,7 +245,7 @@ fn accessors_see_a_contexts_values() {
     assert!(!ctx.is_empty());
     assert_eq!(ctx.len(), 1);
 
-    let owned = async {}.with_context(ctx);
+    let owned = async {}.in_context(ctx);
     assert_eq!(owned.context().get(&W), Some(3));
     assert_eq!(
         ContextHandle::context(&owned.into_parts().1).get(&W),
@@ -255,12 +255,12 @@ fn accessors_see_a_contexts_values() {
     let shared = Arc::new(Context::new());
     shared.run(|| W.set(4));
     assert_eq!(ContextHandle::context(&shared).get(&W), Some(4));
-    let task = async {}.with_context(shared.clone());
+    let task = async {}.in_context(shared.clone());
     assert_eq!(task.context().get(&W), Some(4));
     assert!(std::ptr::eq(task.context(), &*shared), "the same context");
 }
 
-/// A future polled in a borrowed context (`with_context(&mut ctx)`, what
+/// A future polled in a borrowed context (`in_context(&mut ctx)`, what
 /// `Fork::run_future` makes) sees that context, and its drop runs inside it.
 #[test]
 fn a_future_in_a_borrowed_context_is_dropped_inside_it() {
@@ -272,7 +272,7 @@ fn a_future_in_a_borrowed_context_is_dropped_inside_it() {
         let _guard = guard;
         std::future::pending::<()>().await;
     }
-    .with_context(&mut ctx);
+    .in_context(&mut ctx);
     assert_eq!(task.context().get(&W), Some(5));
     drop(task); // never polled: dropping it drops `guard`
     assert_eq!(*seen.lock().unwrap(), [Some(5)], "dropped once, inside ctx");
@@ -329,9 +329,9 @@ fn debug_output_names_the_variable_the_token_and_the_context() {
 
     let ctx = Context::new();
     ctx.run(|| LEVEL.set(9));
-    let expected = format!("WithContext {{ ctx: {ctx:?}, .. }}");
+    let expected = format!("InContext {{ ctx: {ctx:?}, .. }}");
     assert!(expected.contains(r#"vars: {"level": ..}"#), "{expected}");
-    assert_eq!(format!("{:?}", async {}.with_context(ctx)), expected);
+    assert_eq!(format!("{:?}", async {}.in_context(ctx)), expected);
 }
 
 #[test]
@@ -467,9 +467,9 @@ fn polls_wait_their_turn_while_another_thread_has_the_context_entered() {
     // waits for `second`, with the same waker.
     let (a_wakes, a_waker) = waker();
     let (b_wakes, b_waker) = waker();
-    let mut a = std::pin::pin!(async { W.get() }.with_context(first.clone()));
-    let mut b = std::pin::pin!(async { W.get() }.with_context(first.clone()));
-    let mut b2 = std::pin::pin!(async { W.get() }.with_context(second.clone()));
+    let mut a = std::pin::pin!(async { W.get() }.in_context(first.clone()));
+    let mut b = std::pin::pin!(async { W.get() }.in_context(first.clone()));
+    let mut b2 = std::pin::pin!(async { W.get() }.in_context(second.clone()));
     assert!(a.as_mut().poll(&mut Cx::from_waker(&a_waker)).is_pending());
     assert!(a.as_mut().poll(&mut Cx::from_waker(&a_waker)).is_pending());
     assert!(b.as_mut().poll(&mut Cx::from_waker(&b_waker)).is_pending());
@@ -518,7 +518,7 @@ fn a_drop_waits_while_another_thread_has_the_context_entered() {
     let task = async move {
         let _guard = guard;
     }
-    .with_context(ctx.clone());
+    .in_context(ctx.clone());
     let dropper = std::thread::spawn(move || drop(task));
     holder.leave();
     dropper.join().unwrap();

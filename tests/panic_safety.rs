@@ -1,5 +1,5 @@
 //! Panic safety and leaks of every entry point: `run`, `scope`, a polled
-//! `with_context` future (owned and shared context), `wrap`, threads spawned
+//! `in_context` future (owned and shared context), `wrap`, threads spawned
 //! in a copy, `isolated` iterators and streams, tokio and rayon helpers.
 //!
 //! After a panic inside any of them, the thread is back in the context it was
@@ -125,7 +125,9 @@ fn refused_reentry_leaves_the_entry_in_place() {
 fn scope() {
     let live = Arc::new(AtomicUsize::new(0));
     after_panic(|| {
-        V.scope(7, || D.scope(Counted::new(&live), || set_then_panic(&live)));
+        V.sync_scope(7, || {
+            D.sync_scope(Counted::new(&live), || set_then_panic(&live))
+        });
     });
     assert_all_dropped(&live);
 }
@@ -136,7 +138,7 @@ fn scope_whose_body_resets_out_of_order_and_panics() {
     // nested `run` after leaving the scope's value unbalanced.
     let live = Arc::new(AtomicUsize::new(0));
     after_panic(|| {
-        D.scope(Counted::new(&live), || {
+        D.sync_scope(Counted::new(&live), || {
             let _stray = D.set(Counted::new(&live));
             Context::new().run(|| set_then_panic(&live))
         })
@@ -169,33 +171,33 @@ impl std::future::Future for PanicsOnSecondPoll {
 }
 
 #[test]
-fn with_context_owned() {
+fn in_context_owned() {
     let live = Arc::new(AtomicUsize::new(0));
     after_panic(|| {
         let fut = PanicsOnSecondPoll {
             polls: 0,
             live: live.clone(),
         };
-        futures::executor::block_on(fut.with_context(Context::new()));
+        futures::executor::block_on(fut.in_context(Context::new()));
     });
     assert_all_dropped(&live);
 }
 
 #[test]
-fn with_current_context() {
+fn in_current_context() {
     let live = Arc::new(AtomicUsize::new(0));
     after_panic(|| {
         let fut = PanicsOnSecondPoll {
             polls: 0,
             live: live.clone(),
         };
-        futures::executor::block_on(fut.with_current_context());
+        futures::executor::block_on(fut.in_current_context());
     });
     assert_all_dropped(&live);
 }
 
 #[test]
-fn with_context_shared() {
+fn in_context_shared() {
     let live = Arc::new(AtomicUsize::new(0));
     let ctx = Arc::new(Context::new());
     after_panic(|| {
@@ -203,7 +205,7 @@ fn with_context_shared() {
             polls: 0,
             live: live.clone(),
         };
-        futures::executor::block_on(fut.with_context(ctx.clone()));
+        futures::executor::block_on(fut.in_context(ctx.clone()));
     });
     assert_eq!(ctx.get(&V), Some(2), "the task's writes stay in the Arc");
     assert!(ctx.try_run(|| ()).is_ok(), "not left entered");
@@ -213,13 +215,13 @@ fn with_context_shared() {
 }
 
 #[test]
-fn with_context_polled_while_entered_elsewhere() {
+fn in_context_polled_while_entered_elsewhere() {
     let ctx = Arc::new(Context::new());
     let handle = ctx.clone();
     ctx.run(|| {
         V.set(8);
         let refused = catch_unwind(AssertUnwindSafe(|| {
-            futures::executor::block_on(async { V.set(9) }.with_context(handle))
+            futures::executor::block_on(async { V.set(9) }.in_context(handle))
         }));
         let message = refused.expect_err("polling an entered context panics");
         let message = message
@@ -241,7 +243,7 @@ fn wrap_job() {
         let job = wrap(|| set_then_panic(&live));
         // A caller's change after the capture is not seen by the job; the
         // scope's own reset runs as the job's panic unwinds through it.
-        V.scope(6, job);
+        V.sync_scope(6, job);
     });
     assert_all_dropped(&live);
 }
@@ -399,11 +401,11 @@ fn nested_runs_unwind_to_the_outermost_caller() {
 #[test]
 fn scope_resets_when_f_panics() {
     static V: ContextVar<u32> = ContextVar::new("v");
-    let caught = catch_unwind(AssertUnwindSafe(|| V.scope(5, || panic!("in scope"))));
+    let caught = catch_unwind(AssertUnwindSafe(|| V.sync_scope(5, || panic!("in scope"))));
     assert!(caught.is_err());
     assert!(V.get().is_err(), "the scoped value was removed again");
     V.set(1);
-    let _ = catch_unwind(AssertUnwindSafe(|| V.scope(5, || panic!("in scope"))));
+    let _ = catch_unwind(AssertUnwindSafe(|| V.sync_scope(5, || panic!("in scope"))));
     assert_eq!(V.get(), Ok(1), "the previous value came back");
 }
 
@@ -458,7 +460,7 @@ mod stream {
                 _ => std::task::Poll::Ready(Some(V.get().unwrap())),
             }
         });
-        let mut stream = contextvars::prelude::StreamExt::isolated(&mut stream);
+        let mut stream = contextvars::stream::StreamExt::isolated(&mut stream);
         after_panic(|| {
             assert_eq!(block_on(stream.next()), Some(30));
             assert_eq!(V.get(), Ok(1));
@@ -583,12 +585,12 @@ mod rayon_helpers {
     }
 
     #[test]
-    fn map_with_context() {
+    fn map_in_current_context() {
         let live = Arc::new(AtomicUsize::new(0));
         let pool = pool();
         after_panic(|| {
             pool.install(wrap(|| {
-                (0..64u32).into_par_iter().for_each_with_context(|i| {
+                (0..64u32).into_par_iter().for_each_in_current_context(|i| {
                     assert_eq!(V.get(), Ok(1));
                     D.set(Counted::new(&live));
                     if i == 33 {

@@ -35,7 +35,7 @@ fn wait_for<T>(rx: &mpsc::Receiver<T>) -> T {
 #[test]
 fn a_helper_job_run_while_a_join_half_yields_keeps_its_own_context() {
     let pool = one_thread_pool();
-    pool.install_with_context(|| {
+    pool.install_in_current_context(|| {
         V.set(0);
         let (tx, rx) = mpsc::channel();
         // An unrelated job, queued on this thread before the join.
@@ -62,7 +62,7 @@ fn a_helper_job_run_while_a_join_half_yields_keeps_its_own_context() {
 fn a_scope_job_run_while_its_spawner_yields_keeps_its_own_context() {
     let pool = one_thread_pool();
     let seen = Mutex::new(None);
-    pool.install_with_context(|| {
+    pool.install_in_current_context(|| {
         contextvars::rayon::scope(|s| {
             V.set(1);
             let (tx, rx) = mpsc::channel();
@@ -83,7 +83,7 @@ fn a_scope_job_run_while_its_spawner_yields_keeps_its_own_context() {
 #[test]
 fn fifo_and_pool_spawns_keep_their_own_context_under_stealing() {
     let pool = one_thread_pool();
-    pool.install_with_context(|| {
+    pool.install_in_current_context(|| {
         let (tx, rx) = mpsc::channel();
         let tx2 = tx.clone();
         V.set(10);
@@ -93,7 +93,7 @@ fn fifo_and_pool_spawns_keep_their_own_context_under_stealing() {
             tx.send(seen).unwrap();
         });
         V.set(20);
-        pool.spawn_with_context(move || {
+        pool.spawn_in_current_context(move || {
             let seen = V.get();
             V.set(21);
             tx2.send(seen).unwrap();
@@ -109,11 +109,11 @@ fn fifo_and_pool_spawns_keep_their_own_context_under_stealing() {
 #[test]
 fn parallel_items_that_yield_never_see_another_items_value() {
     let pool = one_thread_pool();
-    let mixed = pool.install_with_context(|| {
+    let mixed = pool.install_in_current_context(|| {
         V.set(1000);
         (0..64u32)
             .into_par_iter()
-            .map_with_context(|i| {
+            .map_in_current_context(|i| {
                 let inherited = V.get();
                 V.set(i);
                 // Other items may run on this stack meanwhile.
@@ -132,7 +132,7 @@ fn broadcast_runs_each_thread_in_its_own_copy() {
         .num_threads(2)
         .build()
         .unwrap();
-    let seen = pool.install_with_context(|| {
+    let seen = pool.install_in_current_context(|| {
         V.set(5);
         let seen = contextvars::rayon::broadcast(|_| {
             let inherited = V.get();
@@ -151,7 +151,7 @@ fn broadcast_runs_each_thread_in_its_own_copy() {
 fn a_plain_rayon_job_run_while_a_helper_waits_shares_the_helpers_context() {
     let pool = one_thread_pool();
     let job_saw = Arc::new(Mutex::new(None));
-    pool.install_with_context(|| {
+    pool.install_in_current_context(|| {
         V.set(0);
         let (tx, rx) = mpsc::channel();
         let saw = job_saw.clone();

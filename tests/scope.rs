@@ -28,7 +28,7 @@ fn in_every_kind_of_context(f: fn()) {
 fn a_copy_taken_inside_a_scope_keeps_the_scoped_value() {
     in_every_kind_of_context(|| {
         V.set(1);
-        let copy = V.scope(2, copy_context);
+        let copy = V.sync_scope(2, copy_context);
         assert_eq!(copy.get(&V), Some(2));
         assert_eq!(V.get(), Ok(1), "the scope ended");
         assert_eq!(copy.run(|| V.get()), Ok(2));
@@ -38,11 +38,11 @@ fn a_copy_taken_inside_a_scope_keeps_the_scoped_value() {
 #[test]
 fn nested_scopes_of_one_variable_unwind_in_order_around_writes() {
     in_every_kind_of_context(|| {
-        V.scope(1, || {
-            V.scope(2, || {
+        V.sync_scope(1, || {
+            V.sync_scope(2, || {
                 assert_eq!(V.get(), Ok(2));
                 W.set(5); // a write of another variable writes the list out
-                V.scope(3, || assert_eq!(V.get(), Ok(3)));
+                V.sync_scope(3, || assert_eq!(V.get(), Ok(3)));
                 assert_eq!(V.get(), Ok(2));
             });
             assert_eq!(V.get(), Ok(1));
@@ -58,7 +58,7 @@ fn nested_scopes_of_one_variable_unwind_in_order_around_writes() {
 #[test]
 fn a_borrow_of_a_scoped_value_outlives_a_write_in_its_closure() {
     in_every_kind_of_context(|| {
-        V.scope(4, || {
+        V.sync_scope(4, || {
             V.with(|v| {
                 let borrowed = v.unwrap();
                 V.set(5);
@@ -82,12 +82,12 @@ fn a_borrow_of_a_scoped_value_outlives_a_write_in_its_closure() {
 fn a_borrowed_scoped_value_stays_whole_while_its_closure_writes_in_place() {
     static HEAPED: ContextVar<Vec<u64>> = ContextVar::new("heaped");
     in_every_kind_of_context(|| {
-        HEAPED.scope(vec![7; 5], || {
+        HEAPED.sync_scope(vec![7; 5], || {
             HEAPED.with(|v| {
                 let borrowed = v.unwrap();
                 for i in 0..4 {
                     let token = HEAPED.set(vec![i; 5]);
-                    HEAPED.scope(vec![100 + i; 5], || {
+                    HEAPED.sync_scope(vec![100 + i; 5], || {
                         assert_eq!(HEAPED.get(), Ok(vec![100 + i; 5]));
                     });
                     assert_eq!(HEAPED.get(), Ok(vec![i; 5]));
@@ -105,7 +105,7 @@ fn a_borrowed_scoped_value_stays_whole_while_its_closure_writes_in_place() {
 #[test]
 fn a_switch_inside_a_scope_neither_shows_nor_loses_the_value() {
     in_every_kind_of_context(|| {
-        V.scope(8, || {
+        V.sync_scope(8, || {
             Context::new().run(|| assert_eq!(V.get(), Ok(0), "not in another context"));
             assert_eq!(V.get(), Ok(8), "still here after the switch");
         });
@@ -127,12 +127,12 @@ static C: ContextVar<Counted> = ContextVar::new("counted");
 #[test]
 fn a_scoped_value_is_dropped_once_when_its_scope_ends_also_on_panic() {
     let drops = Arc::new(AtomicUsize::new(0));
-    C.scope(Counted(drops.clone()), || {
+    C.sync_scope(Counted(drops.clone()), || {
         assert_eq!(drops.load(Ordering::SeqCst), 0);
     });
     assert_eq!(drops.load(Ordering::SeqCst), 1);
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        C.scope(Counted(drops.clone()), || {
+        C.sync_scope(Counted(drops.clone()), || {
             let _copy = copy_context(); // written into the map, then restored
             panic!("inside the scope");
         })
@@ -151,7 +151,7 @@ fn a_shared_context_shows_a_scoped_value_to_another_thread() {
     let ctx = Arc::new(Context::new());
     let reader = ctx.clone();
     ctx.run(|| {
-        V.scope(9, || {
+        V.sync_scope(9, || {
             let seen = std::thread::spawn(move || reader.get(&V)).join().unwrap();
             assert_eq!(seen, Some(9));
         })
@@ -185,10 +185,10 @@ fn another_thread_sees_everything_a_scope_in_a_shared_context_holds() {
         answers.recv().unwrap()
     };
     ctx.run(|| {
-        V.scope(7, || {
+        V.sync_scope(7, || {
             assert_eq!(look(), (Some(7), Some(1), true, 2, Some(7), (Ok(7), Ok(1))));
-            W.scope(2, || {
-                V.scope(8, || {
+            W.sync_scope(2, || {
+                V.sync_scope(8, || {
                     assert_eq!(look(), (Some(8), Some(2), true, 2, Some(8), (Ok(8), Ok(2))));
                 });
                 assert_eq!(look().0, Some(7), "the inner scope ended");
@@ -211,7 +211,7 @@ fn another_thread_sees_everything_a_scope_in_a_shared_context_holds() {
 fn a_context_entered_under_another_shows_its_scoped_values_on_its_own_thread() {
     let outer = Context::new();
     outer.run(|| {
-        V.scope(3, || {
+        V.sync_scope(3, || {
             let inner = Context::new();
             let seen = inner.run(|| (V.get(), outer.get(&V), outer.copy().get(&V)));
             assert_eq!(seen, (Ok(0), Some(3), Some(3)));
@@ -224,10 +224,10 @@ fn a_context_entered_under_another_shows_its_scoped_values_on_its_own_thread() {
 #[test]
 fn scopes_in_two_contexts_at_once_each_stay_in_their_own() {
     in_every_kind_of_context(|| {
-        V.scope(1, || {
+        V.sync_scope(1, || {
             let other = Context::new();
             other.run(|| {
-                V.scope(2, || {
+                V.sync_scope(2, || {
                     assert_eq!(V.get(), Ok(2));
                     assert_eq!(copy_context().get(&V), Some(2));
                 });
@@ -270,7 +270,7 @@ fn observers_around_a_switch_see_a_scope_exactly_while_it_lasts() {
             let var = &OBSERVED[WHICH.load(Ordering::SeqCst)];
             // A switch before the scope: the hooks read the variable (none).
             Context::new().run(|| ());
-            var.scope("scoped".to_string(), || Context::new().run(|| ()));
+            var.sync_scope("scoped".to_string(), || Context::new().run(|| ()));
             // The scope is over; the switches now find no value.
             Context::new().run(|| assert!(var.get().is_err()));
             assert!(var.get().is_err());
@@ -325,7 +325,7 @@ fn copies_from_other_threads_see_nested_scopes_whole() {
         .collect();
     ctx.run(|| {
         for i in 0..rounds {
-            let inner = V.scope(i, || W.scope(i + 1_000_000, || (V.get(), W.get())));
+            let inner = V.sync_scope(i, || W.sync_scope(i + 1_000_000, || (V.get(), W.get())));
             assert_eq!(inner, (Ok(i), Ok(i + 1_000_000)));
         }
     });
@@ -359,7 +359,7 @@ fn guards_restore_in_and_out_of_order_and_on_panic() {
         assert_eq!(V.get(), Ok(2), "out of order: the last dropped decides");
         let caught = std::panic::catch_unwind(|| {
             let _four = V.set_scoped(4);
-            V.scope(5, || panic!("inside"));
+            V.sync_scope(5, || panic!("inside"));
         });
         assert!(caught.is_err());
         assert_eq!(
@@ -405,7 +405,7 @@ fn hits_here() -> u32 {
 #[test]
 fn a_scoped_value_is_one_value_for_every_borrow_copy_and_write() {
     in_every_kind_of_context(|| {
-        HITS.scope(Hits::new(), || {
+        HITS.sync_scope(Hits::new(), || {
             // Reads that clone, then a borrow, then a copy inside the borrow.
             assert_eq!(HITS.get().unwrap().count(), 0);
             HITS.with(|h| {
@@ -432,13 +432,13 @@ fn a_scoped_value_is_one_value_for_every_borrow_copy_and_write() {
         assert!(HITS.with(|h| h.is_none()));
         // A value hit before a write or a copy puts it into the map keeps
         // its hits there.
-        HITS.scope(Hits::new(), || {
+        HITS.sync_scope(Hits::new(), || {
             HITS.get().unwrap(); // a clone
             let copy = copy_context();
             HITS.with(|h| h.unwrap().hit());
             assert_eq!(copy.run(hits_here), 1);
         });
-        HITS.scope(Hits::new(), || {
+        HITS.sync_scope(Hits::new(), || {
             HITS.with(|h| h.unwrap().hit());
             W.set(1);
             assert_eq!(hits_here(), 1);
@@ -488,7 +488,7 @@ fn a_scoped_value_whose_clone_writes_and_copies_is_dropped_once() {
         text: text.to_string(),
     };
     SNEAKY_WRITES.store(true, Ordering::SeqCst);
-    let kept = SNEAKY.scope(sneaky("scoped"), || {
+    let kept = SNEAKY.sync_scope(sneaky("scoped"), || {
         let got = SNEAKY.get().unwrap();
         assert_eq!(got.text, "scoped");
         assert_eq!(SNEAKY.get().unwrap().text, "scoped", "after the writes");
@@ -531,9 +531,9 @@ fn scoped_values_of_any_size_and_alignment_survive_a_copy() {
     static ALIGNED: ContextVar<Aligned> = ContextVar::new("aligned");
     in_every_kind_of_context(|| {
         let big: [u64; 512] = std::array::from_fn(|i| i as u64 * 3);
-        UNIT.scope((), || {
-            BIG.scope(big, || {
-                ALIGNED.scope(Aligned(7), || {
+        UNIT.sync_scope((), || {
+            BIG.sync_scope(big, || {
+                ALIGNED.sync_scope(Aligned(7), || {
                     assert_eq!(
                         ALIGNED.with(|a| a.unwrap() as *const Aligned as usize % 128),
                         0
@@ -559,11 +559,11 @@ fn scoped_values_of_any_size_and_alignment_survive_a_copy() {
 fn a_borrowed_scoped_value_is_dropped_once_also_on_panic() {
     let drops = Arc::new(AtomicUsize::new(0));
     // Borrowed, then the scope ends normally.
-    C.scope(Counted(drops.clone()), || C.with(|c| assert!(c.is_some())));
+    C.sync_scope(Counted(drops.clone()), || C.with(|c| assert!(c.is_some())));
     assert_eq!(drops.load(Ordering::SeqCst), 1);
     // Borrowed, then a panic in the borrow's closure.
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        C.scope(Counted(drops.clone()), || {
+        C.sync_scope(Counted(drops.clone()), || {
             C.with(|_| panic!("in the borrow"))
         })
     }));
@@ -571,12 +571,12 @@ fn a_borrowed_scoped_value_is_dropped_once_also_on_panic() {
     assert_eq!(drops.load(Ordering::SeqCst), 2);
     // Not borrowed, a panic.
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        C.scope(Counted(drops.clone()), || panic!("in the scope"))
+        C.sync_scope(Counted(drops.clone()), || panic!("in the scope"))
     }));
     assert!(caught.is_err());
     assert_eq!(drops.load(Ordering::SeqCst), 3);
     // A copy taken after a borrow keeps it past the scope.
-    let copy = C.scope(Counted(drops.clone()), || {
+    let copy = C.sync_scope(Counted(drops.clone()), || {
         C.with(|_| ());
         copy_context()
     });
@@ -608,7 +608,7 @@ fn get_clones_the_value_it_found_even_if_its_clone_frees_it() {
         REWRITES.set(Rewrites(1));
         assert_eq!(REWRITES.get(), Ok(Rewrites(1)));
         assert_eq!(REWRITES.get(), Ok(Rewrites(201)), "the clone's last write");
-        let scoped = REWRITES.scope(Rewrites(7), || {
+        let scoped = REWRITES.sync_scope(Rewrites(7), || {
             let got = REWRITES.get();
             (got, REWRITES.get_or(Rewrites(0)))
         });
@@ -644,7 +644,7 @@ static LOCKED: ContextVar<Locked> = ContextVar::new("locked");
 #[test]
 fn a_scoped_value_is_one_value_while_its_own_clone_borrows_it() {
     in_every_kind_of_context(|| {
-        LOCKED.scope(Locked(std::sync::Mutex::new(vec![1, 2, 3])), || {
+        LOCKED.sync_scope(Locked(std::sync::Mutex::new(vec![1, 2, 3])), || {
             let got = LOCKED.get().unwrap();
             assert_eq!(*got.0.lock().unwrap(), vec![1, 2, 3]);
             let here = LOCKED.with(|v| v.unwrap().0.lock().unwrap().clone());
@@ -761,7 +761,7 @@ fn a_panicking_drop_at_a_scopes_end_loses_nothing() {
     in_every_kind_of_context(|| {
         let live = Arc::new(AtomicUsize::new(0));
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            LIVE.scope(Live::new(&live, false), || {
+            LIVE.sync_scope(Live::new(&live, false), || {
                 let _token = LIVE.set(Live::new(&live, true));
             })
         }));
@@ -807,7 +807,7 @@ static SW: ContextVar<Stamped> = ContextVar::new("stamped_w");
 #[test]
 fn borrow_survives_everything_in_its_closure() {
     in_every_kind_of_context(|| {
-        SV.scope(Stamped::new(1), || {
+        SV.sync_scope(Stamped::new(1), || {
             SV.with(|v| {
                 let v = v.unwrap();
                 // Churn: set/reset of V itself, copies, generators, nested scopes,
@@ -817,10 +817,10 @@ fn borrow_survives_everything_in_its_closure() {
                 SV.reset(t).unwrap();
                 let t2 = SV.set(Stamped::new(3));
                 drop(t2);
-                SV.scope(Stamped::new(4), || {
+                SV.sync_scope(Stamped::new(4), || {
                     SV.with(|inner| assert_eq!(*inner.unwrap().0, 4));
                     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        SV.scope(Stamped::new(5), || panic!("x"))
+                        SV.sync_scope(Stamped::new(5), || panic!("x"))
                     }));
                 });
                 let mut g = std::iter::repeat_with(|| {
@@ -831,14 +831,14 @@ fn borrow_survives_everything_in_its_closure() {
                 .isolated();
                 assert_eq!(g.next(), Some(6));
                 Context::new().run(|| {
-                    SV.scope(Stamped::new(7), || SV.set(Stamped::new(8)));
+                    SV.sync_scope(Stamped::new(7), || SV.set(Stamped::new(8)));
                 });
                 c.run(|| SV.set(Stamped::new(9)));
                 drop(c);
                 // churn the spare cells: many values alloc/free
                 for i in 0..50 {
-                    SW.scope(Stamped::new(100 + i), || SW.set(Stamped::new(200 + i)));
-                    SV.scope(Stamped::new(300 + i), || ());
+                    SW.sync_scope(Stamped::new(100 + i), || SW.set(Stamped::new(200 + i)));
+                    SV.sync_scope(Stamped::new(300 + i), || ());
                 }
                 assert_eq!(*v.0, 1);
             });
@@ -851,7 +851,7 @@ fn borrow_survives_everything_in_its_closure() {
 fn borrow_of_written_scope_then_reset_in_closure() {
     in_every_kind_of_context(|| {
         let outer = SV.set(Stamped::new(10));
-        SV.scope(Stamped::new(1), || {
+        SV.sync_scope(Stamped::new(1), || {
             SV.with(|v| {
                 let v = v.unwrap();
                 let _c = copy_context(); // writes the list into the map
@@ -871,13 +871,13 @@ fn borrow_of_written_scope_then_reset_in_closure() {
 #[test]
 fn borrow_across_scope_end_of_inner_same_var_in_other_ctx() {
     in_every_kind_of_context(|| {
-        SV.scope(Stamped::new(1), || {
+        SV.sync_scope(Stamped::new(1), || {
             SV.with(|a| {
                 let ctx = Arc::new(copy_context());
                 ctx.run(|| {
                     SV.with(|b| {
                         assert_eq!(*b.unwrap().0, 1);
-                        SV.scope(Stamped::new(2), || {
+                        SV.sync_scope(Stamped::new(2), || {
                             SV.with(|c| assert_eq!(*c.unwrap().0, 2));
                         });
                         assert_eq!(*b.unwrap().0, 1);
@@ -899,11 +899,11 @@ fn observed_scope_with_borrow() {
         let _ = c;
     });
     in_every_kind_of_context(|| {
-        O.scope(Stamped::new(1), || {
+        O.sync_scope(Stamped::new(1), || {
             O.with(|v| {
                 let v = v.unwrap();
                 O.set(Stamped::new(2));
-                Context::new().run(|| O.scope(Stamped::new(3), || ()));
+                Context::new().run(|| O.sync_scope(Stamped::new(3), || ()));
                 assert_eq!(*v.0, 1);
             })
         })
@@ -933,11 +933,11 @@ fn foreign_readers_while_owner_scopes_and_borrows() {
     let iters = if cfg!(miri) { 20 } else { 20000 };
     for i in 0..iters {
         ctx.run(|| {
-            SV.scope(Stamped::new(i % 1000), || {
+            SV.sync_scope(Stamped::new(i % 1000), || {
                 SV.with(|v| {
                     let t = SW.set(Stamped::new(1));
                     SW.reset(t).unwrap();
-                    SV.scope(Stamped::new(5), || ());
+                    SV.sync_scope(Stamped::new(5), || ());
                     assert_eq!(*v.unwrap().0, i % 1000);
                 })
             });

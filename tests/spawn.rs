@@ -58,7 +58,7 @@ mod rayon_helpers {
         REQUEST.set(99);
         let seen: Vec<(u64, Option<u64>)> = (0..10_000u64)
             .into_par_iter()
-            .map_with_context(|i| {
+            .map_in_current_context(|i| {
                 // Another item's set is never visible here.
                 let leaked = SCRATCH.get().ok();
                 SCRATCH.set(i);
@@ -75,7 +75,7 @@ mod rayon_helpers {
         assert!(SCRATCH.get().is_err());
 
         let requests = Mutex::new(HashSet::new());
-        (0..1000).into_par_iter().for_each_with_context(|_| {
+        (0..1000).into_par_iter().for_each_in_current_context(|_| {
             requests.lock().unwrap().insert(REQUEST.get().unwrap());
         });
         assert_eq!(requests.into_inner().unwrap(), HashSet::from([99]));
@@ -126,7 +126,7 @@ mod rayon_helpers {
         static V: ContextVar<u32> = ContextVar::new("v");
         V.set(1);
         let r = std::panic::catch_unwind(|| {
-            (0..100).into_par_iter().for_each_with_context(|i| {
+            (0..100).into_par_iter().for_each_in_current_context(|i| {
                 V.set(i);
                 if i == 50 {
                     panic!("item 50");

@@ -123,13 +123,9 @@ fn test_context_4_task_with_explicit_context() {
             tokio::task::yield_now().await;
             CVAR.set(val);
         };
-        tokio::spawn(coro(1).with_context(ctx.clone()))
-            .await
-            .unwrap();
+        tokio::spawn(coro(1).in_context(ctx.clone())).await.unwrap();
         ret.push(ctx.get(&CVAR));
-        tokio::spawn(coro(2).with_context(ctx.clone()))
-            .await
-            .unwrap();
+        tokio::spawn(coro(2).in_context(ctx.clone())).await.unwrap();
         ret.push(ctx.get(&CVAR));
         assert!(
             CVAR.get().is_err(),
@@ -170,7 +166,7 @@ fn a_poll_of_a_context_entered_on_another_thread_waits_its_turn() {
         })
     };
     entered_rx.recv().unwrap();
-    let mut fut = Box::pin(async { N.get() }.with_context(ctx.clone()));
+    let mut fut = Box::pin(async { N.get() }.in_context(ctx.clone()));
     let wakes = Arc::new(CountingWaker(AtomicUsize::new(0)));
     let waker = Waker::from(wakes.clone());
     let mut cx = TaskContext::from_waker(&waker);
@@ -196,7 +192,7 @@ fn a_poll_of_a_context_entered_on_its_own_thread_is_refused() {
     // Waiting for itself would never end: the nested entry is the
     // AlreadyEntered error, as `run` is.
     let ctx = Arc::new(Context::new());
-    let mut fut = Box::pin(async {}.with_context(ctx.clone()));
+    let mut fut = Box::pin(async {}.in_context(ctx.clone()));
     let mut cx = TaskContext::from_waker(Waker::noop());
     let err = ctx.run(|| {
         Context::new()
@@ -230,7 +226,7 @@ fn many_tasks_sharing_one_context_take_turns_and_lose_no_update() {
                             tokio::task::yield_now().await;
                         }
                     }
-                    .with_context(ctx.clone()),
+                    .in_context(ctx.clone()),
                 )
             })
             .collect();
@@ -257,7 +253,7 @@ fn inline_awaits_share_the_parents_context() {
                 "an awaited future changes its parent's context"
             );
         }
-        .with_current_context(),
+        .in_current_context(),
     );
 }
 
@@ -343,7 +339,7 @@ fn a_token_held_across_await_resets_after_the_task_moves_to_another_thread() {
         V.reset(token).unwrap();
         V.get()
     }
-    .with_context(Context::new());
+    .in_context(Context::new());
     let mut task = Box::pin(task);
     let mut cx = TaskContext::from_waker(Waker::noop());
     let first = std::thread::current().id();
@@ -402,7 +398,7 @@ fn a_panic_in_a_poll_restores_the_pollers_context() {
             V.set(2);
             panic!("in poll");
         }
-        .with_context(ctx.clone()),
+        .in_context(ctx.clone()),
     );
     let mut cx = TaskContext::from_waker(Waker::noop());
     assert!(catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx))).is_err());
@@ -410,7 +406,7 @@ fn a_panic_in_a_poll_restores_the_pollers_context() {
     assert_eq!(ctx.get(&V), Some(2));
     assert!(ctx.try_run(|| ()).is_ok(), "nothing stays entered");
 
-    let mut owned = Box::pin(async { panic!("owned") }.with_context(Context::new()));
+    let mut owned = Box::pin(async { panic!("owned") }.in_context(Context::new()));
     assert!(catch_unwind(AssertUnwindSafe(|| owned.as_mut().poll(&mut cx))).is_err());
     assert_eq!(V.get(), Ok(1));
 }
@@ -446,7 +442,7 @@ fn joinset_tasks_inherit_a_copy_each() {
         let mut set = tokio::task::JoinSet::new();
         for i in 0..50 {
             V.set(i);
-            set.spawn_with_current_context(async move {
+            set.spawn_in_current_context(async move {
                 tokio::task::yield_now().await;
                 let seen = V.get().unwrap();
                 V.set(1000);
@@ -471,7 +467,7 @@ fn a_set_inside_a_plain_tokio_spawn_is_caught_in_debug_builds() {
         contextvars::tokio::spawn(async { LEAKY.set(2) })
             .await
             .unwrap();
-        tokio::spawn(async { LEAKY.set(3) }.with_current_context())
+        tokio::spawn(async { LEAKY.set(3) }.in_current_context())
             .await
             .unwrap();
         std::thread::spawn(|| LEAKY.set(4)).join().unwrap();
@@ -508,7 +504,7 @@ fn inherit_and_isolate(
         assert_eq!(V.get(), Ok(11));
         seen
     }
-    .with_current_context();
+    .in_current_context();
     V.set(12);
     assert_eq!(spawn_and_wait(Box::pin(task)), Ok(10));
     assert_eq!(V.get(), Ok(12));

@@ -25,7 +25,7 @@ fn every_line_inside_a_context_carries_its_variables() {
         .init();
 
     tracing::info!("outside any request");
-    REQUEST_ID.scope(42, || {
+    REQUEST_ID.sync_scope(42, || {
         DEADLINE_MS.set(3000);
         tracing::info!("in the request");
         contextvars::thread::spawn(|| tracing::info!("in a thread"))
@@ -33,7 +33,7 @@ fn every_line_inside_a_context_carries_its_variables() {
             .unwrap();
         (0..4)
             .into_par_iter()
-            .for_each_with_context(|i| tracing::info!(i, "in a rayon job"));
+            .for_each_in_current_context(|i| tracing::info!(i, "in a rayon job"));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .build()

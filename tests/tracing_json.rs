@@ -136,7 +136,9 @@ fn json_is_recognised_or_asked_for_and_text_stays_text() {
             .event_format(format.with_var(&REQUEST_ID))
             .with_writer(move || writer.clone())
             .finish();
-        capture(subscriber, || REQUEST_ID.scope(5, || tracing::info!("x")));
+        capture(subscriber, || {
+            REQUEST_ID.sync_scope(5, || tracing::info!("x"))
+        });
         buf.text()
     };
     let recognised = render(ContextFormat::new(tracing_subscriber::fmt::format().json()));

@@ -2,9 +2,15 @@
 //!
 //! - `poll_1000/*`: a future that returns `Pending` 1,000 times (waking
 //!   itself) before it completes, polled to completion by hand with a no-op
-//!   waker: bare, and wrapped with `with_context` (an owned `Context`, entered
+//!   waker: bare, and wrapped with `in_context` (an owned `Context`, entered
 //!   exclusively, and a shared `Arc<Context>`). The wrapper's per-poll
 //!   overhead is the difference divided by the 1,001 polls.
+//! - `scope_poll_1000/*`: the same future inside a scope over it, polled
+//!   in the thread's base context: `ContextVar::scope` against
+//!   `tokio::task_local!`'s `scope`, bare (nothing set) for the floor; and
+//!   the same with one read of the variable in every poll (`*_get`). The
+//!   scope's cost per poll is the difference from the floor divided by the
+//!   1,001 polls.
 //! - `spawn/*`: spawning and awaiting a no-op task, `tokio::spawn` against
 //!   `contextvars::tokio::spawn` (which also copies the current context), from
 //!   a task whose context holds 10 variables, on a current-thread and on a
@@ -75,16 +81,95 @@ fn polls(c: &mut Criterion) {
     g.bench_function(BenchmarkId::new("bare", 10), |b| {
         b.iter_batched(|| Spin { left: PENDINGS }, drive, BatchSize::SmallInput)
     });
-    g.bench_function(BenchmarkId::new("with_context_owned", 10), |b| {
+    g.bench_function(BenchmarkId::new("in_context_owned", 10), |b| {
         b.iter_batched(
-            || Spin { left: PENDINGS }.with_context(ctx.copy()),
+            || Spin { left: PENDINGS }.in_context(ctx.copy()),
             drive,
             BatchSize::SmallInput,
         )
     });
-    g.bench_function(BenchmarkId::new("with_context_arc", 10), |b| {
+    g.bench_function(BenchmarkId::new("in_context_arc", 10), |b| {
         b.iter_batched(
-            || Spin { left: PENDINGS }.with_context(shared.clone()),
+            || Spin { left: PENDINGS }.in_context(shared.clone()),
+            drive,
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+static SCOPED: ContextVar<u64> = ContextVar::new("scoped");
+
+tokio::task_local! {
+    static TASK_LOCAL: u64;
+}
+
+/// `Spin` that reads a value in every poll, through `read`.
+struct SpinReading<R> {
+    left: u32,
+    read: R,
+}
+
+impl<R: Fn() -> u64 + Unpin> Future for SpinReading<R> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        black_box((self.read)());
+        let left = black_box(self.left);
+        if left == 0 {
+            return Poll::Ready(());
+        }
+        self.left = left - 1;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+fn scope_polls(c: &mut Criterion) {
+    let mut g = c.benchmark_group("scope_poll_1000");
+    let spin = || Spin { left: PENDINGS };
+    g.bench_function(BenchmarkId::new("bare", 1), |b| {
+        b.iter_batched(spin, drive, BatchSize::SmallInput)
+    });
+    g.bench_function(BenchmarkId::new("contextvars", 1), |b| {
+        b.iter_batched(
+            || SCOPED.scope(black_box(3), spin()),
+            drive,
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function(BenchmarkId::new("tokio_task_local", 1), |b| {
+        b.iter_batched(
+            || TASK_LOCAL.scope(black_box(3), spin()),
+            drive,
+            BatchSize::SmallInput,
+        )
+    });
+    let bare_read = || SpinReading {
+        left: PENDINGS,
+        read: || black_box(3),
+    };
+    let cv_read = || SpinReading {
+        left: PENDINGS,
+        read: || SCOPED.get_or(0),
+    };
+    let tl_read = || SpinReading {
+        left: PENDINGS,
+        read: || TASK_LOCAL.get(),
+    };
+    g.bench_function(BenchmarkId::new("bare_get", 1), |b| {
+        b.iter_batched(bare_read, drive, BatchSize::SmallInput)
+    });
+    g.bench_function(BenchmarkId::new("contextvars_get", 1), |b| {
+        b.iter_batched(
+            || SCOPED.scope(black_box(3), cv_read()),
+            drive,
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function(BenchmarkId::new("tokio_task_local_get", 1), |b| {
+        b.iter_batched(
+            || TASK_LOCAL.scope(black_box(3), tl_read()),
             drive,
             BatchSize::SmallInput,
         )
@@ -116,7 +201,7 @@ where
             }
             start.elapsed()
         };
-        tokio::spawn(task.with_context(context_of_10()))
+        tokio::spawn(task.in_context(context_of_10()))
             .await
             .unwrap()
     })
@@ -157,6 +242,6 @@ use common::config;
 criterion_group! {
     name = benches;
     config = config();
-    targets = polls, spawns
+    targets = polls, scope_polls, spawns
 }
 criterion_main!(benches);

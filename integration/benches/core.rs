@@ -116,7 +116,7 @@ fn writes(c: &mut Criterion) {
         }
     }
     per_size(c, "scope", |b| {
-        b.iter(|| TARGET.scope(black_box(3), || black_box(())))
+        b.iter(|| TARGET.sync_scope(black_box(3), || black_box(())))
     });
     per_size(c, "copy_context", |b| b.iter(copy_context));
     // The copy spawned work gets (issue 13 §2): with no variable declared
@@ -230,9 +230,9 @@ fn peers(c: &mut Criterion) {
     });
     g.finish();
 
-    // `scope` + a read inside it (issue 16), against `task_local!`'s
+    // `sync_scope` + a read inside it (issue 16), against `task_local!`'s
     // `sync_scope` + `get`, in the three kinds of context: the thread's base
-    // context, a task's own (entered exclusively, as `with_context` with an
+    // context, a task's own (entered exclusively, as `in_context` with an
     // owned `Context` and the spawn helpers do; `wrap` here), and a shared
     // one (`run` on a `&Context`, which other threads may read).
     let mut g = c.benchmark_group("scope_get");
@@ -240,14 +240,14 @@ fn peers(c: &mut Criterion) {
         b.iter(|| TASK_LOCAL.sync_scope(black_box(3), || TASK_LOCAL.get()))
     });
     g.bench_function(BenchmarkId::new("contextvars_base", 1), |b| {
-        b.iter(|| TARGET.scope(black_box(3), || TARGET.get_or(0)))
+        b.iter(|| TARGET.sync_scope(black_box(3), || TARGET.get_or(0)))
     });
     g.bench_function(BenchmarkId::new("contextvars_task", 1), |b| {
-        contextvars::wrap(|| b.iter(|| TARGET.scope(black_box(3), || TARGET.get_or(0))))()
+        contextvars::wrap(|| b.iter(|| TARGET.sync_scope(black_box(3), || TARGET.get_or(0))))()
     });
     let shared = context_of(1);
     g.bench_function(BenchmarkId::new("contextvars_shared", 1), |b| {
-        shared.run(|| b.iter(|| TARGET.scope(black_box(3), || TARGET.get_or(0))))
+        shared.run(|| b.iter(|| TARGET.sync_scope(black_box(3), || TARGET.get_or(0))))
     });
     g.bench_function(BenchmarkId::new("opentelemetry", 1), |b| {
         b.iter(|| {

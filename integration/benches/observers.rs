@@ -28,8 +28,9 @@ fn ops(c: &mut Criterion, label: &str) {
         });
     });
     // A private context (a callback's own): `scope` does not write the map.
-    let mut scope_get =
-        |b: &mut criterion::Bencher<'_>| b.iter(|| TARGET.scope(black_box(3), || TARGET.get_or(0)));
+    let mut scope_get = |b: &mut criterion::Bencher<'_>| {
+        b.iter(|| TARGET.sync_scope(black_box(3), || TARGET.get_or(0)))
+    };
     contextvars::wrap(|| g.bench_function(format!("scope_get/{label}"), &mut scope_get))();
     g.finish();
 }

@@ -135,9 +135,9 @@ def build_targets(ns):
     )
     bare = ns.get("poll_1000/bare/10")
     for variant, name in (("owned", "owned `Context`"), ("arc", "`Arc<Context>`")):
-        wrapped = ns.get(f"poll_1000/with_context_{variant}/10")
+        wrapped = ns.get(f"poll_1000/in_context_{variant}/10")
         t.add(
-            f"`with_context` ({name}) overhead per poll",
+            f"`in_context` ({name}) overhead per poll",
             (wrapped - bare) / 1001 if wrapped is not None and bare is not None else None,
             10,
             unit=" ns",
@@ -300,8 +300,8 @@ def other_tables(ns):
     ]
     rows = [
         ("`Spin` future, 1,001 polls, bare", "poll_1000/bare/10"),
-        ("… with `with_context(Context)`", "poll_1000/with_context_owned/10"),
-        ("… with `with_context(Arc<Context>)`", "poll_1000/with_context_arc/10"),
+        ("… with `in_context(Context)`", "poll_1000/in_context_owned/10"),
+        ("… with `in_context(Arc<Context>)`", "poll_1000/in_context_arc/10"),
         ("spawn + await no-op, `tokio::spawn`, current-thread", "spawn/tokio/current_thread"),
         ("… `tokio::spawn` of a no-op as big as a `Context`, current-thread", "spawn/tokio_padded/current_thread"),
         ("… `contextvars::tokio::spawn`, current-thread", "spawn/contextvars/current_thread"),

@@ -1,6 +1,6 @@
 //! The cost of a request through `contextvars::tower::ServerLayer`, side by
 //! side in one run with what a user would otherwise build: OpenTelemetry's
-//! baggage propagator `extract` plus its `FutureExt::with_context`, and
+//! baggage propagator `extract` plus its `FutureExt::in_context`, and
 //! tower-http's request-id layers plus a `tracing` span attached with
 //! `.instrument()`; each with and without a `baggage` header, against the
 //! bare service (in process, no sockets). Then `ContextFormat`'s cost per
@@ -107,7 +107,7 @@ fn context_format(c: &mut Criterion) {
     let mut group = c.benchmark_group("log_event");
     let plain = tracing_subscriber::fmt::format().without_time();
     let with = contextvars::tracing::ContextFormat::new(plain.clone()).with_var(&REQUEST_ID);
-    REQUEST_ID.scope(42, || {
+    REQUEST_ID.sync_scope(42, || {
         tracing::subscriber::with_default(log_to_sink(plain), || {
             group.bench_function("fmt", |b| b.iter(|| tracing::info!(n = 1, "handled")));
         });

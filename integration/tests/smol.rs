@@ -24,7 +24,7 @@ fn works_on_smol() {
             assert_eq!(V.get(), Ok(11), "its own write");
             seen
         }
-        .with_current_context(),
+        .in_current_context(),
     );
     V.set(12);
     assert_eq!(smol::block_on(task), Ok(10), "the value as of the spawn");

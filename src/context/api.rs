@@ -251,7 +251,9 @@ impl Context {
     /// assert_eq!(ctx.len(), 2);
     /// ```
     pub fn len(&self) -> usize {
-        self.read(Map::len)
+        // The crate's own variables are not counted (see `ids`).
+        let internal = crate::ids::internal_ids();
+        self.read(|map| map.len() - internal.iter().filter(|&&id| map.contains(id)).count())
     }
 
     /// Whether no variable has a value in this context.
@@ -277,7 +279,10 @@ impl Context {
     /// ```
     pub fn names(&self) -> Vec<&'static str> {
         let ids: Vec<VarId> = self.read(|map| map.iter().map(|(id, _)| id).collect());
-        ids.into_iter().map(crate::ids::name_of).collect()
+        ids.into_iter()
+            .filter(|&id| !crate::ids::is_internal(id))
+            .map(crate::ids::name_of)
+            .collect()
     }
 
     /// The variables that have a value in this context, each with its name
@@ -307,6 +312,7 @@ impl Context {
             self.read(|map| map.iter().map(|(id, v)| (id, v.clone())).collect());
         let mut entries: Vec<(&'static str, Option<String>)> = values
             .iter()
+            .filter(|(id, _)| !crate::ids::is_internal(*id))
             .map(|(id, value)| {
                 let (name, fmt) = crate::ids::debug_info_of(*id);
                 let shown = fmt.map(|fmt| format!("{:?}", ShowValue(value, fmt)));
@@ -501,7 +507,7 @@ pub fn copy_context() -> Context {
 /// sees now, except those of variables declared
 /// [`not_inherited`](ContextVar::not_inherited). It is what this crate's
 /// spawn helpers (tokio, thread, rayon, [`wrap`],
-/// [`with_current_context`](crate::future::FutureExt::with_current_context),
+/// [`in_current_context`](crate::future::FutureExt::in_current_context),
 /// the tokio task hooks) start work in; use it to write your own. O(1), as
 /// [`copy_context`], when the context holds no such variable.
 ///

@@ -43,6 +43,6 @@ pub(crate) use read::{current_fork, current_id, read_current};
 pub use state::Context;
 pub(crate) use state::ForkLink;
 pub(crate) use switch::current_id_or_base;
-pub(crate) use write::{current_map, scoped, write_current};
+pub(crate) use write::{current_map, scoped, scoped_lent, write_current};
 #[cfg(all(feature = "tokio", tokio_unstable, not(loom)))]
 pub(crate) use {switch::Entered, write::inherited_map};

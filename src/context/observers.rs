@@ -238,8 +238,8 @@ fn call(name: &'static str, kind: &str, off: &AtomicBool, f: impl FnOnce()) {
 /// What a switch observer is told: the thread's current context changed.
 ///
 /// The hook runs *after* the switch, with the new context current, so it
-/// reads the variables it cares about with [`ContextVar::with`] or
-/// [`ContextVar::get`] as usual (a first read after a switch misses the
+/// reads the variables it cares about with [`ContextVar::with`](crate::ContextVar::with) or
+/// [`ContextVar::get`](crate::ContextVar::get) as usual (a first read after a switch misses the
 /// read cache and walks a small map: tens of nanoseconds).
 ///
 /// The ids are opaque numbers that tell contexts apart (a generator's
@@ -279,13 +279,15 @@ impl Switch {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Cause {
-    /// [`ContextVar::set`].
+    /// [`ContextVar::set`](crate::ContextVar::set).
     Set,
-    /// [`ContextVar::reset`] / [`try_reset`](ContextVar::try_reset).
+    /// [`ContextVar::reset`](crate::ContextVar::reset) / [`try_reset`](crate::ContextVar::try_reset).
     Reset,
-    /// The start of a [`ContextVar::scope`].
+    /// The start of a [`ContextVar::sync_scope`](crate::ContextVar::sync_scope), or of a poll (or the
+    /// drop) of a [`ContextVar::scope`](crate::ContextVar::scope)'s future.
     ScopeBegin,
-    /// The end of a [`ContextVar::scope`] (also when it unwinds).
+    /// The end of a [`ContextVar::sync_scope`](crate::ContextVar::sync_scope) or of a poll (or the drop) of
+    /// a [`ContextVar::scope`](crate::ContextVar::scope)'s future (also when it unwinds).
     ScopeEnd,
     /// A [`Fork::merge`](crate::Fork::merge) (or `merge_overwriting`)
     /// applied the value the fork's child gave the variable.

@@ -1,5 +1,5 @@
 //! The list of scoped values: data only. A value set by
-//! [`ContextVar::scope`](crate::ContextVar::scope) lives beside its
+//! [`ContextVar::sync_scope`](crate::ContextVar::sync_scope) lives beside its
 //! context's map instead of in it, in an entry ([`Scoped`]) in the stack
 //! frame of the `scope` call, linked at the head of its context's list
 //! until the scope ends or something needs the map as it is (the write

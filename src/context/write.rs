@@ -164,7 +164,8 @@ impl Drop for Refresh {
     }
 }
 
-/// Runs `f` with `value` as `id`'s value in the current context: `scope`.
+/// Runs `f` with `value` as `id`'s value in the current context:
+/// `sync_scope` (and each poll of a `scope`'s future, through `scoped_lent`).
 ///
 /// The value is not written into the map. It goes on the context's list of
 /// scoped values and straight into the thread's read cache, and the scope's
@@ -196,6 +197,68 @@ pub(crate) fn scoped<T: Send + Sync + 'static, R>(
     value: T,
     f: impl FnOnce() -> R,
 ) -> R {
+    scoped_in(id, addr, Value::new(value), DropAs::<T>(PhantomData), f)
+}
+
+/// [`scoped`] with a value boxed already, lent by `back` (a future's scope,
+/// which holds its value across polls): the scope's end puts the handle
+/// back there, also on unwinding, instead of dropping it.
+///
+/// `value` must have been made by the variable `id` (a `T` of its own).
+#[inline(always)]
+pub(crate) fn scoped_lent<T: 'static, R>(
+    id: VarId,
+    addr: usize,
+    value: Value,
+    back: &mut Option<Value>,
+    f: impl FnOnce() -> R,
+) -> R {
+    scoped_in(id, addr, value, Lent::<T>(back, PhantomData), f)
+}
+
+/// What a scope's end does with its value's handle: drop it (`scoped`), or
+/// give it back to its lender (`scoped_lent`); and how to drop a value of
+/// the variable (the one a restore of the map lets go of).
+trait ScopeValue {
+    fn end(&mut self, value: Value);
+    /// `Value::drop_as` with the variable's type.
+    const DROP_AS: unsafe fn(Value);
+}
+
+/// Drops a scope's value with its variable's own type.
+struct DropAs<T>(PhantomData<T>);
+
+impl<T: 'static> ScopeValue for DropAs<T> {
+    const DROP_AS: unsafe fn(Value) = Value::drop_as::<T>;
+
+    #[inline(always)]
+    fn end(&mut self, value: Value) {
+        // SAFETY: the value is a `T` (`scoped`).
+        unsafe { value.drop_as::<T>() };
+    }
+}
+
+/// Gives a scope's value back to the lender's slot.
+struct Lent<'a, T>(&'a mut Option<Value>, PhantomData<T>);
+
+impl<T: 'static> ScopeValue for Lent<'_, T> {
+    const DROP_AS: unsafe fn(Value) = Value::drop_as::<T>;
+
+    #[inline(always)]
+    fn end(&mut self, value: Value) {
+        *self.0 = Some(value);
+    }
+}
+
+/// The body of [`scoped`] and [`scoped_lent`].
+#[inline(always)]
+fn scoped_in<R>(
+    id: VarId,
+    addr: usize,
+    value: Value,
+    then: impl ScopeValue,
+    f: impl FnOnce() -> R,
+) -> R {
     let cur = current();
     let mut ctx = cur.ctx.get();
     if ctx.is_null() {
@@ -205,7 +268,6 @@ pub(crate) fn scoped<T: Send + Sync + 'static, R>(
     // alive and current until `f` returns (contexts are left in the order
     // they were entered, also on unwinding).
     let ctx = unsafe { &*ctx };
-    let value = Value::new(value);
     let slot = Slot::of(addr);
     let raw = value.as_raw();
     // Its end takes what it owns (`written`, `value`) out of it, also on
@@ -225,11 +287,11 @@ pub(crate) fn scoped<T: Send + Sync + 'static, R>(
         .store(ptr::from_ref(&*entry).cast_mut(), Ordering::Release);
     // Holds the entry by a shared reference: another thread may be reading
     // it until the unlinking has opened its write.
-    let end = ScopeEnd::<T> {
+    let end = ScopeEnd {
         ctx,
         entry: &entry,
         slot,
-        of: PhantomData,
+        then,
     };
     // Tagged: a read of it takes no borrow count (see `read_current`).
     cur.cache.fill(slot, id, Some(tag_scoped(raw)));
@@ -240,26 +302,27 @@ pub(crate) fn scoped<T: Send + Sync + 'static, R>(
 }
 
 /// Ends a `scoped` call, also on unwinding.
-struct ScopeEnd<'a, T: 'static> {
+struct ScopeEnd<'a, V: ScopeValue> {
     ctx: &'a Context,
     entry: &'a Scoped,
     /// The variable's read-cache slot, the only one that may hold the
     /// entry's value.
     slot: Slot,
-    of: PhantomData<T>,
+    /// What becomes of the value.
+    then: V,
 }
 
-impl<T: 'static> Drop for ScopeEnd<'_, T> {
+impl<V: ScopeValue> Drop for ScopeEnd<'_, V> {
     fn drop(&mut self) {
         self.end();
     }
 }
 
-impl<T: 'static> ScopeEnd<'_, T> {
+impl<V: ScopeValue> ScopeEnd<'_, V> {
     /// Takes the entry off (or restores the map it was written into), and
-    /// drops the value. Runs once: by `scoped`, or by the drop.
+    /// hands the value to `then`. Runs once: by `scoped`, or by the drop.
     #[inline(always)]
-    fn end(&self) {
+    fn end(&mut self) {
         // Scopes nest, and writing the list into the map empties it whole:
         // an entry is still the head exactly when it was not written.
         let value = if ptr::eq(self.ctx.own_scoped(), self.entry) {
@@ -286,12 +349,11 @@ impl<T: 'static> ScopeEnd<'_, T> {
             let old = self.entry.written.take();
             debug_assert!(old.is_some(), "an entry off the list was written");
             if let Some(old) = old {
-                restore_written(self.entry.id, old, Value::drop_as::<T>);
+                restore_written(self.entry.id, old, V::DROP_AS);
             }
             value
         };
-        // SAFETY: the value is a `T` (`scoped`).
-        unsafe { value.drop_as::<T>() };
+        self.then.end(value);
     }
 }
 

@@ -9,7 +9,27 @@
 //! previous context waits on a per-thread stack meanwhile); the terminate
 //! hook drops it. The copy is *private*: nothing else can reach it, so
 //! entering takes no flag and writes take no lock, as for an owned
-//! `WithContext`.
+//! `InContext`.
+//!
+//! ```
+//! use contextvars::ContextVar;
+//! use contextvars::tokio::BuilderExt;
+//!
+//! static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+//!
+//! let rt = tokio::runtime::Builder::new_current_thread().isolate_tasks().build().unwrap();
+//! rt.block_on(async {
+//!     REQUEST_ID.set(1);
+//!     // A plain `tokio::spawn`: the hooks give the task a copy of its spawner's context.
+//!     let seen = tokio::spawn(async {
+//!         let inherited = REQUEST_ID.get();
+//!         REQUEST_ID.set(2);
+//!         inherited
+//!     });
+//!     assert_eq!(seen.await.unwrap(), Ok(1));
+//!     assert_eq!(REQUEST_ID.get(), Ok(1));
+//! });
+//! ```
 //!
 //! **Invariant:** a filed context is dropped only when it is not current on
 //! any thread: the terminate hook drops it at once unless its task is being

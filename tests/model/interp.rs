@@ -193,7 +193,7 @@ pub enum Hook {
     Reads,
     /// Sets and resets `HOOK_VAR` (the reset must succeed).
     Writes,
-    /// `HOOK_VAR.scope(..)` around a read (must not panic, also while
+    /// `HOOK_VAR.sync_scope(..)` around a read (must not panic, also while
     /// another thread installs and removes observers).
     Scopes,
     /// Panics on its n-th call on its own thread (not counting a variable
@@ -209,14 +209,14 @@ pub enum Op {
     /// out of order, of another variable (`DifferentVar`), of another context
     /// (`DifferentContext`); either error changes nothing.
     Reset { token: usize, var: usize },
-    /// `VARS[v].scope(fresh value, body)`.
+    /// `VARS[v].sync_scope(fresh value, body)`.
     Scope(usize, Vec<Op>),
     /// `VARS[v].with(|value| body)`: the borrowed value, checked before and
     /// after the body, must stay what it was whatever the body does (writes,
     /// copies, scopes, switches), including a scoped value that the borrow
     /// or the body moves out of its scope's frame.
     Borrow(usize, Vec<Op>),
-    /// `VARS[v].scope(fresh value, body)` whose body panics after its ops;
+    /// `VARS[v].sync_scope(fresh value, body)` whose body panics after its ops;
     /// the panic is caught outside the scope.
     ScopePanic(usize, Vec<Op>),
     /// Every variable of `arena[i]` read from another thread (`Context::get`
@@ -235,10 +235,10 @@ pub enum Op {
     /// `contextvars::thread::spawn(body)`, joined when the program ends.
     Thread(Vec<Op>),
     /// A future polled twice (`Pending` in between) with
-    /// `with_context(arena[i].clone())`: the first body in the first poll,
+    /// `in_context(arena[i].clone())`: the first body in the first poll,
     /// the second in the second.
     Poll(usize, Vec<Op>, Vec<Op>),
-    /// The same with `with_current_context()`.
+    /// The same with `in_current_context()`.
     PollCopy(Vec<Op>, Vec<Op>),
     /// Resumptions of one `isolated` generator, each preceded by caller ops.
     Isolated(Vec<(Vec<Op>, Vec<Op>)>),
@@ -643,7 +643,7 @@ fn observe_var(var: usize, hook: Hook, key: u64) -> Observer {
         let read = match hook {
             Hook::Reads => Some(read_var()),
             Hook::Scopes => guarded("a `scope` inside a variable hook", || {
-                HOOK_VAR.scope(Val::new(0), read_var)
+                HOOK_VAR.sync_scope(Val::new(0), read_var)
             }),
             Hook::Writes => {
                 guarded("a write inside a variable hook", write_and_reset);
@@ -703,7 +703,7 @@ fn observe_switch(hook: Hook) -> Observer {
             }
             Hook::Scopes => {
                 guarded("a `scope` inside a switch hook", || {
-                    HOOK_VAR.scope(Val::new(0), || drop(VARS[0].get()))
+                    HOOK_VAR.sync_scope(Val::new(0), || drop(VARS[0].get()))
                 });
             }
             Hook::Panics(k) => {
@@ -945,7 +945,7 @@ impl Interp {
                     state.open_scopes.push((scope, *v));
                     (old, scope)
                 };
-                let before_end = VARS[*v].scope(Val::new(value), || {
+                let before_end = VARS[*v].sync_scope(Val::new(value), || {
                     self.check();
                     self.exec_all(ops);
                     self.0.borrow().visible(*v)
@@ -986,7 +986,7 @@ impl Interp {
                 };
                 let before_end = Cell::new(None);
                 let caught = catch_unwind(AssertUnwindSafe(|| {
-                    VARS[*v].scope(Val::new(value), || {
+                    VARS[*v].sync_scope(Val::new(value), || {
                         self.check();
                         self.exec_all(ops);
                         before_end.set(self.0.borrow().visible(*v));
@@ -1094,7 +1094,7 @@ impl Interp {
                     self.exec_all(second);
                     self.leave_arena(i);
                 };
-                poll_twice(self, fut.with_context(ctx), || self.check_context(i));
+                poll_twice(self, fut.in_context(ctx), || self.check_context(i));
                 self.check_context(i);
             }
             Op::PollCopy(first, second) => {
@@ -1123,7 +1123,7 @@ impl Interp {
                     self.exec_all(second);
                     leave();
                 }
-                .with_current_context();
+                .in_current_context();
                 {
                     let mut state = self.0.borrow_mut();
                     let (id, map) = (state.fresh_id(), inherited(state.view()));
@@ -1473,7 +1473,7 @@ fn drop_race(mode: u8) {
     });
     let problems = match mode % 3 {
         0 => {
-            MARK.scope(OUTSIDE, || while_dropping(|| drop(ctx)));
+            MARK.sync_scope(OUTSIDE, || while_dropping(|| drop(ctx)));
             Vec::new()
         }
         1 => {
@@ -1500,7 +1500,7 @@ fn drop_race(mode: u8) {
                 b.wait();
                 drop(ctx)
             }) as Job]);
-            MARK.scope(OUTSIDE, || {
+            MARK.sync_scope(OUTSIDE, || {
                 barrier.wait();
                 while_dropping(|| drop(copy))
             });
