@@ -221,7 +221,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 fn random_programs_match_the_model() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // Under Miri: a few short programs. Otherwise batches until `MIN_OPS`
-    // operations have run (about 1,000 programs).
+    // operations have run (about 1,200 programs).
     let (batch, min_ops, max_len) = if cfg!(miri) {
         (3, 0, 16)
     } else {
