@@ -508,7 +508,7 @@ fn named_programs_of_forks_guards_observers_and_drops_match_the_model() {
                 OnSwitch(Hook::Scopes),
                 Churn(vec![
                     Set(2),
-                    Scope(2, vec![Set(2)]),
+                    Scope(2, vec![Set(1)]),
                     New,
                     Run(1, vec![Set(2)]),
                     Wrap(vec![Set(2)]),
