@@ -32,11 +32,11 @@ use proptest::test_runner::{Config, RngAlgorithm, TestRunner};
 /// Programs share the global drop count, so they run one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// Operations per `cargo test` run, across cases: half as many as when the
-/// programs had no forks, guards, observers, channels or drop races, whose
-/// operations cost about twice as much (threads meet, hooks run), so that a
-/// run takes no longer than it did.
-const MIN_OPS: u64 = 500_000;
+/// Operations per `cargo test` run, across cases: under half the 1,000,000
+/// of the programs without forks, guards, observers, channels or drop races,
+/// whose operations cost about twice as much (threads meet, hooks run), so
+/// that a run takes no longer than it did.
+const MIN_OPS: u64 = 450_000;
 
 /// `MIN_OPS`, or `CONTEXTVARS_MODEL_OPS` when set: fewer operations for a
 /// quick run (each mutant of `cargo mutants`, RELIABILITY.md).
@@ -221,7 +221,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 fn random_programs_match_the_model() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // Under Miri: a few short programs. Otherwise batches until `MIN_OPS`
-    // operations have run (about 1,200 programs).
+    // operations have run (about 1,000 programs).
     let (batch, min_ops, max_len) = if cfg!(miri) {
         (3, 0, 16)
     } else {
