@@ -98,6 +98,8 @@
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod baggage;
+// The span current at spawn, into spawned work (`tracing::carry_spans`).
+mod carry;
 pub mod channel;
 mod context;
 pub mod docs;
@@ -128,6 +130,9 @@ pub mod propagation;
 pub mod rayon;
 mod read_cache;
 mod report;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod reqwest;
 #[cfg(feature = "serde")]
 pub mod snapshot;
 mod spare;

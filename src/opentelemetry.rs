@@ -29,43 +29,58 @@
 //! what [`Propagator::inject`]/[`Propagator::extract`] would carry: a value
 //! that does not parse is dropped with one warning, never a panic.
 //!
-//! # With tonic
+//! # As one of OpenTelemetry's propagators
 //!
-//! tonic has no baggage of its own; OpenTelemetry's propagators read and
-//! write its `MetadataMap` through a small `Injector`/`Extractor` adapter
-//! (as in opentelemetry-rust's gRPC example):
+//! [`Propagator`] is a `TextMapPropagator`: in a
+//! `TextMapCompositePropagator` set as the global propagator, every
+//! instrumentation that already calls it (HTTP clients and servers, gRPC,
+//! Kafka and NATS injectors) carries the variables with no code of its own.
 //!
-//! ```ignore
-//! use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+//! - **inject** writes one `baggage` header: the baggage of the
+//!   OpenTelemetry context being injected (what OpenTelemetry's
+//!   `BaggagePropagator` writes), with the registered variables' current
+//!   values replacing members of the same keys, then the forwarded members
+//!   whose keys are free; then each variable's own header
+//!   ([`Propagator::with_header`]). Placed *after* OpenTelemetry's
+//!   `BaggagePropagator`, it rewrites that propagator's header with the
+//!   variables merged in. Placed before it, OpenTelemetry's propagator
+//!   overwrites the header whenever the context has baggage of its own (its
+//!   injector cannot be read back), and the variables are lost: put this
+//!   one last.
+//! - **extract** reads the registered variables from the `baggage` header
+//!   and their own headers into a fresh [`Context`], kept in the returned
+//!   OpenTelemetry context for [`Propagator::extract_context`] to hand
+//!   out; it leaves the OpenTelemetry baggage to `BaggagePropagator`, in
+//!   either order.
 //!
-//! struct Meta<'a>(&'a mut tonic::metadata::MetadataMap);
-//! impl Injector for Meta<'_> {
-//!     fn set(&mut self, key: &str, value: String) {
-//!         if let (Ok(k), Ok(v)) = (key.parse::<tonic::metadata::MetadataKey<_>>(), value.parse()) {
-//!             self.0.insert(k, v);
-//!         }
-//!     }
-//! }
-//! // Client: an interceptor puts the current variables into the request.
-//! fn send(mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-//!     let cx = PROPAGATOR.inject_context(&opentelemetry::Context::current());
-//!     opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut Meta(req.metadata_mut())));
-//!     Ok(req)
-//! }
-//! // Server: each call runs in a fresh context from the request's metadata
-//! // (an `Extractor` over `MetadataMap` reads it the same way).
-//! async fn say_hello(&self, req: tonic::Request<HelloRequest>) -> Result<tonic::Response<HelloReply>, tonic::Status> {
-//!     let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&MetaRead(req.metadata())));
-//!     let ctx = PROPAGATOR.extract_context(&cx);
-//!     handle(req).in_context(ctx).await // contextvars::prelude::*
-//! }
+//! ```
+//! use contextvars::propagation::Propagator;
+//! use contextvars::ContextVar;
+//! use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
+//! use std::collections::HashMap;
+//!
+//! static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+//! let ours = Propagator::new().with_var(&REQUEST_ID);
+//! // In a service: opentelemetry::global::set_text_map_propagator(composite).
+//! let composite = TextMapCompositePropagator::new(vec![Box::new(ours.clone())]);
+//!
+//! let mut carrier = HashMap::new();
+//! REQUEST_ID.sync_scope(7, || composite.inject_context(&opentelemetry::Context::current(), &mut carrier));
+//! assert_eq!(carrier["baggage"], "request_id=7");
+//!
+//! let cx = composite.extract(&carrier);
+//! assert_eq!(ours.extract_context(&cx).get(&REQUEST_ID), Some(7));
 //! ```
 
+use std::borrow::Cow;
+
 use opentelemetry::baggage::{Baggage, BaggageExt};
+use opentelemetry::propagation::text_map_propagator::FieldIter;
+use opentelemetry::propagation::{self as otel, TextMapPropagator};
 
 use crate::Context;
 use crate::baggage::{self, Dropped};
-use crate::propagation::Propagator;
+use crate::propagation::{BAGGAGE, Extractor, Injector, Propagator};
 
 impl Propagator {
     /// Writes the current values of the registered variables into
@@ -170,9 +185,10 @@ impl Propagator {
         cx.with_baggage(baggage)
     }
 
-    /// A fresh context from the baggage of `cx` (as an OpenTelemetry
-    /// propagator's `extract` returns it); see
-    /// [`extract_baggage`](Self::extract_baggage).
+    /// A fresh context from `cx` (as an OpenTelemetry propagator's `extract`
+    /// returns it): a copy of the one this crate's `TextMapPropagator`
+    /// extracted into it, if one did; otherwise from its baggage (see
+    /// [`extract_baggage`](Self::extract_baggage)).
     ///
     /// ```
     /// use contextvars::propagation::Propagator;
@@ -185,6 +201,118 @@ impl Propagator {
     /// assert_eq!(p.extract_context(&cx).get(&REQUEST_ID), Some(7));
     /// ```
     pub fn extract_context(&self, cx: &opentelemetry::Context) -> Context {
-        self.extract_baggage(cx.baggage())
+        match cx.get::<Extracted>() {
+            Some(extracted) => extracted.0.copy(),
+            None => self.extract_baggage(cx.baggage()),
+        }
+    }
+}
+
+/// The context this crate's `TextMapPropagator` extracted, carried in the
+/// OpenTelemetry context it returns. Never entered: handed out as copies.
+struct Extracted(Context);
+
+/// `cx`'s baggage as a `baggage` header: what OpenTelemetry's
+/// `BaggagePropagator` writes for it.
+fn baggage_header(cx: &opentelemetry::Context) -> String {
+    let mut text = String::new();
+    for (key, (value, metadata)) in cx.baggage() {
+        if !text.is_empty() {
+            text.push(',');
+        }
+        text.push_str(key.as_str());
+        text.push('=');
+        text.push_str(&baggage::encode_value(value.as_str()));
+        if !metadata.as_str().is_empty() {
+            text.push(';');
+            text.push_str(metadata.as_str());
+        }
+    }
+    text
+}
+
+/// An OpenTelemetry injector as this crate's: what it "already holds" is
+/// the context's baggage, which OpenTelemetry's `BaggagePropagator`
+/// writes (its injector cannot be read back).
+struct ToOpenTelemetry<'a> {
+    injector: &'a mut dyn otel::Injector,
+    existing: String,
+}
+
+impl Extractor for ToOpenTelemetry<'_> {
+    fn get(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+        (name == BAGGAGE && !self.existing.is_empty())
+            .then_some(Cow::Borrowed(self.existing.as_bytes()))
+    }
+}
+
+impl Injector for ToOpenTelemetry<'_> {
+    fn set(&mut self, name: &str, value: String) {
+        self.injector.set(name, value);
+    }
+
+    fn remove(&mut self, _name: &str) {
+        // An OpenTelemetry injector cannot remove; nothing was written
+        // through this one yet, so there is nothing to remove.
+    }
+}
+
+/// An OpenTelemetry extractor as this crate's: several values of one
+/// header are one list.
+struct FromOpenTelemetry<'a>(&'a dyn otel::Extractor);
+
+impl Extractor for FromOpenTelemetry<'_> {
+    fn get(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+        match self.0.get_all(name) {
+            Some(values) if values.len() > 1 => Some(Cow::Owned(values.join(",").into_bytes())),
+            _ => self
+                .0
+                .get(name)
+                .map(|value| Cow::Borrowed(value.as_bytes())),
+        }
+    }
+}
+
+/// The registered variables as one of OpenTelemetry's propagators (see the
+/// [module docs](self) for how it shares `baggage` with OpenTelemetry's
+/// `BaggagePropagator`).
+///
+/// ```
+/// use contextvars::propagation::Propagator;
+/// use contextvars::ContextVar;
+/// use opentelemetry::propagation::TextMapPropagator;
+/// use std::collections::HashMap;
+///
+/// static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+/// let p = Propagator::new().with_var(&REQUEST_ID).with_header("x-request-id", &REQUEST_ID);
+/// let mut carrier = HashMap::new();
+/// REQUEST_ID.sync_scope(7, || p.inject(&mut carrier));
+/// assert_eq!((carrier["baggage"].as_str(), carrier["x-request-id"].as_str()), ("request_id=7", "7"));
+/// assert_eq!(TextMapPropagator::fields(&p).collect::<Vec<_>>(), ["baggage", "x-request-id"]);
+/// ```
+impl TextMapPropagator for Propagator {
+    fn inject_context(&self, cx: &opentelemetry::Context, injector: &mut dyn otel::Injector) {
+        Propagator::inject(
+            self,
+            &mut ToOpenTelemetry {
+                injector,
+                existing: baggage_header(cx),
+            },
+        );
+    }
+
+    fn extract_with_context(
+        &self,
+        cx: &opentelemetry::Context,
+        extractor: &dyn otel::Extractor,
+    ) -> opentelemetry::Context {
+        cx.with_value(Extracted(Propagator::extract(
+            self,
+            &FromOpenTelemetry(extractor),
+        )))
+    }
+
+    fn fields(&self) -> FieldIter<'_> {
+        FieldIter::new(Propagator::fields(self))
     }
 }

@@ -1,11 +1,16 @@
 //! Context across process boundaries: registered variables travel in the
-//! W3C `baggage` HTTP header (feature `http`).
+//! W3C `baggage` header, and optionally each in a header of its own (feature
+//! `http`).
 //!
-//! A [`Propagator`] lists which variables travel, under which baggage key,
-//! and how their values are written and read (`Display`/`FromStr`, or JSON
-//! with feature `serde`). [`Propagator::inject`] writes the current values
-//! into a `HeaderMap`; [`Propagator::extract`] builds a fresh [`Context`]
-//! from one. Python stops at the process boundary; this is where we do not.
+//! A [`Propagator`] lists which variables travel, under which baggage key
+//! or header, and how their values are written and read (`Display`/`FromStr`,
+//! or JSON with feature `serde`). [`Propagator::inject`] writes the current
+//! values into any header carrier (an [`Injector`]: `http::HeaderMap`, a
+//! `HashMap<String, String>`, a message's headers);
+//! [`Propagator::extract`] builds a fresh [`Context`] from one (an
+//! [`Extractor`]). [`Propagator::inject_str`] and
+//! [`Propagator::extract_str`] are the same for the baggage value alone.
+//! Python stops at the process boundary; this is where we do not.
 //!
 //! # What travels, what is dropped
 //!
@@ -27,6 +32,12 @@
 //!   Everything one header loses is reported in a single `tracing` warning,
 //!   with counts and the first few names.
 //!
+//! - A variable registered with [`Propagator::with_header`] travels in a
+//!   header of its own as well (`x-request-id`), its value as `Display`
+//!   writes it. A value that is not a valid header value is not sent; a
+//!   received one that is over [`MAX_HEADER_BYTES`] or does not parse is
+//!   dropped; each with a warning naming the variable and the header.
+//!
 //! ```
 //! use contextvars::propagation::Propagator;
 //! use contextvars::ContextVar;
@@ -44,11 +55,13 @@
 //! ```
 //!
 //! **Invariant:** `extract` never fails and never panics on input: a member
-//! that is malformed or does not parse is dropped, and every other
-//! registered member still arrives.
+//! or header that is malformed or does not parse is dropped, and every other
+//! registered value still arrives.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt::{self, Display};
+use std::hash::BuildHasher;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -65,6 +78,198 @@ pub const BAGGAGE: &str = "baggage";
 /// on every request, with or without baggage.
 static BAGGAGE_NAME: HeaderName = HeaderName::from_static(BAGGAGE);
 
+/// The longest value a variable's own header may have, received or sent
+/// (W3C's limit for a whole baggage header): a longer one is dropped with a
+/// warning rather than parsed.
+pub const MAX_HEADER_BYTES: usize = 8192;
+
+/// A header carrier that [`Propagator::extract`] reads: HTTP headers,
+/// gRPC metadata, a message's headers.
+///
+/// Names are asked for in lowercase (`baggage`, `x-request-id`); a carrier
+/// whose names are case-insensitive (HTTP) matches them as it does.
+/// Implemented for `http::HeaderMap` and for a `HashMap<String, String>`
+/// keyed by lowercase names (as OpenTelemetry's carriers are). Another
+/// carrier takes a few lines:
+///
+/// ```
+/// use std::borrow::Cow;
+/// use contextvars::propagation::{Extractor, Injector, Propagator};
+/// use contextvars::ContextVar;
+///
+/// /// A message's headers, as a broker client hands them over.
+/// struct Headers(Vec<(String, String)>);
+///
+/// impl Extractor for Headers {
+///     fn get(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+///         let (_, value) = self.0.iter().find(|(n, _)| n.eq_ignore_ascii_case(name))?;
+///         Some(Cow::Borrowed(value.as_bytes()))
+///     }
+/// }
+///
+/// impl Injector for Headers {
+///     fn set(&mut self, name: &str, value: String) {
+///         self.remove(name);
+///         self.0.push((name.to_string(), value));
+///     }
+///     fn remove(&mut self, name: &str) {
+///         self.0.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+///     }
+/// }
+///
+/// static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+/// let p = Propagator::new().with_var(&REQUEST_ID);
+/// let mut headers = Headers(vec![("Baggage".into(), "team=blue".into())]);
+/// REQUEST_ID.sync_scope(7, || p.inject(&mut headers));
+/// assert_eq!(headers.0, [("baggage".to_string(), "team=blue,request_id=7".to_string())]);
+/// assert_eq!(p.extract(&headers).get(&REQUEST_ID), Some(7));
+/// ```
+pub trait Extractor {
+    /// The value of the header `name`, as bytes (an HTTP header may hold
+    /// any); a carrier that holds several values under one name joins them
+    /// with `,`, as HTTP does with a list header. `None` if there is none.
+    ///
+    /// ```
+    /// use contextvars::propagation::Extractor;
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.append("baggage", "a=1".parse().unwrap());
+    /// headers.append("baggage", "b=2".parse().unwrap());
+    /// assert_eq!(Extractor::get(&headers, "baggage").as_deref(), Some(&b"a=1,b=2"[..]));
+    /// ```
+    fn get(&self, name: &str) -> Option<Cow<'_, [u8]>>;
+}
+
+/// A header carrier that [`Propagator::inject`] writes. It is read too
+/// ([`Extractor`]): `inject` merges its members into a `baggage` header
+/// already there rather than overwrite it.
+///
+/// Implemented for `http::HeaderMap` and `HashMap<String, String>`; see
+/// [`Extractor`] for another carrier.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use contextvars::propagation::Propagator;
+/// use contextvars::ContextVar;
+///
+/// static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+/// let p = Propagator::new().with_var(&REQUEST_ID);
+/// let mut carrier = HashMap::new();
+/// REQUEST_ID.sync_scope(7, || p.inject(&mut carrier));
+/// assert_eq!(carrier["baggage"], "request_id=7");
+/// ```
+pub trait Injector: Extractor {
+    /// Replaces every value of the header `name` (lowercase) with `value`.
+    /// The propagator hands over only valid header values: visible ASCII,
+    /// spaces and tabs.
+    ///
+    /// ```
+    /// use contextvars::propagation::Injector;
+    /// let mut headers = http::HeaderMap::new();
+    /// Injector::set(&mut headers, "x-request-id", "7".to_string());
+    /// assert_eq!(headers["x-request-id"], "7");
+    /// ```
+    fn set(&mut self, name: &str, value: String);
+
+    /// Removes the header `name` (lowercase), every value of it.
+    ///
+    /// ```
+    /// use contextvars::propagation::Injector;
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.insert("baggage", "a=1".parse().unwrap());
+    /// Injector::remove(&mut headers, "baggage");
+    /// assert!(headers.is_empty());
+    /// ```
+    fn remove(&mut self, name: &str);
+}
+
+/// `baggage`, the one name every request is asked for, without parsing it.
+fn header_name(name: &str) -> Option<Cow<'static, HeaderName>> {
+    if name == BAGGAGE {
+        return Some(Cow::Borrowed(&BAGGAGE_NAME));
+    }
+    HeaderName::from_bytes(name.as_bytes()).ok().map(Cow::Owned)
+}
+
+impl Extractor for HeaderMap {
+    fn get(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+        let name = header_name(name)?;
+        let mut values = self.get_all(&*name).iter();
+        let first = values.next()?;
+        let Some(second) = values.next() else {
+            return Some(Cow::Borrowed(first.as_bytes()));
+        };
+        let mut all = first.as_bytes().to_vec();
+        for value in std::iter::once(second).chain(values) {
+            all.push(b',');
+            all.extend_from_slice(value.as_bytes());
+        }
+        Some(Cow::Owned(all))
+    }
+}
+
+impl Injector for HeaderMap {
+    fn set(&mut self, name: &str, value: String) {
+        let Some(name) = header_name(name) else {
+            tracing::warn!("header {name:?} not sent: not a valid header name");
+            return;
+        };
+        match HeaderValue::try_from(value) {
+            Ok(value) => {
+                self.insert(name.into_owned(), value);
+            }
+            Err(_) => {
+                // What was there is not what the caller meant to send.
+                HeaderMap::remove(self, &*name);
+                tracing::warn!("header {name} not sent: not a valid header value");
+            }
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Some(name) = header_name(name) {
+            HeaderMap::remove(self, &*name);
+        }
+    }
+}
+
+impl<S: BuildHasher> Extractor for HashMap<String, String, S> {
+    fn get(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+        HashMap::get(self, name).map(|value| Cow::Borrowed(value.as_bytes()))
+    }
+}
+
+impl<S: BuildHasher> Injector for HashMap<String, String, S> {
+    fn set(&mut self, name: &str, value: String) {
+        self.insert(name.to_string(), value);
+    }
+
+    fn remove(&mut self, name: &str) {
+        HashMap::remove(self, name);
+    }
+}
+
+impl<E: Extractor + ?Sized> Extractor for &E {
+    fn get(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+        (**self).get(name)
+    }
+}
+
+impl<E: Extractor + ?Sized> Extractor for &mut E {
+    fn get(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+        (**self).get(name)
+    }
+}
+
+impl<I: Injector + ?Sized> Injector for &mut I {
+    fn set(&mut self, name: &str, value: String) {
+        (**self).set(name, value)
+    }
+
+    fn remove(&mut self, name: &str) {
+        (**self).remove(name)
+    }
+}
+
 type Encode = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 type Decode = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
@@ -73,11 +278,34 @@ type Decode = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 /// forward. Internal: a context's listing leaves it out.
 static FORWARDED: ContextVar<String> = ContextVar::new("baggage (forwarded)").internal();
 
+/// How one variable travels: under `key` (a baggage key, or a header name).
 #[derive(Clone)]
 struct Travel {
+    name: &'static str,
     key: &'static str,
     encode: Encode,
     decode: Decode,
+}
+
+/// What a propagator carries; shared by its clones until one is configured.
+#[derive(Clone)]
+struct Registry {
+    /// In the `baggage` header, by baggage key.
+    vars: Vec<Travel>,
+    /// Each in a header of its own, by header name.
+    headers: Vec<Travel>,
+    /// Every header name it writes: `baggage`, then those of `headers`.
+    fields: Vec<String>,
+}
+
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry {
+            vars: Vec::new(),
+            headers: Vec::new(),
+            fields: vec![BAGGAGE.to_string()],
+        }
+    }
 }
 
 /// Which context variables travel between services, and how.
@@ -114,14 +342,14 @@ struct Travel {
 /// ```
 #[derive(Clone)]
 pub struct Propagator {
-    vars: Arc<Vec<Travel>>,
+    reg: Arc<Registry>,
     forward: bool,
 }
 
 impl Default for Propagator {
     fn default() -> Propagator {
         Propagator {
-            vars: Arc::default(),
+            reg: Arc::default(),
             forward: true,
         }
     }
@@ -261,13 +489,85 @@ impl Propagator {
             );
         }
         // A clone shares the list until it is configured: copy it then.
-        let vars = Arc::make_mut(&mut self.vars);
+        let vars = &mut Arc::make_mut(&mut self.reg).vars;
         vars.retain(|t| t.key != key);
         vars.push(Travel {
+            name,
             key,
             encode,
             decode,
         });
+        self
+    }
+
+    /// Registers `var` to travel in a header of its own as well, `header`
+    /// (lowercase: `x-request-id`), written with `Display` and read with
+    /// `FromStr` — for fleets whose services, proxies and request-id layers
+    /// (tower-http's `SetRequestIdLayer`) speak that header rather than
+    /// baggage. A variable registered with [`with_var`](Self::with_var) too
+    /// travels in both; received in both, the header's value wins.
+    ///
+    /// On [`inject`](Self::inject), a value that is not a valid header value
+    /// (control characters, non-ASCII, surrounding spaces, over
+    /// [`MAX_HEADER_BYTES`]) is not sent; on [`extract`](Self::extract), a
+    /// value over [`MAX_HEADER_BYTES`], not UTF-8, or that does not parse is
+    /// dropped; each with a warning naming the variable and the header.
+    /// Without a value, nothing is written: a header already on the request
+    /// stays as it is.
+    ///
+    /// # Panics
+    ///
+    /// If `header` is not a lowercase RFC 7230 token, or is `baggage`. The
+    /// message names the variable.
+    ///
+    /// ```
+    /// use contextvars::propagation::Propagator;
+    /// use contextvars::ContextVar;
+    ///
+    /// static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
+    /// let p = Propagator::new().with_header("x-request-id", &REQUEST_ID);
+    ///
+    /// let mut headers = http::HeaderMap::new();
+    /// REQUEST_ID.sync_scope("a1b2".to_string(), || p.inject(&mut headers));
+    /// assert_eq!(headers["x-request-id"], "a1b2");
+    /// assert!(!headers.contains_key("baggage"));
+    /// assert_eq!(p.extract(&headers).get(&REQUEST_ID).as_deref(), Some("a1b2"));
+    /// ```
+    #[must_use]
+    pub fn with_header<T>(mut self, header: &'static str, var: &'static ContextVar<T>) -> Propagator
+    where
+        T: Display + FromStr + Send + Sync + 'static,
+        T::Err: Display,
+    {
+        let name = var.name();
+        if !baggage::is_key(header) || header.bytes().any(|b| b.is_ascii_uppercase()) {
+            panic!(
+                "context variable {name:?} cannot travel in the header {header:?}: a header \
+                 name here is a lowercase RFC 7230 token (ASCII letters, digits and \
+                 !#$%&'*+-.^_`|~), e.g. `with_header(\"x-request-id\", &VAR)`"
+            );
+        }
+        if header == BAGGAGE {
+            panic!(
+                "context variable {name:?} cannot travel in a header named \"baggage\": that \
+                 header holds the baggage members; register it with `with_var` to travel there"
+            );
+        }
+        let reg = Arc::make_mut(&mut self.reg);
+        reg.headers.retain(|t| t.key != header);
+        reg.headers.push(Travel {
+            name,
+            key: header,
+            encode: Arc::new(move || var.with(|v| v.map(T::to_string))),
+            decode: Arc::new(move |s| {
+                var.set(s.parse::<T>().map_err(|e| e.to_string())?);
+                Ok(())
+            }),
+        });
+        reg.fields = std::iter::once(BAGGAGE)
+            .chain(reg.headers.iter().map(|t| t.key))
+            .map(str::to_string)
+            .collect();
         self
     }
 
@@ -307,14 +607,34 @@ impl Propagator {
     /// assert!(contextvars::propagation::Propagator::new().keys().is_empty());
     /// ```
     pub fn keys(&self) -> Vec<&'static str> {
-        self.vars.iter().map(|t| t.key).collect()
+        self.reg.vars.iter().map(|t| t.key).collect()
+    }
+
+    /// Every header the propagator writes and reads: `baggage`, then those
+    /// registered with [`with_header`](Self::with_header).
+    ///
+    /// ```
+    /// use contextvars::propagation::Propagator;
+    /// use contextvars::ContextVar;
+    ///
+    /// static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+    /// let p = Propagator::new().with_header("x-request-id", &REQUEST_ID);
+    /// assert_eq!(p.fields(), ["baggage", "x-request-id"]);
+    /// ```
+    pub fn fields(&self) -> &[String] {
+        &self.reg.fields
     }
 
     /// Writes the current values of the registered variables into the
-    /// `baggage` header, keeping every member it does not set as it was
-    /// (properties included), then the members forwarded from the request
-    /// being handled. The header keeps to the W3C limits: a member that
-    /// does not fit is dropped, with one warning naming it.
+    /// `baggage` header of `carrier`, keeping every member it does not set
+    /// as it was (properties included), then the members forwarded from the
+    /// request being handled; then the variables that travel in headers of
+    /// their own ([`with_header`](Self::with_header)). The header keeps to
+    /// the W3C limits: a member that does not fit is dropped, with one
+    /// warning naming it.
+    ///
+    /// `carrier` is any [`Injector`]: an `http::HeaderMap`, a
+    /// `HashMap<String, String>`, a message's headers.
     ///
     /// ```
     /// use contextvars::propagation::Propagator;
@@ -327,16 +647,50 @@ impl Propagator {
     /// USER.sync_scope("ada l".to_string(), || p.inject(&mut headers));
     /// assert_eq!(headers["baggage"], "other=1;ttl=3;private,user=ada%20l");
     /// ```
-    pub fn inject(&self, headers: &mut HeaderMap) {
+    pub fn inject<I: Injector + ?Sized>(&self, carrier: &mut I) {
+        let existing = carrier.get(BAGGAGE);
+        let had = existing.is_some();
+        let text = self.baggage_text(existing.as_deref().unwrap_or_default());
+        if !text.is_empty() {
+            carrier.set(BAGGAGE, text);
+        } else if had {
+            carrier.remove(BAGGAGE);
+        }
+        self.inject_headers(carrier);
+    }
+
+    /// The `baggage` value to send: the current values of the registered
+    /// variables and the members forwarded from the request being handled,
+    /// within the W3C limits; `None` if there is nothing to send. The
+    /// variables of [`with_header`](Self::with_header) are not in it.
+    ///
+    /// ```
+    /// use contextvars::propagation::Propagator;
+    /// use contextvars::ContextVar;
+    ///
+    /// static USER: ContextVar<String> = ContextVar::new("user");
+    /// let p = Propagator::new().with_var(&USER);
+    /// assert_eq!(p.inject_str(), None);
+    /// assert_eq!(USER.sync_scope("ada l".into(), || p.inject_str()).as_deref(), Some("user=ada%20l"));
+    /// ```
+    pub fn inject_str(&self) -> Option<String> {
+        Some(self.baggage_text(b"")).filter(|text| !text.is_empty())
+    }
+
+    /// `existing` (a baggage header) with the current values and the
+    /// forwarded members merged in, as `inject` writes it.
+    fn baggage_text(&self, existing: &[u8]) -> String {
         let ours = self.current();
+        if existing.is_empty() && ours.is_empty() && !self.forwards_any() {
+            return String::new();
+        }
         let sets = |key: &str| ours.iter().any(|(k, _)| *k == key);
-        let joined = joined(headers).map(Cow::into_owned).unwrap_or_default();
         let mut dropped = Dropped::default();
         // (text as received, key)
-        let mut existing = Vec::new();
-        baggage::each_member(&joined, &mut dropped, |m, _| existing.push((m.raw, m.key)));
+        let mut kept = Vec::new();
+        baggage::each_member(existing, &mut dropped, |m, _| kept.push((m.raw, m.key)));
         let mut out = Header::default();
-        for (raw, key) in &existing {
+        for (raw, key) in &kept {
             if !sets(key) {
                 out.push(raw, &mut dropped);
             }
@@ -349,30 +703,50 @@ impl Propagator {
         }
         self.each_forwarded(|raw| {
             let key = raw.split_once('=').map_or(raw, |(k, _)| k).trim();
-            if !sets(key) && !existing.iter().any(|(_, k)| *k == key) {
+            if !sets(key) && !kept.iter().any(|(_, k)| *k == key) {
                 out.push(raw, &mut dropped);
             }
         });
         dropped.warn("sent");
-        headers.remove(&BAGGAGE_NAME);
-        if out.text.is_empty() {
-            return;
-        }
-        match HeaderValue::from_str(&out.text) {
-            Ok(value) => {
-                headers.insert(BAGGAGE_NAME.clone(), value);
-            }
-            Err(_) => {
-                tracing::warn!("baggage not sent: the encoded header is not a valid header value")
+        out.text
+    }
+
+    /// Whether the current context holds members to forward, and this
+    /// propagator forwards them.
+    fn forwards_any(&self) -> bool {
+        self.forward && FORWARDED.with(|f| f.is_some_and(|f| !f.is_empty()))
+    }
+
+    /// The variables of [`with_header`](Self::with_header), each with a
+    /// value that is a valid header value, into `carrier`.
+    fn inject_headers<I: Injector + ?Sized>(&self, carrier: &mut I) {
+        for travel in &self.reg.headers {
+            let Some(value) = (travel.encode)() else {
+                continue;
+            };
+            match check_header_value(&value) {
+                Ok(()) => carrier.set(travel.key, value),
+                Err(why) => tracing::warn!(
+                    variable = travel.name,
+                    header = travel.key,
+                    "context variable {:?} not sent in header {}: {why}",
+                    travel.name,
+                    travel.key,
+                ),
             }
         }
     }
 
-    /// A fresh context holding the registered variables found in the
-    /// `baggage` header(s), and (unless [`forward_unknown(false)`](Self::forward_unknown))
-    /// the members it does not register, for [`inject`](Self::inject) to
-    /// forward. Members that are bad, do not fit the W3C limits or do not
-    /// parse are dropped, reported in one warning; nothing panics.
+    /// A fresh context holding the registered variables found in
+    /// `carrier`'s `baggage` header(s) and in their own headers
+    /// ([`with_header`](Self::with_header)), and (unless
+    /// [`forward_unknown(false)`](Self::forward_unknown)) the baggage
+    /// members it does not register, for [`inject`](Self::inject) to
+    /// forward. Members and values that are bad, do not fit the limits or
+    /// do not parse are dropped, with a warning; nothing panics.
+    ///
+    /// `carrier` is any [`Extractor`]: an `http::HeaderMap`, a
+    /// `HashMap<String, String>`, a message's headers.
     ///
     /// ```
     /// use contextvars::propagation::Propagator;
@@ -384,13 +758,44 @@ impl Propagator {
     /// headers.insert("baggage", "request_id=not-a-number".parse().unwrap());
     /// assert!(p.extract(&headers).is_empty());
     /// ```
-    pub fn extract(&self, headers: &HeaderMap) -> Context {
-        let Some(joined) = joined(headers) else {
+    pub fn extract<E: Extractor + ?Sized>(&self, carrier: &E) -> Context {
+        let received = carrier.get(BAGGAGE);
+        if received.is_none() && self.reg.headers.is_empty() {
             return Context::new();
-        };
+        }
         let mut dropped = Dropped::default();
         let ctx = self.seed(|seeder| {
-            baggage::each_member(&joined, &mut dropped, |m, dropped| {
+            if let Some(received) = &received {
+                baggage::each_member(received, &mut dropped, |m, dropped| {
+                    seeder.member(m.key, &m.value, || m.raw, dropped);
+                });
+            }
+            // After the baggage: a variable's own header wins over its member.
+            for travel in &self.reg.headers {
+                if let Some(value) = carrier.get(travel.key) {
+                    decode_header(travel, &value);
+                }
+            }
+        });
+        dropped.warn("received");
+        ctx
+    }
+
+    /// A fresh context from a received `baggage` value, as
+    /// [`extract`](Self::extract) builds it from the header.
+    ///
+    /// ```
+    /// use contextvars::propagation::Propagator;
+    /// use contextvars::ContextVar;
+    ///
+    /// static USER: ContextVar<String> = ContextVar::new("user");
+    /// let p = Propagator::new().with_var(&USER);
+    /// assert_eq!(p.extract_str("user=ada%20l,team=blue").get(&USER).as_deref(), Some("ada l"));
+    /// ```
+    pub fn extract_str(&self, baggage: &str) -> Context {
+        let mut dropped = Dropped::default();
+        let ctx = self.seed(|seeder| {
+            baggage::each_member(baggage.as_bytes(), &mut dropped, |m, dropped| {
                 seeder.member(m.key, &m.value, || m.raw, dropped);
             });
         });
@@ -406,7 +811,7 @@ impl Propagator {
         // Seeding sets at most one entry per registered variable and one for
         // the forwarded members: a root with that much room is filled
         // without being regrown (an allocation and a copy per entry).
-        let most = self.vars.len() + usize::from(self.forward);
+        let most = self.reg.vars.len() + self.reg.headers.len() + usize::from(self.forward);
         let mut ctx = Context::with_room(most.min(crate::map::FLAT_MAX));
         ctx.run_exclusive(|| {
             let mut seeder = Seeder {
@@ -424,7 +829,8 @@ impl Propagator {
     /// The current values of the registered variables (key, value), each
     /// with a value.
     pub(crate) fn current(&self) -> Vec<(&'static str, String)> {
-        self.vars
+        self.reg
+            .vars
             .iter()
             .filter_map(|t| Some((t.key, (t.encode)()?)))
             .collect()
@@ -463,7 +869,7 @@ impl Seeder<'_> {
         raw: impl FnOnce() -> R,
         dropped: &mut Dropped,
     ) {
-        match self.propagator.vars.iter().find(|t| t.key == key) {
+        match self.propagator.reg.vars.iter().find(|t| t.key == key) {
             Some(travel) => {
                 if let Err(why) = (travel.decode)(value) {
                     dropped.unparsed(key, &why);
@@ -500,20 +906,53 @@ impl Header {
     }
 }
 
-/// Every `baggage` header as one list (several headers are one list);
-/// `None` if there is none. One header, the usual case, is borrowed.
-fn joined(headers: &HeaderMap) -> Option<Cow<'_, [u8]>> {
-    let mut values = headers.get_all(&BAGGAGE_NAME).iter();
-    let first = values.next()?;
-    let Some(second) = values.next() else {
-        return Some(Cow::Borrowed(first.as_bytes()));
-    };
-    let mut all = first.as_bytes().to_vec();
-    for value in std::iter::once(second).chain(values) {
-        all.push(b',');
-        all.extend_from_slice(value.as_bytes());
+/// Why `value` cannot be sent as a header value, if it cannot: what
+/// `HeaderValue` would refuse, and what a receiver would read otherwise
+/// (surrounding whitespace is not part of an HTTP field value).
+fn check_header_value(value: &str) -> Result<(), String> {
+    if value.len() > MAX_HEADER_BYTES {
+        return Err(format!(
+            "{} bytes, over the {MAX_HEADER_BYTES}-byte limit",
+            value.len()
+        ));
     }
-    Some(Cow::Owned(all))
+    if let Some(c) = value
+        .chars()
+        .find(|&c| !(c == '\t' || (' '..='~').contains(&c)))
+    {
+        return Err(format!("{c:?} is not visible ASCII, a space or a tab"));
+    }
+    if value.starts_with([' ', '\t']) || value.ends_with([' ', '\t']) {
+        return Err("leading or trailing whitespace would not arrive".to_string());
+    }
+    Ok(())
+}
+
+/// A variable's own header, received, into the variable (the context being
+/// seeded is current); a value that cannot be used is dropped with a
+/// warning naming the variable and the header.
+fn decode_header(travel: &Travel, value: &[u8]) {
+    let result = if value.len() > MAX_HEADER_BYTES {
+        Err(format!(
+            "{} bytes, over the {MAX_HEADER_BYTES}-byte limit",
+            value.len()
+        ))
+    } else {
+        match std::str::from_utf8(value) {
+            Ok(text) => (travel.decode)(text.trim_matches([' ', '\t']))
+                .map_err(|why| format!("value does not parse: {why}")),
+            Err(_) => Err("not UTF-8".to_string()),
+        }
+    };
+    if let Err(why) = result {
+        tracing::warn!(
+            variable = travel.name,
+            header = travel.key,
+            "context variable {:?} not received from header {}: {why}",
+            travel.name,
+            travel.key,
+        );
+    }
 }
 
 impl fmt::Debug for Propagator {

@@ -46,6 +46,7 @@
 use rayon::BroadcastContext;
 use rayon::iter::ParallelIterator;
 
+use crate::carry::{self, within};
 use crate::context::{Context, inherited_context, wrap};
 
 /// `rayon::join`, each closure in its own copy of the current context.
@@ -70,7 +71,11 @@ where
     RB: Send,
 {
     let (mut ca, mut cb) = (inherited_context(), inherited_context());
-    rayon::join(move || ca.run_exclusive(a), move || cb.run_exclusive(b))
+    let carried = &carry::capture();
+    rayon::join(
+        move || within(carried, || ca.run_exclusive(a)),
+        move || within(carried, || cb.run_exclusive(b)),
+    )
 }
 
 /// `rayon::scope`: `op` and every job it spawns through the [`Scope`] run
@@ -96,7 +101,8 @@ where
     R: Send,
 {
     let mut ctx = inherited_context();
-    rayon::scope(move |s| ctx.run_exclusive(|| op(&Scope { inner: s })))
+    let carried = carry::capture();
+    rayon::scope(move |s| within(&carried, || ctx.run_exclusive(|| op(&Scope { inner: s }))))
 }
 
 /// `rayon::spawn`, the job in a copy of the current context, taken now.
@@ -182,7 +188,12 @@ where
     R: Send,
 {
     let mut ctx = inherited_context();
-    rayon::scope_fifo(move |s| ctx.run_exclusive(|| op(&ScopeFifo { inner: s })))
+    let carried = carry::capture();
+    rayon::scope_fifo(move |s| {
+        within(&carried, || {
+            ctx.run_exclusive(|| op(&ScopeFifo { inner: s }))
+        })
+    })
 }
 
 /// `rayon::in_place_scope`: `op` runs right here, in the current context (it
@@ -250,7 +261,8 @@ where
     R: Send,
 {
     let ctx = inherited_context();
-    rayon::broadcast(|b| ctx.copy().run_exclusive(|| op(b)))
+    let carried = carry::capture();
+    rayon::broadcast(|b| within(&carried, || ctx.copy().run_exclusive(|| op(b))))
 }
 
 /// `rayon::spawn_broadcast`: `op` runs once on every thread of the current
@@ -272,7 +284,8 @@ where
     OP: Fn(BroadcastContext<'_>) + Send + Sync + 'static,
 {
     let ctx = inherited_context();
-    rayon::spawn_broadcast(move |b| ctx.copy().run_exclusive(|| op(b)));
+    let carried = carry::capture();
+    rayon::spawn_broadcast(move |b| within(&carried, || ctx.copy().run_exclusive(|| op(b))));
 }
 
 /// `ThreadPool` methods that carry the current context into the pool.
@@ -337,7 +350,8 @@ impl ThreadPoolExt for rayon::ThreadPool {
         R: Send,
     {
         let mut ctx = inherited_context();
-        self.install(move || ctx.run_exclusive(op))
+        let carried = carry::capture();
+        self.install(move || within(&carried, || ctx.run_exclusive(op)))
     }
 
     fn spawn_in_current_context<OP>(&self, op: OP)
@@ -382,8 +396,9 @@ impl<'scope> Scope<'_, 'scope> {
         BODY: FnOnce(&Scope<'_, 'scope>) + Send + 'scope,
     {
         let mut ctx = inherited_context();
+        let carried = carry::capture();
         self.inner
-            .spawn(move |s| ctx.run_exclusive(|| body(&Scope { inner: s })));
+            .spawn(move |s| within(&carried, || ctx.run_exclusive(|| body(&Scope { inner: s }))));
     }
 
     /// `rayon::Scope::spawn_broadcast`: `body` runs once on every thread of
@@ -410,8 +425,12 @@ impl<'scope> Scope<'_, 'scope> {
         BODY: Fn(&Scope<'_, 'scope>, BroadcastContext<'_>) + Send + Sync + 'scope,
     {
         let ctx = inherited_context();
-        self.inner
-            .spawn_broadcast(move |s, b| ctx.copy().run_exclusive(|| body(&Scope { inner: s }, b)));
+        let carried = carry::capture();
+        self.inner.spawn_broadcast(move |s, b| {
+            within(&carried, || {
+                ctx.copy().run_exclusive(|| body(&Scope { inner: s }, b))
+            })
+        });
     }
 }
 
@@ -449,8 +468,12 @@ impl<'scope> ScopeFifo<'_, 'scope> {
         BODY: FnOnce(&ScopeFifo<'_, 'scope>) + Send + 'scope,
     {
         let mut ctx = inherited_context();
-        self.inner
-            .spawn_fifo(move |s| ctx.run_exclusive(|| body(&ScopeFifo { inner: s })));
+        let carried = carry::capture();
+        self.inner.spawn_fifo(move |s| {
+            within(&carried, || {
+                ctx.run_exclusive(|| body(&ScopeFifo { inner: s }))
+            })
+        });
     }
 }
 
@@ -491,10 +514,15 @@ pub trait ParallelIteratorExt: ParallelIterator {
         R: Send,
     {
         let base = inherited_context();
+        let carried = carry::capture();
         // One locked copy per rayon split, then lock-free copies per item.
         self.map_init(
             move || base.copy(),
-            move |split: &mut Context, item| split.copy_exclusive().run_exclusive(|| f(item)),
+            move |split: &mut Context, item| {
+                within(&carried, || {
+                    split.copy_exclusive().run_exclusive(|| f(item))
+                })
+            },
         )
     }
 

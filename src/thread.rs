@@ -86,7 +86,8 @@ where
     T: Send + 'scope,
 {
     let mut ctx = inherited_context();
-    scope.spawn(move || ctx.run_exclusive(f))
+    let carried = crate::carry::capture();
+    scope.spawn(move || crate::carry::within(&carried, || ctx.run_exclusive(f)))
 }
 
 /// Spawns a thread that runs `f` in a new, empty context, on purpose:

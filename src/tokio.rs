@@ -36,6 +36,7 @@ use std::future::Future;
 use ::tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
 use crate::Context;
+use crate::carry::{self, Carrying};
 use crate::future::FutureExt;
 
 /// `tokio::spawn`, with the task running in a copy of the current context.
@@ -64,7 +65,11 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    ::tokio::spawn(future.in_current_context())
+    let future = future.in_current_context();
+    match carry::capture() {
+        Some(carried) => ::tokio::spawn(Carrying::new(future, carried)),
+        None => ::tokio::spawn(future),
+    }
 }
 
 /// `tokio::spawn`, with the task running in a new, empty context, on
@@ -129,7 +134,11 @@ where
     F: Future + 'static,
     F::Output: 'static,
 {
-    ::tokio::task::spawn_local(future.in_current_context())
+    let future = future.in_current_context();
+    match carry::capture() {
+        Some(carried) => ::tokio::task::spawn_local(Carrying::new(future, carried)),
+        None => ::tokio::task::spawn_local(future),
+    }
 }
 
 /// `tokio::task::spawn_blocking`, with the closure running in a copy of the
@@ -191,7 +200,11 @@ impl<T: 'static> JoinSetExt<T> for JoinSet<T> {
         F: Future<Output = T> + Send + 'static,
         T: Send,
     {
-        self.spawn(future.in_current_context())
+        let future = future.in_current_context();
+        match carry::capture() {
+            Some(carried) => self.spawn(Carrying::new(future, carried)),
+            None => self.spawn(future),
+        }
     }
 }
 

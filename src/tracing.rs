@@ -11,6 +11,10 @@
 //! that records the variables onto each new span that declares them, for any
 //! subscriber or exporter to see.
 //!
+//! [`carry_spans`] switches on, once for the process, the carrying of the
+//! span current at spawn into the work this crate's helpers start (and,
+//! with feature `opentelemetry`, of OpenTelemetry's current `Context`).
+//!
 //! ```
 //! use std::io::Write;
 //! use std::sync::{Arc, Mutex};
@@ -527,4 +531,47 @@ impl fmt::Debug for ContextSpanFields {
             .field("vars", &self.vars.len())
             .finish_non_exhaustive()
     }
+}
+
+/// Switches on (or off) the carrying of the tracing span current at spawn
+/// into the work this crate's helpers start — `contextvars::tokio::spawn`,
+/// `spawn_local`, `spawn_blocking`, `JoinSetExt`, `thread::spawn(_scoped)`,
+/// every `contextvars::rayon` helper and `ParallelIteratorExt` adapter, and
+/// [`wrap`](crate::wrap) — for the whole process. With feature
+/// `opentelemetry`, OpenTelemetry's current `Context` is carried too (and
+/// attached around each poll or call) when it holds an active span or
+/// baggage.
+///
+/// As `tracing::Instrument` does, the span is entered around every poll of
+/// a task (and its drop) and every call of a closure, and exited after; a
+/// task drops it when it completes, so a span is not kept open past the
+/// work. Detached work (`spawn_detached`) carries none of it, and neither
+/// does a plain `tokio::spawn`. Off (the default), spawning costs one
+/// relaxed load more than without this switch.
+///
+/// ```
+/// use tracing::Span;
+///
+/// contextvars::tracing::carry_spans(true); // once, at start-up
+///
+/// # let dispatch = tracing::Dispatch::new(tracing_subscriber::registry());
+/// # tracing::dispatcher::with_default(&dispatch, || {
+/// let request = tracing::info_span!("request", id = 7);
+/// let job = request.in_scope(|| contextvars::wrap(|| Span::current().metadata().map(|m| m.name())));
+/// // Called later, wherever: the request's span is entered around the call.
+/// assert_eq!(job(), Some("request"));
+/// # });
+/// ```
+pub fn carry_spans(on: bool) {
+    crate::carry::ON.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether [`carry_spans`] is on.
+///
+/// ```
+/// contextvars::tracing::carry_spans(true);
+/// assert!(contextvars::tracing::carries_spans());
+/// ```
+pub fn carries_spans() -> bool {
+    crate::carry::ON.load(std::sync::atomic::Ordering::Relaxed)
 }

@@ -135,3 +135,127 @@ fn a_value_that_does_not_parse_is_dropped_and_the_rest_arrive() {
     );
     assert_eq!(ctx.len(), 1);
 }
+
+/// The SDK's trace and baggage propagators with this crate's, in the order
+/// the docs ask for (`ours_last`) or the other.
+fn composite(ours: &Propagator, ours_last: bool) -> TextMapCompositePropagator {
+    let mut all: Vec<Box<dyn TextMapPropagator + Send + Sync>> = vec![
+        Box::new(TraceContextPropagator::new()),
+        Box::new(BaggagePropagator::new()),
+    ];
+    all.insert(if ours_last { 2 } else { 1 }, Box::new(ours.clone()));
+    TextMapCompositePropagator::new(all)
+}
+
+/// An OpenTelemetry context as an instrumentation holds it: a span, and a
+/// baggage member of OpenTelemetry's own.
+fn instrumented() -> opentelemetry::Context {
+    opentelemetry::Context::new()
+        .with_remote_span_context(span())
+        .with_baggage([opentelemetry::baggage::KeyValueMetadata::new(
+            "vendor", "x", "ttl=3",
+        )])
+}
+
+#[test]
+fn as_the_global_propagator_the_variables_travel_with_no_code_per_call() {
+    let ours = Propagator::new()
+        .with_var(&REQUEST_ID)
+        .with_header("x-user", &USER);
+    opentelemetry::global::set_text_map_propagator(composite(&ours, true));
+
+    // What an instrumentation does on the way out: the global propagator
+    // over the current OpenTelemetry context.
+    let mut carrier = HashMap::new();
+    let _attached = instrumented().attach();
+    contextvars::Context::new().run(|| {
+        REQUEST_ID.set(7);
+        USER.set("ada".into());
+        opentelemetry::global::get_text_map_propagator(|p| {
+            p.inject_context(&opentelemetry::Context::current(), &mut carrier)
+        });
+    });
+    assert_eq!(carrier["baggage"], "vendor=x;ttl=3,request_id=7");
+    assert_eq!(carrier["x-user"], "ada");
+    assert!(carrier["traceparent"].contains("4bf92f3577b34da6a3ce929d0e0e4736"));
+
+    // And on the way in.
+    let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
+    assert_eq!(cx.span().span_context().trace_id(), span().trace_id());
+    assert_eq!(cx.baggage().get("vendor").map(|v| v.as_str()), Some("x"));
+    let ctx = ours.extract_context(&cx);
+    assert_eq!(
+        (ctx.get(&REQUEST_ID), ctx.get(&USER).as_deref()),
+        (Some(7), Some("ada")),
+        "the variable of a header of its own too, which baggage does not carry"
+    );
+}
+
+#[test]
+fn placed_after_the_baggage_propagator_ours_merges_into_its_header() {
+    let ours = Propagator::new().with_var(&REQUEST_ID).with_var(&USER);
+    let mut carrier = HashMap::new();
+    contextvars::Context::new().run(|| {
+        REQUEST_ID.set(7);
+        USER.set("a b".into());
+        composite(&ours, true).inject_context(&instrumented(), &mut carrier);
+    });
+    assert_eq!(
+        carrier["baggage"], "vendor=x;ttl=3,request_id=7,user=a%20b",
+        "OpenTelemetry's member and ours, in one header"
+    );
+
+    // A hop that handles it: OpenTelemetry's baggage holds the received
+    // members (ours among them), this crate's context the variables; a
+    // variable changed in the handler goes out once, with its new value.
+    for ours_last in [true, false] {
+        let cx = composite(&ours, ours_last).extract(&carrier);
+        assert_eq!(
+            cx.baggage().get("request_id").map(|v| v.as_str()),
+            Some("7"),
+            "OpenTelemetry's baggage keeps every member (ours_last: {ours_last})"
+        );
+        let mut onward = HashMap::new();
+        ours.extract_context(&cx).run(|| {
+            assert_eq!(REQUEST_ID.get(), Ok(7), "ours_last: {ours_last}");
+            REQUEST_ID.set(8);
+            composite(&ours, true).inject_context(&cx, &mut onward);
+        });
+        assert_eq!(
+            onward["baggage"], "vendor=x;ttl=3,request_id=8,user=a%20b",
+            "ours_last: {ours_last}"
+        );
+    }
+}
+
+#[test]
+fn placed_before_the_baggage_propagator_ours_is_overwritten_when_opentelemetry_has_baggage() {
+    let ours = Propagator::new().with_var(&REQUEST_ID);
+    let inject = |cx: &opentelemetry::Context| {
+        let mut carrier = HashMap::new();
+        REQUEST_ID.sync_scope(7, || {
+            composite(&ours, false).inject_context(cx, &mut carrier)
+        });
+        carrier
+    };
+    // OpenTelemetry's propagator writes last, what its context holds; an
+    // injector cannot be read back, so ours cannot merge into it.
+    assert_eq!(inject(&instrumented())["baggage"], "vendor=x;ttl=3");
+    // With no baggage of its own it writes nothing, and ours stays.
+    let carrier = inject(&opentelemetry::Context::new().with_remote_span_context(span()));
+    assert_eq!(carrier["baggage"], "request_id=7");
+    assert!(carrier.contains_key("traceparent"));
+}
+
+#[test]
+fn without_our_propagator_in_the_chain_extract_context_reads_the_baggage() {
+    let ours = Propagator::new().with_var(&REQUEST_ID);
+    let carrier = HashMap::from([("baggage".to_string(), "request_id=5".to_string())]);
+    let cx = otel().extract(&carrier);
+    assert_eq!(ours.extract_context(&cx).get(&REQUEST_ID), Some(5));
+    // Each call hands out a context of its own.
+    let cx = composite(&ours, true).extract(&carrier);
+    let (a, b) = (ours.extract_context(&cx), ours.extract_context(&cx));
+    a.run(|| REQUEST_ID.set(6));
+    assert_eq!((a.get(&REQUEST_ID), b.get(&REQUEST_ID)), (Some(6), Some(5)));
+}

@@ -550,9 +550,10 @@ where
         ctx: inherited_context(),
         f: Some(f),
     };
+    let carried = crate::carry::capture();
     move || {
         let f = wrapped.f.take().expect("called once");
-        wrapped.ctx.run_exclusive(f)
+        crate::carry::within(&carried, || wrapped.ctx.run_exclusive(f))
     }
 }
 

@@ -97,7 +97,7 @@ pub static VARS: [ContextVar<Val>; 4] = [
 ];
 
 /// The index in [`VARS`] of the variable declared `not_inherited`: `wrap`,
-/// the spawn helpers, `with_current_context` and channels leave it behind;
+/// the spawn helpers, `in_current_context` and channels leave it behind;
 /// copies and forks keep it.
 const LOCAL: usize = 3;
 
