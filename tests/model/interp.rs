@@ -643,6 +643,7 @@ fn observe_var(var: usize, hook: Hook, key: u64) -> Observer {
         let read = match hook {
             Hook::Reads => Some(read_var()),
             Hook::Scopes => guarded("a `scope` inside a variable hook", || {
+                churn_inside_hook();
                 HOOK_VAR.sync_scope(Val::new(0), read_var)
             }),
             Hook::Writes => {
@@ -703,6 +704,7 @@ fn observe_switch(hook: Hook) -> Observer {
             }
             Hook::Scopes => {
                 guarded("a `scope` inside a switch hook", || {
+                    churn_inside_hook();
                     HOOK_VAR.sync_scope(Val::new(0), || drop(VARS[0].get()))
                 });
             }
@@ -724,26 +726,28 @@ fn write_and_reset() {
     }
 }
 
-/// Runs `f` while another thread installs and removes observers: one
-/// long-lived thread, which starts a burst of changes when `f` starts (and
-/// `f` waits for the first), without yielding its core in between, so that
-/// the changes overlap the hooks `f` makes run even on a loaded machine.
-fn with_churn<R>(f: impl FnOnce() -> R) -> R {
-    use std::sync::Condvar;
-    /// Changes of the observers per burst (each changes them 4 times).
-    const BURST: u32 = 16;
-    /// Rounds left in the current burst.
-    static LEFT: Mutex<u32> = Mutex::new(0);
-    static WAKE: Condvar = Condvar::new();
+/// Rounds of observer changes the churn thread still has to make.
+static CHURN_LEFT: Mutex<u32> = Mutex::new(0);
+static CHURN_WAKE: std::sync::Condvar = std::sync::Condvar::new();
+/// Rounds the churn thread made.
+static CHURN_ROUNDS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// Whether this thread runs a `Churn` body.
+    static IN_CHURN: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Asks the churn thread for `rounds` more rounds of installing and
+/// removing observers, and waits until it has made the first.
+fn churn(rounds: u32) {
     static STARTED: std::sync::Once = std::sync::Once::new();
-    static ROUNDS: AtomicU64 = AtomicU64::new(0);
     STARTED.call_once(|| {
         std::thread::spawn(|| {
             loop {
                 {
-                    let mut left = lock(&LEFT);
+                    let mut left = lock(&CHURN_LEFT);
                     while *left == 0 {
-                        left = WAKE.wait(left).unwrap_or_else(|e| e.into_inner());
+                        left = CHURN_WAKE.wait(left).unwrap_or_else(|e| e.into_inner());
                     }
                     *left -= 1;
                 }
@@ -751,17 +755,38 @@ fn with_churn<R>(f: impl FnOnce() -> R) -> R {
                 let b = HOOK_VAR.observe(|_| {});
                 drop(a);
                 drop(b);
-                ROUNDS.fetch_add(1, Ordering::Release);
+                CHURN_ROUNDS.fetch_add(1, Ordering::Release);
             }
         });
     });
-    let start = ROUNDS.load(Ordering::Acquire);
-    *lock(&LEFT) = BURST;
-    WAKE.notify_all();
-    // The body starts once the churn runs (a woken thread is late).
-    while ROUNDS.load(Ordering::Acquire) == start {
+    let start = CHURN_ROUNDS.load(Ordering::Acquire);
+    *lock(&CHURN_LEFT) += rounds;
+    CHURN_WAKE.notify_all();
+    while CHURN_ROUNDS.load(Ordering::Acquire) == start {
         std::thread::yield_now();
     }
+}
+
+/// Inside a hook, before it scopes: under `Churn`, the observers change
+/// now, while the hook runs (as a busy program's other threads may make
+/// them change at any moment), not only when the timing happens to fall so.
+fn churn_inside_hook() {
+    if IN_CHURN.try_with(Cell::get).unwrap_or(false) {
+        churn(1);
+    }
+}
+
+/// Runs `f` while another thread installs and removes observers: a burst
+/// of changes as `f` starts, and one more inside each hook that scopes.
+fn with_churn<R>(f: impl FnOnce() -> R) -> R {
+    struct Leave(bool);
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            IN_CHURN.with(|c| c.set(self.0));
+        }
+    }
+    churn(16);
+    let _leave = Leave(IN_CHURN.with(|c| c.replace(true)));
     f()
 }
 
@@ -823,8 +848,7 @@ impl Interp {
 
     /// The end of a program: every context of the arena and every fork
     /// against the model, then the threads it spawned joined (their panics
-    /// propagate), then its guards dropped (here: outside their context
-    /// unless the program is a thread's, and without a panic either way).
+    /// propagate), then its guards defused.
     fn finish(&self) {
         self.check_arena();
         let n = self.0.borrow().forks.len();
@@ -835,9 +859,11 @@ impl Interp {
                 std::panic::resume_unwind(panic);
             }
         }
+        // Defused: each would warn, dropped outside its context (`DropGuard`
+        // checks that drop).
         let guards = std::mem::take(&mut self.0.borrow_mut().guards);
-        for guard in guards.into_iter().flatten() {
-            guarded("a guard dropped in another context", || drop(guard));
+        for record in guards.into_iter().flatten() {
+            drop(record.guard.into_token());
         }
         let violations = std::mem::take(&mut *lock(&VIOLATIONS));
         assert!(violations.is_empty(), "{violations:#?}");
@@ -1549,7 +1575,8 @@ impl Meet {
         let mut spins = 0u32;
         while self.0.load(Ordering::Acquire) < self.1 {
             spins += 1;
-            if spins < 20_000 {
+            // Miri runs one thread at a time: let the other one run.
+            if spins < 20_000 && !cfg!(miri) {
                 std::hint::spin_loop();
             } else {
                 // The other party is not running (a loaded machine).
