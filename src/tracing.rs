@@ -165,7 +165,7 @@ fn render<T: Display + Send + Sync + 'static>(var: &'static ContextVar<T>) -> Re
 /// # static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
 /// let subscriber = tracing_subscriber::fmt()
 ///     .json()
-///     .event_format(ContextFormat::new(tracing_subscriber::fmt::format().json()).with_var(&REQUEST_ID))
+///     .event_format(ContextFormat::json(tracing_subscriber::fmt::format().json()).with_var(&REQUEST_ID))
 ///     .finish();
 /// tracing::subscriber::with_default(subscriber, || {
 ///     // {"request_id":42,"timestamp":"…","level":"INFO","fields":{"message":"handled"},"target":"…"}
@@ -179,34 +179,36 @@ pub struct ContextFormat<F> {
 }
 
 impl<F> ContextFormat<F> {
-    /// Wraps `inner` (e.g. `tracing_subscriber::fmt::format()`), with no
-    /// variables yet. When `inner` is `tracing_subscriber`'s JSON format,
-    /// the variables are written as JSON fields (see [`json`](Self::json)).
+    /// Wraps `inner`, a text format (e.g. `tracing_subscriber::fmt::format()`),
+    /// with no variables yet: they are written as a `name=value` prefix of
+    /// each line. For a JSON format, use [`json`](Self::json).
     ///
     /// ```
     /// let _f = contextvars::tracing::ContextFormat::new(tracing_subscriber::fmt::format());
     /// ```
     pub fn new(inner: F) -> ContextFormat<F> {
-        // Told by type, so that `fmt::format().json()` cannot get a text
-        // prefix that would make every line invalid JSON.
-        let json = std::any::type_name::<F>().contains("tracing_subscriber::fmt::format::json::");
         ContextFormat {
             inner,
             vars: Vec::new(),
-            json,
+            json: false,
         }
     }
 
-    /// Writes the variables as fields of the JSON object `inner` writes
-    /// (for a JSON format other than `tracing_subscriber`'s own, which is
-    /// recognised without this).
+    /// Wraps `inner`, a JSON format (e.g. `tracing_subscriber::fmt::format().json()`),
+    /// with no variables yet: they are written as top-level fields of the
+    /// object `inner` writes, so every line stays valid JSON. Chosen
+    /// explicitly: a text prefix would make every JSON line invalid, and the
+    /// kind of a format cannot be told reliably from its type.
     ///
     /// ```
-    /// let _f = contextvars::tracing::ContextFormat::new(tracing_subscriber::fmt::format()).json();
+    /// let _f = contextvars::tracing::ContextFormat::json(tracing_subscriber::fmt::format().json());
     /// ```
-    pub fn json(mut self) -> ContextFormat<F> {
-        self.json = true;
-        self
+    pub fn json(inner: F) -> ContextFormat<F> {
+        ContextFormat {
+            inner,
+            vars: Vec::new(),
+            json: true,
+        }
     }
 
     /// Adds `var`, rendered as `name=value` with its `Display` (in JSON: a

@@ -69,7 +69,7 @@ fn forged_values_stay_on_their_line_with_no_raw_escapes() {
 fn json_lines_carry_each_variable_as_a_typed_field() {
     let buf = common::Captured::default();
     let writer = buf.clone();
-    let format = ContextFormat::new(tracing_subscriber::fmt::format().json())
+    let format = ContextFormat::json(tracing_subscriber::fmt::format().json())
         .with_var(&REQUEST_ID)
         .with_var(&USER)
         .with_var(&ADMIN)
@@ -127,7 +127,7 @@ fn json_lines_carry_each_variable_as_a_typed_field() {
 }
 
 #[test]
-fn json_is_recognised_or_asked_for_and_text_stays_text() {
+fn json_is_asked_for_by_its_constructor() {
     let render = |format: ContextFormat<_>| {
         let buf = common::Captured::default();
         let writer = buf.clone();
@@ -141,12 +141,14 @@ fn json_is_recognised_or_asked_for_and_text_stays_text() {
         });
         buf.text()
     };
-    let recognised = render(ContextFormat::new(tracing_subscriber::fmt::format().json()));
-    let v: serde_json::Value = serde_json::from_str(recognised.trim()).unwrap();
+    let asked = render(ContextFormat::json(
+        tracing_subscriber::fmt::format().json(),
+    ));
+    let v: serde_json::Value = serde_json::from_str(asked.trim()).unwrap();
     assert_eq!(v["request_id"], 5);
-    let asked = render(
-        ContextFormat::new(tracing_subscriber::fmt::format().json().flatten_event(true)).json(),
-    );
+    let asked = render(ContextFormat::json(
+        tracing_subscriber::fmt::format().json().flatten_event(true),
+    ));
     let v: serde_json::Value = serde_json::from_str(asked.trim()).unwrap();
     assert_eq!(
         (v["request_id"].clone(), v["message"].clone()),
