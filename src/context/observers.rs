@@ -39,17 +39,17 @@ static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     next: 1,
-    snapshot: None,
+    installed: None,
 });
 
 struct Registry {
     next: u64,
-    snapshot: Option<Arc<Snapshot>>,
+    installed: Option<Arc<Installed>>,
 }
 
 /// The observers installed at one moment; never changed once published.
 #[derive(Default, Clone)]
-struct Snapshot {
+struct Installed {
     switch: Vec<Arc<SwitchEntry>>,
     vars: Vec<Arc<VarEntry>>,
 }
@@ -77,7 +77,7 @@ thread_local! {
     /// Whether a hook is running on this thread (see the module invariant).
     static IN_HOOK: Cell<bool> = const { Cell::new(false) };
     /// This thread's copy of the published observers, with its generation.
-    static CACHE: RefCell<(u64, Option<Arc<Snapshot>>)> = const { RefCell::new((0, None)) };
+    static CACHE: RefCell<(u64, Option<Arc<Installed>>)> = const { RefCell::new((0, None)) };
 }
 
 /// Whether any observer is installed: the check on the switch path.
@@ -101,7 +101,7 @@ pub(crate) fn in_hook() -> bool {
 /// The cache is refreshed only where it is not borrowed: a hook that runs
 /// inside `f` and reaches here again (through `scope`, say) while another
 /// thread changed the observers reads the fresh list without caching it.
-fn with_snapshot<R>(f: impl FnOnce(&Snapshot) -> R) -> R {
+fn with_installed<R>(f: impl FnOnce(&Installed) -> R) -> R {
     let generation = GENERATION.load(Ordering::Acquire);
     let mut f = Some(f);
     let cached = CACHE.try_with(|cache| {
@@ -116,7 +116,7 @@ fn with_snapshot<R>(f: impl FnOnce(&Snapshot) -> R) -> R {
             let _ = crate::report::contain(|| drop(old));
         }
         let cache = cache.borrow();
-        let empty = Snapshot::default();
+        let empty = Installed::default();
         Some((f.take().expect("once"))(
             cache.1.as_deref().unwrap_or(&empty),
         ))
@@ -126,34 +126,35 @@ fn with_snapshot<R>(f: impl FnOnce(&Snapshot) -> R) -> R {
         // The cache is borrowed further up this thread's stack, or gone
         // (thread teardown): ask the registry.
         Ok(None) | Err(_) => {
-            let snapshot = published();
-            let r = (f.take().expect("once"))(snapshot.as_deref().unwrap_or(&Snapshot::default()));
-            let _ = crate::report::contain(|| drop(snapshot));
+            let installed = published();
+            let r =
+                (f.take().expect("once"))(installed.as_deref().unwrap_or(&Installed::default()));
+            let _ = crate::report::contain(|| drop(installed));
             r
         }
     }
 }
 
-fn published() -> Option<Arc<Snapshot>> {
+fn published() -> Option<Arc<Installed>> {
     REGISTRY
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .snapshot
+        .installed
         .clone()
 }
 
 /// Changes the published list with `edit`; the old list is dropped after the
 /// lock is released (its hooks' captures are user values).
-fn update(edit: impl FnOnce(&mut Snapshot, u64)) -> u64 {
+fn update(edit: impl FnOnce(&mut Installed, u64)) -> u64 {
     let (id, old) = {
         let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
         let id = registry.next;
         registry.next += 1;
-        let mut next = registry.snapshot.as_deref().cloned().unwrap_or_default();
+        let mut next = registry.installed.as_deref().cloned().unwrap_or_default();
         edit(&mut next, id);
         let bits = if next.switch.is_empty() { 0 } else { SWITCH }
             | if next.vars.is_empty() { 0 } else { VARS };
-        let old = registry.snapshot.replace(Arc::new(next));
+        let old = registry.installed.replace(Arc::new(next));
         GENERATION.fetch_add(1, Ordering::Release);
         ACTIVE.store(bits, Ordering::Release);
         (id, old)
@@ -309,7 +310,7 @@ pub(crate) fn current_value(id: VarId, addr: usize) -> Option<Value> {
 }
 
 pub(crate) fn is_observed(id: VarId) -> bool {
-    with_snapshot(|s| s.vars.iter().any(|e| e.var == id))
+    with_installed(|s| s.vars.iter().any(|e| e.var == id))
 }
 
 /// What an observed write of a variable needs from before it: the
@@ -329,7 +330,7 @@ pub(crate) fn before_write(id: VarId) -> Option<BeforeWrite> {
     if in_hook() {
         return None;
     }
-    let addr = with_snapshot(|s| s.vars.iter().find(|e| e.var == id).map(|e| e.addr))?;
+    let addr = with_installed(|s| s.vars.iter().find(|e| e.var == id).map(|e| e.addr))?;
     Some(BeforeWrite {
         var: id,
         addr,
@@ -351,7 +352,7 @@ pub(crate) fn notify(id: VarId, old: Option<&Value>, new: Option<&Value>, cause:
     let Some(_hook) = HookScope::enter() else {
         return;
     };
-    with_snapshot(|s| {
+    with_installed(|s| {
         for e in s.vars.iter().filter(|e| e.var == id) {
             call(e.name, "variable", &e.off, || (e.f)(old, new, cause));
         }
@@ -375,7 +376,7 @@ pub(crate) struct BeforeSwitch {
 pub(crate) fn before_switch(previous: Option<u64>) -> Option<BeforeSwitch> {
     let hook = HookScope::enter()?;
     let mut values: Vec<(VarId, usize, Option<Value>)> = Vec::new();
-    with_snapshot(|s| {
+    with_installed(|s| {
         for e in &s.vars {
             if !values.iter().any(|(id, _, _)| *id == e.var) {
                 values.push((e.var, e.addr, None));
@@ -409,7 +410,7 @@ pub(crate) fn after_switch(before: BeforeSwitch, current: Option<u64>) {
             _ => false,
         };
         if !same {
-            with_snapshot(|s| {
+            with_installed(|s| {
                 for e in s.vars.iter().filter(|e| e.var == *id) {
                     call(e.name, "variable", &e.off, || {
                         (e.f)(old.as_ref(), new.as_ref(), Cause::Switch)
@@ -418,7 +419,7 @@ pub(crate) fn after_switch(before: BeforeSwitch, current: Option<u64>) {
             });
         }
     }
-    with_snapshot(|s| {
+    with_installed(|s| {
         for e in &s.switch {
             call(e.name, "switch", &e.off, || (e.f)(&switch));
         }

@@ -97,7 +97,7 @@ fn shard(id: Id) -> MutexGuard<'static, Contexts> {
 }
 
 /// A poll in progress on this thread.
-struct Frame {
+struct PollEntry {
     task: Id,
     /// What was current before the poll, restored after it.
     prev: Entered,
@@ -109,7 +109,7 @@ struct Frame {
 thread_local! {
     /// Polls in progress on this thread, innermost last (they nest only
     /// when a task drives another runtime inside `block_in_place`).
-    static POLLS: RefCell<Vec<Frame>> = const { RefCell::new(Vec::new()) };
+    static POLLS: RefCell<Vec<PollEntry>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The spawn hook: files a copy of the current context for the new task.
@@ -193,7 +193,7 @@ pub fn on_before_task_poll(meta: &TaskMeta<'_>) {
     // hook on this thread right after this poll.
     let prev = unsafe { enter_raw(ctx) };
     POLLS.with(|polls| {
-        polls.borrow_mut().push(Frame {
+        polls.borrow_mut().push(PollEntry {
             task: id,
             prev,
             owned: None,
