@@ -28,3 +28,33 @@ fn a_guard_shows_the_value_its_set_replaced() {
         assert!(LEVEL.get().is_err());
     });
 }
+
+/// Without `tracing`, the warning of a guard dropped in another context
+/// goes to stderr, written directly (the test harness does not capture it),
+/// so a child process runs the drop and the parent reads its stderr.
+#[cfg(all(not(feature = "tracing"), not(miri)))]
+#[test]
+fn without_tracing_a_guard_dropped_elsewhere_warns_on_stderr_naming_the_variable() {
+    const NAME: &str =
+        "without_tracing_a_guard_dropped_elsewhere_warns_on_stderr_naming_the_variable";
+    static V: ContextVar<u32> = ContextVar::new("guarded_on_stderr");
+    if std::env::var_os("CONTEXTVARS_GUARD_STDERR_CHILD").is_some() {
+        let guard = V.set_scoped(1);
+        Context::new().run(move || drop(guard));
+        assert_eq!(V.get(), Ok(1), "its own context keeps the value");
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+        .env("CONTEXTVARS_GUARD_STDERR_CHILD", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the child failed: {stderr}");
+    assert_eq!(
+        stderr.matches("the guard of `guarded_on_stderr`").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("another context"), "{stderr}");
+}
