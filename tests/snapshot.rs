@@ -256,7 +256,8 @@ fn restore_json_reads_an_input_of_exactly_the_limit() {
 #[test]
 fn a_capture_as_json_text_holds_each_variable_and_comes_back() {
     let none = Snapshot::default();
-    assert!(none.is_empty() && none.len() == 0 && none.to_json() == "{}");
+    assert_eq!((none.len(), none.is_empty()), (0, true));
+    assert_eq!(none.to_json(), "{}");
     Context::new().run(|| {
         REQUEST_ID.set(9);
         let snap = SNAPSHOTS.capture();
