@@ -607,3 +607,28 @@ fn the_count_of_not_inherited_entries_follows_inserts_and_removes() {
     let spawned = copy.into_inherited();
     assert_eq!((spawned.locals(), spawned.len()), (0, 30));
 }
+
+#[test]
+fn a_panicking_observer_is_reported_once_naming_it() {
+    static V: ContextVar<u32> = ContextVar::new("reported_v");
+    let logged = common::logged(|| {
+        let me = std::thread::current().id();
+        let hook = V.observe(move |_| {
+            if std::thread::current().id() == me {
+                panic!("the hook's own panic");
+            }
+        });
+        Context::new().run(|| {
+            V.set(1);
+            V.set(2); // switched off: not called, not reported again
+        });
+        drop(hook);
+    });
+    assert_eq!(
+        logged.matches("observer `reported_v` panicked").count(),
+        1,
+        "{logged}"
+    );
+    assert!(logged.contains("the hook's own panic"), "{logged}");
+    assert!(logged.contains("switched off"), "{logged}");
+}

@@ -174,3 +174,34 @@ fn a_message_carries_the_inherited_context_as_a_wrapped_callback_does() {
     .join()
     .unwrap();
 }
+
+#[test]
+fn an_envelope_shows_its_context_and_message() {
+    let e = Context::new().run(|| {
+        REQUEST.set(3);
+        Envelope::new(1u8)
+    });
+    assert_eq!(e.message(), &1);
+    let ctx = format!("{:?}", e.context());
+    assert!(ctx.contains(r#""chan_request""#), "{ctx}");
+    assert_eq!(
+        format!("{e:?}"),
+        format!("Envelope {{ ctx: {ctx}, msg: Some(1) }}")
+    );
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn tokio_try_send_carries_the_context_and_gives_the_message_back() {
+    use contextvars::channel::tokio::{TrySendError, channel};
+    let (tx, mut rx) = channel::<u32>(1);
+    Context::new().run(|| {
+        REQUEST.set(21);
+        tx.try_send(1).unwrap();
+    });
+    assert!(matches!(tx.try_send(2), Err(TrySendError::Full(2))));
+    let e = rx.try_recv().unwrap();
+    assert_eq!(e.run(|n| (n, REQUEST.get().ok())), (1, Some(21)));
+    drop(rx);
+    assert!(matches!(tx.try_send(3), Err(TrySendError::Closed(3))));
+}

@@ -151,3 +151,33 @@ fn tokens_of_a_sibling_fork_do_not_reset_in_another_forks_child() {
         assert_eq!(second.context().get(&A), Some(2));
     });
 }
+
+#[test]
+fn a_fork_and_its_merge_errors_show_what_they_hold() {
+    Context::new().run(|| {
+        let mut fork = Fork::new();
+        fork.run(|| A.set(1));
+        let child = format!("{:?}", fork.context());
+        assert!(child.contains(r#""a""#), "{child}");
+        assert_eq!(
+            format!("{fork:?}"),
+            format!("Fork {{ child: {child}, .. }}")
+        );
+
+        let refused = Context::new().run(|| fork.merge()).unwrap_err();
+        assert_eq!(format!("{refused:?}"), "DifferentContext { .. }");
+        let mut fork = refused.into_fork();
+        assert_eq!(fork.changed(), ["a"]);
+
+        A.set(2); // the parent changed it too
+        let conflict = fork.merge().unwrap_err();
+        assert_eq!(format!("{conflict:?}"), r#"Conflict { vars: ["a"], .. }"#);
+        let shown = conflict.to_string();
+        assert!(shown.contains("`a`"), "{shown}");
+        assert!(
+            shown.contains("merge_overwriting"),
+            "says what to do: {shown}"
+        );
+        assert_eq!(A.get(), Ok(2), "nothing was applied");
+    });
+}

@@ -138,6 +138,39 @@ mod tokio_tasks {
         assert!(logged.contains("contextvars::tokio::spawn"), "{logged}");
     }
 
+    /// With `RUST_LIB_BACKTRACE=1` the warning shows where the `set` is: a
+    /// backtrace, captured once per process, so a child process runs it.
+    #[cfg(all(feature = "tracing", not(miri)))]
+    #[test]
+    fn warn_policy_adds_a_backtrace_when_backtraces_are_asked_for() {
+        const NAME: &str =
+            "tokio_tasks::warn_policy_adds_a_backtrace_when_backtraces_are_asked_for";
+        static TRACED: ContextVar<u32> = ContextVar::new("warned_with_backtrace");
+        if std::env::var_os("CONTEXTVARS_BACKTRACE_CHILD").is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+                .env("CONTEXTVARS_BACKTRACE_CHILD", "1")
+                .env("RUST_LIB_BACKTRACE", "1")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "the child failed: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            return;
+        }
+        reports();
+        with_policy(Misuse::Warn, || {
+            plain_runtime().block_on(async {
+                tokio::spawn(async { TRACED.set(1) }).await.unwrap();
+            });
+        });
+        let logged = reports();
+        assert!(logged.contains("`warned_with_backtrace`"), "{logged}");
+        assert!(logged.contains("misuse::misuse"), "no backtrace: {logged}");
+    }
+
     /// Everything logged through `tracing` so far in this process.
     #[cfg(feature = "tracing")]
     fn reports() -> String {

@@ -442,3 +442,64 @@ fn a_merge_is_reported_to_the_observers_of_each_variable_it_applies() {
         ]
     );
 }
+
+#[test]
+fn an_observer_and_a_change_show_what_they_are() {
+    static SHOWN: ContextVar<u32> = ContextVar::new("obs_shown");
+    thread_local! { static SEEN: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) }; }
+    let first =
+        SHOWN.observe(|c: &Change<'_, u32>| SEEN.with(|s| s.borrow_mut().push(format!("{c:?}"))));
+    let second = observe::on_switch("shown", |_| {});
+    let (a, b) = (format!("{first:?}"), format!("{second:?}"));
+    assert!(a.starts_with("Observer { id: ") && a.ends_with(" }"), "{a}");
+    assert_ne!(a, b, "each observer has its own id");
+    drop(second);
+    Context::new().run(|| {
+        SHOWN.set(1);
+        SHOWN.set(2);
+    });
+    assert_eq!(
+        SEEN.with(|s| s.borrow().clone()),
+        [
+            "Change { old: None, new: Some(1), cause: Set }",
+            "Change { old: Some(1), new: Some(2), cause: Set }",
+            "Change { old: Some(2), new: None, cause: Switch }",
+        ]
+    );
+}
+
+#[test]
+fn a_kept_observer_stays_installed() {
+    static KEPT: ContextVar<u32> = ContextVar::new("obs_kept");
+    thread_local! { static SEEN: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) }; }
+    KEPT.observe(|c: &Change<'_, u32>| {
+        if let Some(&v) = c.current() {
+            SEEN.with(|s| s.borrow_mut().push(v));
+        }
+    })
+    .keep();
+    Context::new().run(|| KEPT.set(3));
+    assert_eq!(SEEN.with(|s| s.borrow().clone()), [3]);
+}
+
+#[test]
+fn dropping_an_observer_removes_that_observer_alone() {
+    static W: ContextVar<u32> = ContextVar::new("obs_removed");
+    thread_local! { static SEEN: RefCell<Vec<&'static str>> = const { RefCell::new(Vec::new()) }; }
+    fn seen_in_a_run() -> Vec<&'static str> {
+        SEEN.with(|s| s.borrow_mut().clear());
+        Context::new().run(|| W.set(1));
+        SEEN.with(|s| s.borrow().clone())
+    }
+    let a = observe::on_switch("a", |_| SEEN.with(|s| s.borrow_mut().push("a")));
+    let b = observe::on_switch("b", |_| SEEN.with(|s| s.borrow_mut().push("b")));
+    let w = W.observe(|_: &Change<'_, u32>| SEEN.with(|s| s.borrow_mut().push("w")));
+    // Entering: a, b. The set, then leaving (1 -> none): w, w, then a, b.
+    assert_eq!(seen_in_a_run(), ["a", "b", "w", "w", "a", "b"]);
+    drop(w);
+    assert_eq!(seen_in_a_run(), ["a", "b", "a", "b"]);
+    drop(a);
+    assert_eq!(seen_in_a_run(), ["b", "b"]);
+    drop(b);
+    assert_eq!(seen_in_a_run(), [] as [&str; 0]);
+}

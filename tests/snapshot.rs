@@ -218,3 +218,88 @@ fn a_value_that_cannot_be_serialized_is_left_out_of_the_capture() {
     });
     assert_eq!(snap.names().collect::<Vec<_>>(), ["snap_request_id"]);
 }
+
+#[test]
+fn snapshots_show_their_variables_and_input_limit() {
+    assert_eq!(
+        format!("{:?}", *SNAPSHOTS),
+        format!(
+            r#"Snapshots {{ vars: ["snap_caller", "snap_request_id"], max_bytes: {} }}"#,
+            contextvars::snapshot::DEFAULT_MAX_BYTES
+        )
+    );
+    assert_eq!(
+        format!("{:?}", Snapshots::new().with_var(&REQUEST_ID).max_bytes(64)),
+        r#"Snapshots { vars: ["snap_request_id"], max_bytes: 64 }"#
+    );
+}
+
+#[test]
+fn restore_json_reads_an_input_of_exactly_the_limit() {
+    let json = r#"{"snap_request_id": 5}"#;
+    let one = Snapshots::new().with_var(&REQUEST_ID);
+    assert_eq!(one.restore_json(json).get(&REQUEST_ID), Some(5));
+    let exact = Snapshots::new().with_var(&REQUEST_ID).max_bytes(json.len());
+    let (ctx, skipped) = exact.restore_bytes_report(json.as_bytes());
+    assert!(skipped.is_empty(), "refused at exactly the limit");
+    assert_eq!(ctx.get(&REQUEST_ID), Some(5));
+    let under = Snapshots::new()
+        .with_var(&REQUEST_ID)
+        .max_bytes(json.len() - 1);
+    let (ctx, skipped) = under.restore_bytes_report(json.as_bytes());
+    assert!(
+        ctx.is_empty() && !skipped.is_empty(),
+        "one byte over the limit"
+    );
+}
+
+#[test]
+fn a_capture_as_json_text_holds_each_variable_and_comes_back() {
+    let none = Snapshot::default();
+    assert_eq!((none.len(), none.is_empty()), (0, true));
+    assert_eq!(none.to_json(), "{}");
+    Context::new().run(|| {
+        REQUEST_ID.set(9);
+        let snap = SNAPSHOTS.capture();
+        assert_eq!(snap.len(), 1);
+        assert!(!snap.is_empty());
+        assert_eq!(snap.to_json(), r#"{"snap_request_id":9}"#);
+        CALLER.set(caller());
+        let snap = SNAPSHOTS.capture();
+        assert_eq!(snap.len(), 2);
+        let back = SNAPSHOTS.restore_json(&snap.to_json());
+        assert_eq!(back.get(&REQUEST_ID), Some(9));
+        assert_eq!(back.get(&CALLER), Some(caller()));
+    });
+}
+
+#[test]
+fn a_long_reason_to_skip_is_cut_at_a_char_boundary() {
+    let one = Snapshots::new().with_var(&REQUEST_ID);
+    let why_for = |text: &str| -> String {
+        let json = serde_json::json!({ "snap_request_id": text }).to_string();
+        let (ctx, skipped) = one.restore_bytes_report(json.as_bytes());
+        assert!(ctx.is_empty());
+        let entries: Vec<(String, String)> = skipped
+            .entries()
+            .map(|(n, w)| (n.to_string(), w.to_string()))
+            .collect();
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        assert_eq!(entries[0].0, "snap_request_id");
+        entries[0].1.clone()
+    };
+    // Where the reason quotes the value, and how much follows it.
+    let marked = why_for("MARK");
+    let start = marked.find("MARK").expect("the reason quotes the value");
+    let after = marked.len() - start - "MARK".len();
+    // A reason of exactly 200 bytes is kept whole.
+    let exact = why_for(&"a".repeat(200 - start - after));
+    assert_eq!(exact.len(), 200, "{exact}");
+    assert!(!exact.ends_with('…'), "{exact}");
+    // A longer one whose byte 200 falls inside a three-byte character is
+    // cut before that character, and marked.
+    let pad = (200 - start - 1) % 3;
+    let long = why_for(&format!("{}{}", "a".repeat(pad), "€".repeat(100)));
+    assert_eq!(long.len(), 199 + '…'.len_utf8(), "{long}");
+    assert!(long.ends_with("€…"), "{long}");
+}
