@@ -320,15 +320,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     where
         T: Clone,
     {
-        read_current(
-            self.raw_id(),
-            self.addr(),
-            || self.id(),
-            |value| match value {
-                Some(value) => self.value(value).clone(),
-                None => default,
-            },
-        )
+        self.get_or_else(move || default)
     }
 
     /// Sets the variable's value in the current context, and returns a
