@@ -448,6 +448,27 @@ impl State {
 
     /// Model `set`: returns the old value the token must record (in a
     /// generator, its own: `None` when only the caller's showed through).
+    /// A `sync_scope` of `var` with `value` begins: the value is set, the
+    /// observers told, the scope listed as open. Returns the value it
+    /// replaced and the scope's id, for [`State::end_scope`].
+    fn begin_scope(&mut self, var: usize, value: u64) -> (Option<u64>, u64) {
+        let before = self.visible(var);
+        let old = self.set(var, value);
+        self.notify(var, before, "ScopeBegin");
+        let scope = self.fresh_id();
+        self.open_scopes.push((scope, var));
+        (old, scope)
+    }
+
+    /// The scope `scope` of `var` ends (also by unwinding): `old` is back,
+    /// and the observers are told from `before_end`, the value visible
+    /// just before.
+    fn end_scope(&mut self, var: usize, old: Option<u64>, scope: u64, before_end: Option<u64>) {
+        self.open_scopes.retain(|(s, _)| *s != scope);
+        self.restore(var, old);
+        self.notify_scope(var, before_end, "ScopeEnd", Some(scope));
+    }
+
     fn set(&mut self, var: usize, value: u64) -> Option<u64> {
         self.current_map().insert(var, value)
     }
@@ -961,24 +982,13 @@ impl Interp {
             }
             Op::Scope(v, ops) => {
                 let value = NEXT_VALUE.fetch_add(1, Ordering::Relaxed);
-                let (old, scope) = {
-                    let mut state = self.0.borrow_mut();
-                    let before = state.visible(*v);
-                    let old = state.set(*v, value);
-                    state.notify(*v, before, "ScopeBegin");
-                    let scope = state.fresh_id();
-                    state.open_scopes.push((scope, *v));
-                    (old, scope)
-                };
+                let (old, scope) = self.0.borrow_mut().begin_scope(*v, value);
                 let before_end = VARS[*v].sync_scope(Val::new(value), || {
                     self.check();
                     self.exec_all(ops);
                     self.0.borrow().visible(*v)
                 });
-                let mut state = self.0.borrow_mut();
-                state.open_scopes.retain(|(s, _)| *s != scope);
-                state.restore(*v, old);
-                state.notify_scope(*v, before_end, "ScopeEnd", Some(scope));
+                self.0.borrow_mut().end_scope(*v, old, scope, before_end);
             }
             Op::Borrow(v, ops) => {
                 let expected = self.0.borrow().visible(*v);
@@ -1000,15 +1010,7 @@ impl Interp {
             }
             Op::ScopePanic(v, ops) => {
                 let value = NEXT_VALUE.fetch_add(1, Ordering::Relaxed);
-                let (old, scope) = {
-                    let mut state = self.0.borrow_mut();
-                    let before = state.visible(*v);
-                    let old = state.set(*v, value);
-                    state.notify(*v, before, "ScopeBegin");
-                    let scope = state.fresh_id();
-                    state.open_scopes.push((scope, *v));
-                    (old, scope)
-                };
+                let (old, scope) = self.0.borrow_mut().begin_scope(*v, value);
                 let before_end = Cell::new(None);
                 let caught = catch_unwind(AssertUnwindSafe(|| {
                     VARS[*v].sync_scope(Val::new(value), || {
@@ -1020,10 +1022,9 @@ impl Interp {
                     })
                 }));
                 assert!(caught.is_err());
-                let mut state = self.0.borrow_mut();
-                state.open_scopes.retain(|(s, _)| *s != scope);
-                state.restore(*v, old);
-                state.notify_scope(*v, before_end.get(), "ScopeEnd", Some(scope));
+                self.0
+                    .borrow_mut()
+                    .end_scope(*v, old, scope, before_end.get());
             }
             Op::ForeignRead(i) => {
                 let Some(i) = self.arena_index(*i) else {
