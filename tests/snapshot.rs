@@ -2,6 +2,8 @@
 //! other; bad input never fails the job.
 #![cfg(feature = "serde")]
 
+mod common;
+
 use std::sync::LazyLock;
 
 use contextvars::snapshot::{Snapshot, Snapshots};
@@ -302,4 +304,54 @@ fn a_long_reason_to_skip_is_cut_at_a_char_boundary() {
     let long = why_for(&format!("{}{}", "a".repeat(pad), "€".repeat(100)));
     assert_eq!(long.len(), 199 + '…'.len_utf8(), "{long}");
     assert!(long.ends_with("€…"), "{long}");
+}
+
+#[test]
+fn what_a_restore_skipped_is_shown_by_name_and_warned_once() {
+    let s = Snapshots::new();
+    let show = |json: &str| s.restore_bytes_report(json.as_bytes()).1.to_string();
+    assert_eq!(
+        show(r#"{"x": 1}"#),
+        r#"1 entry skipped: "x": unknown variable"#
+    );
+    assert_eq!(
+        show(r#"{"a": 1, "b": 2}"#),
+        r#"2 entries skipped: "a": unknown variable; "b": unknown variable"#
+    );
+    // At most eight are named, then how many more.
+    let ten: Vec<String> = (0..10).map(|i| format!(r#""v{i}": {i}"#)).collect();
+    let shown = show(&format!("{{{}}}", ten.join(", ")));
+    assert!(
+        shown.starts_with(r#"10 entries skipped: "v0": "#),
+        "{shown}"
+    );
+    assert!(
+        shown.ends_with(r#""v7": unknown variable; and 2 more"#),
+        "{shown}"
+    );
+    assert_eq!(shown.matches("unknown variable").count(), 8, "{shown}");
+    let eight = show(&format!("{{{}}}", ten[..8].join(", ")));
+    assert!(eight.ends_with(r#""v7": unknown variable"#), "{eight}");
+    // A long name is cut, and says so; one of exactly the limit is not.
+    let long = "n".repeat(65);
+    assert_eq!(
+        show(&format!(r#"{{"{long}": 1}}"#)),
+        format!(
+            r#"1 entry skipped: "{}"…: unknown variable"#,
+            "n".repeat(64)
+        )
+    );
+    let exact = "m".repeat(64);
+    assert_eq!(
+        show(&format!(r#"{{"{exact}": 1}}"#)),
+        format!(r#"1 entry skipped: "{exact}": unknown variable"#)
+    );
+    // The plain restore warns with the same text; a clean one does not.
+    let logged = common::logged(|| drop(s.restore_bytes(br#"{"x": 1}"#)));
+    assert!(
+        logged.contains(r#"snapshot restored in part: 1 entry skipped: "x": unknown variable"#),
+        "{logged}"
+    );
+    let logged = common::logged(|| drop(s.restore_bytes(b"{}")));
+    assert!(!logged.contains("snapshot"), "{logged}");
 }
