@@ -4,7 +4,7 @@
 //! base context, made current by its first write and dropped at its exit.
 //!
 //! **Invariant:** a switch never unwinds and runs no user code while it is
-//! half done: the pointer, the root copy and the read cache change together
+//! half done: the pointer and the read cache's version change together
 //! (`Current::refresh`), and only then do observers' hooks run, contained
 //! (`report::contain`), so no hook, report or panic payload can leave a
 //! context entered or the thread's pointer dangling.
