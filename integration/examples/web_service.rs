@@ -152,7 +152,7 @@ pub async fn call_front(front: SocketAddr, request_id: Option<&str>, tenant: &st
 pub fn log_format() -> contextvars::tracing::ContextFormat<
     tracing_subscriber::fmt::format::Format<tracing_subscriber::fmt::format::Json, ()>,
 > {
-    contextvars::tracing::ContextFormat::new(
+    contextvars::tracing::ContextFormat::json(
         tracing_subscriber::fmt::format().json().without_time(),
     )
     .with_var(&REQUEST_ID)
