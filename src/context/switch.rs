@@ -116,7 +116,13 @@ fn unstash_parked() {
     let parked = stashed
         .pop()
         .expect("an entry that set parked versions aside");
-    STASHED.with(|slot| slot.set(stashed));
+    if stashed.is_empty() {
+        // The outermost such entry: the list's buffer goes with it (the
+        // thread-local has no destructor to free it at thread exit).
+        drop(ManuallyDrop::into_inner(stashed));
+    } else {
+        STASHED.with(|slot| slot.set(stashed));
+    }
     let inner = PARKED.with(|slot| slot.replace(ManuallyDrop::new(parked)));
     debug_assert!(inner.is_empty(), "an entry frees its parked versions");
     drop(ManuallyDrop::into_inner(inner));
