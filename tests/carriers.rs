@@ -151,27 +151,6 @@ fn a_variable_travels_in_a_header_of_its_own_next_to_baggage() {
     assert_eq!(outgoing["x-request-id"], "5");
 }
 
-/// Runs `f` with a `fmt` subscriber and returns what it logged (twice: see
-/// tests/baggage.rs on tracing's process-wide interest cache).
-fn logged(mut f: impl FnMut()) -> String {
-    let buf = common::Captured::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
-        f();
-        tracing::callsite::rebuild_interest_cache();
-    });
-    let buf = common::Captured::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::with_default(subscriber, &mut f);
-    buf.text()
-}
-
 #[test]
 fn a_bad_header_value_is_dropped_with_a_warning_naming_the_variable() {
     let p = propagator()
@@ -188,7 +167,7 @@ fn a_bad_header_value_is_dropped_with_a_warning_naming_the_variable() {
         headers.insert("x-trace-id", "t1".parse().unwrap());
         headers.insert("baggage", "user=u".parse().unwrap());
         let mut ctx = None;
-        let out = logged(|| ctx = Some(p.extract(&headers)));
+        let out = common::logged(|| ctx = Some(p.extract(&headers)));
         let ctx = ctx.unwrap();
         assert_eq!(ctx.get(&REQUEST_ID), None, "{why}");
         assert_eq!(
@@ -221,7 +200,8 @@ fn a_value_that_is_not_a_header_value_is_not_sent() {
         ),
     ] {
         let mut headers = http::HeaderMap::new();
-        let out = logged(|| TRACE_ID.sync_scope(bad.to_string(), || p.inject(&mut headers)));
+        let out =
+            common::logged(|| TRACE_ID.sync_scope(bad.to_string(), || p.inject(&mut headers)));
         assert!(headers.is_empty(), "{why}");
         assert!(
             out.contains(r#"context variable "trace_id" not sent in header x-trace-id"#)
