@@ -155,8 +155,9 @@ mod tokio_tasks {
                 .unwrap();
             assert!(
                 out.status.success(),
-                "the child failed: {}",
-                String::from_utf8_lossy(&out.stdout)
+                "the child failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
             );
             return;
         }
