@@ -199,7 +199,7 @@ pub(crate) fn capture_with(py: Python<'_>, event_loop: Option<Py<PyAny>>) -> PyR
         event_loop,
     });
     drop(map.insert(CARRIED.id(), Value::new(carried), &mut garbage));
-    Ok(Context::from_map(owner, map, false))
+    Ok(Context::with_id(owner, map))
 }
 
 /// Sets (or, with `None`, removes) a value in the current Rust context.

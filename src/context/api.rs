@@ -18,10 +18,9 @@ use super::sharing::backoff;
 use super::state::Context;
 use super::switch::Entered;
 use super::thread::{current, token};
-use super::write::{current_map, inherited_map, write_scoped};
+use super::write::{current_map, inherited_map, plain_current_map, write_scoped};
 use crate::ContextVar;
 use crate::error::AlreadyEntered;
-use crate::ids::next_id;
 use crate::map::{Map, Value, VarId};
 use crate::sync::Ordering;
 
@@ -37,7 +36,7 @@ impl Context {
     /// assert!(ctx.is_empty());
     /// ```
     pub fn new() -> Context {
-        Context::from_map(next_id(), Map::default(), false)
+        Context::from_map(Map::default(), false)
     }
 
     /// An independent copy, O(1): it starts with this context's current
@@ -55,7 +54,7 @@ impl Context {
     /// ```
     #[must_use = "a copy does nothing unless it is run or kept"]
     pub fn copy(&self) -> Context {
-        Context::from_map(next_id(), self.read(Map::clone), false)
+        Context::from_map(self.read(Map::clone), false)
     }
 
     /// Runs `f` with this context as the current one, then restores the
@@ -103,7 +102,7 @@ impl Context {
     /// ```
     pub fn try_run<R>(&self, f: impl FnOnce() -> R) -> Result<R, AlreadyEntered> {
         let Some(_exit) = self.try_enter() else {
-            return Err(AlreadyEntered { context: self.id });
+            return Err(AlreadyEntered { context: self.id() });
         };
         Ok(f())
     }
@@ -134,9 +133,9 @@ impl Context {
                 return Ok(Some(f()));
             }
             if self.entered_here() {
-                return Err(AlreadyEntered { context: self.id });
+                return Err(AlreadyEntered { context: self.id() });
             }
-            if self.sharing.wait_turn(self.id, waker) {
+            if self.sharing.wait_turn(self.id(), waker) {
                 return Ok(None);
             }
         }
@@ -191,7 +190,7 @@ impl Context {
     /// An independent copy, through a unique borrow (so without the lock).
     #[cfg(feature = "rayon")]
     pub(crate) fn copy_exclusive(&mut self) -> Context {
-        Context::from_map(next_id(), self.map.get_mut().clone(), false)
+        Context::from_map(self.map.get_mut().clone(), false)
     }
 
     /// The value of `var` in this context, without the variable's default.
@@ -335,9 +334,9 @@ impl Context {
             // writer.
             return self.map.with(|map| f(unsafe { &*map }));
         }
-        let lock = self.read_lock();
+        let lock = self.lock();
         // SAFETY: as above: we hold the lock, and the owner is not writing
-        // (`read_lock`).
+        // (`lock`).
         let map = self.map.with(|map| unsafe { &*map });
         // Acquire: the entries were linked without the lock (see `scoped`).
         let scoped = self.scoped.load(Ordering::Acquire);
@@ -381,7 +380,7 @@ impl Context {
         crate::report::warn(&format!(
             "contextvars: the values of context #{} kept setting new values while being dropped \
              ({} left after {RELEASE_ROUNDS} rounds); they are leaked",
-            self.id,
+            self.id(),
             left.len()
         ));
         std::mem::forget(left);
@@ -413,7 +412,7 @@ impl fmt::Debug for Context {
     /// others), as [`entries`](Context::entries) does.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Context")
-            .field("id", &self.id)
+            .field("id", &self.id())
             .field("vars", &Vars(self.entries().collect()))
             .finish()
     }
@@ -461,7 +460,7 @@ impl Drop for Exit<'_> {
     #[inline]
     fn drop(&mut self) {
         current().leave(self.entered, true);
-        self.ctx.sharing.leave(self.ctx.id);
+        self.ctx.sharing.leave(|| self.ctx.id());
     }
 }
 
@@ -500,7 +499,13 @@ impl Drop for ExitExclusive {
 /// ```
 #[inline]
 pub fn copy_context() -> Context {
-    Context::from_map(next_id(), current_map(), false)
+    // Built in each arm, so that the common one clones the map straight
+    // into the new context rather than through a temporary.
+    // SAFETY: the map is cloned before anything can switch or write.
+    match unsafe { plain_current_map() } {
+        Some(map) => Context::from_map(map.clone(), false),
+        None => Context::from_map(current_map(), false),
+    }
 }
 
 /// A copy of the current context for spawned work: every value the caller
@@ -523,7 +528,7 @@ pub fn copy_context() -> Context {
 /// ```
 #[inline]
 pub fn inherited_context() -> Context {
-    Context::from_map(next_id(), inherited_map(), false)
+    Context::from_map(inherited_map(), false)
 }
 
 /// Captures a copy of the current context now (without the variables

@@ -164,7 +164,7 @@ fn current_context() -> Option<&'static Context> {
 /// The id of the current context, if the thread has one yet.
 #[inline]
 pub(crate) fn current_id() -> Option<u64> {
-    current_context().map(|ctx| ctx.id)
+    current_context().map(Context::id)
 }
 
 /// The fork the current context is the child of, if it is one.

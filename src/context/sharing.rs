@@ -59,11 +59,12 @@ impl Sharing {
     }
 
     /// Ends the entry. Release: the owner's writes happen before the next
-    /// entry; wakes the polls that wait for context `id` to be left.
+    /// entry; wakes the polls that wait for the context (whose id `id`
+    /// gives, asked only then) to be left.
     #[inline]
-    pub(crate) fn leave(&self, id: u64) {
+    pub(crate) fn leave(&self, id: impl FnOnce() -> u64) {
         if self.state.swap(0, Ordering::Release) & WAITING != 0 {
-            wake_waiters(id);
+            wake_waiters(id());
         }
     }
 
@@ -202,7 +203,7 @@ mod tests {
         assert!(sharing.entered_by(8) && !sharing.entered_by(16));
         assert!(sharing.wait_turn(1, Waker::noop()), "it is entered: wait");
         assert!(sharing.entered_by(8), "waiting keeps the owner");
-        sharing.leave(1);
+        sharing.leave(|| 1);
         assert!(!sharing.wait_turn(1, Waker::noop()), "left: retry");
         assert!(sharing.try_enter(16));
     }

@@ -1,12 +1,12 @@
 //! A context's state: the [`Context`] struct (its identity, map, generator
 //! frame, fork link, list of scoped values and sharing flags), how it is
-//! made, and how an access to its map is opened ([`Context::owner_lock`],
-//! [`Context::read_lock`]). What the public type does with it is `api`'s.
+//! made, and how an access to its map is opened ([`Context::lock`]). What
+//! the public type does with it is `api`'s.
 //!
 //! **Invariant:** a context's map (and frame) is written only by the one
-//! thread on which that context is current, inside `owner_lock`, and never
-//! while a reader on another thread reads it inside `read_lock` (the two
-//! take the same lock, `Sharing::lock`); a private context (a thread's base
+//! thread on which that context is current, and never while a reader on
+//! another thread reads it: both hold the context's lock for the access
+//! ([`Context::lock`]); a private context (a thread's base
 //! context, or one entered through a unique borrow) is reachable from one
 //! thread only and takes no lock. So the owner may read the map without any
 //! lock or atomic (the read path).
@@ -20,7 +20,7 @@ use super::scoped::Scoped;
 use super::sharing::{Locked, Sharing};
 use crate::ids::next_id;
 use crate::map::{Map, Value, VarId};
-use crate::sync::{AtomicPtr, Ordering};
+use crate::sync::{AtomicPtr, AtomicU64, Ordering};
 
 /// A mapping from context variables to values: the state one logical flow of
 /// work (a request, a task, a job) carries with it.
@@ -46,7 +46,10 @@ use crate::sync::{AtomicPtr, Ordering};
 /// assert!(TENANT.get().is_err()); // the caller's context is untouched
 /// ```
 pub struct Context {
-    pub(super) id: u64,
+    /// The context's identity (tokens record it), 0 until first asked for:
+    /// most copies are entered, read and dropped without anyone asking,
+    /// and a fresh id costs a thread-local round trip (see [`Context::id`]).
+    id: AtomicU64,
     /// Who has it entered through a shared borrow, who waits, and the lock.
     pub(super) sharing: Sharing,
     /// Whether no other thread can reach this context now: a thread's base
@@ -69,16 +72,16 @@ pub struct Context {
     /// The newest `scope`d value not yet written into `map` (see
     /// `scoped`), or null; each links to the one before. Written only by
     /// the thread that has the context entered: a push with a release store,
-    /// anything that unlinks entries inside `owner_lock` (unless
-    /// `private`). Read by other threads inside `read_lock`.
+    /// anything that unlinks entries inside `lock` (unless
+    /// `private`). Read by other threads inside `lock`.
     pub(super) scoped: AtomicPtr<Scoped>,
 }
 
 // SAFETY: `map` and `frame` are the only fields without their own
 // synchronisation. They are written only by the thread on which this context
-// is current, inside `owner_lock` (or, while `private`, by the one thread
+// is current, inside `lock` (or, while `private`, by the one thread
 // that can reach the context at all); every reader on another thread reads
-// inside `read_lock`, which excludes such a write (both take
+// inside `lock`, which excludes such a write (both take
 // `Sharing::lock`); and `Sharing`'s entry (acquire/release) makes a context
 // current on one thread at a time and orders one thread's writes before
 // the next thread's entry. The values in the map are `Send + Sync`.
@@ -118,11 +121,12 @@ impl ForkLink {
 }
 
 impl Context {
-    /// A context with id `id` and map `map`, entered nowhere.
+    /// A context with map `map`, entered nowhere; its id is drawn when
+    /// first asked for.
     #[inline]
-    pub(crate) fn from_map(id: u64, map: Map, private: bool) -> Context {
+    pub(crate) fn from_map(map: Map, private: bool) -> Context {
         Context {
-            id,
+            id: AtomicU64::new(0),
             sharing: Sharing::new(),
             private,
             base: false,
@@ -133,24 +137,32 @@ impl Context {
         }
     }
 
+    /// A context with map `map` and the id `id` (from `next_id`), which
+    /// something outside it already records.
+    pub(crate) fn with_id(id: u64, map: Map) -> Context {
+        let ctx = Context::from_map(map, false);
+        ctx.id.store(id, Ordering::Relaxed);
+        ctx
+    }
+
     /// A new, empty context whose map has room for `room` entries without
     /// growing (see `Map::with_room`).
     #[cfg(feature = "http")]
     pub(crate) fn with_room(room: usize) -> Context {
-        Context::from_map(next_id(), Map::with_room(room), false)
+        Context::from_map(Map::with_room(room), false)
     }
 
     /// The child context of a fork: an identity of its own, the parent's
     /// values (`map`), and the fork's link.
     pub(crate) fn for_fork(map: Map, link: Arc<ForkLink>) -> Context {
-        let mut ctx = Context::from_map(next_id(), map, false);
+        let mut ctx = Context::from_map(map, false);
         ctx.fork = Some(link);
         ctx
     }
 
     /// A thread's base context: private, and marked for the misuse check.
     pub(super) fn base() -> Context {
-        let mut base = Context::from_map(next_id(), Map::default(), true);
+        let mut base = Context::from_map(Map::default(), true);
         base.base = true;
         base
     }
@@ -158,7 +170,7 @@ impl Context {
     /// A context for one resumption of a generator with id `id`: `map` is
     /// the generator's own values, `frame` holds the caller's under them.
     pub(crate) fn for_generator(id: u64, map: Map, frame: Frame) -> Context {
-        let mut ctx = Context::from_map(id, map, false);
+        let mut ctx = Context::with_id(id, map);
         *ctx.frame.get_mut() = Some(Box::new(frame));
         ctx
     }
@@ -175,6 +187,32 @@ impl Context {
         unsafe { self.frame.with(|frame| &*frame) }
             .as_deref()
             .and_then(|frame| frame.outer_value(id))
+    }
+
+    /// The context's id: unique among all contexts for the life of the
+    /// process, and the same every time it is asked for.
+    #[inline]
+    pub(crate) fn id(&self) -> u64 {
+        match self.id.load(Ordering::Relaxed) {
+            0 => self.draw_id(),
+            id => id,
+        }
+    }
+
+    /// Draws the id on first use. Two threads may ask at once (a reader of a
+    /// shared context, and its owner): the first to store wins, and the
+    /// other takes its id (ids are never 0).
+    #[cold]
+    #[inline(never)]
+    fn draw_id(&self) -> u64 {
+        let fresh = next_id();
+        match self
+            .id
+            .compare_exchange(0, fresh, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => fresh,
+            Err(drawn) => drawn,
+        }
     }
 
     /// The head of the list of scoped values, as the thread that has this
@@ -194,18 +232,37 @@ impl Context {
         self.frame.get_mut().as_deref_mut()
     }
 
-    /// Opens the context for a write by its owner, the thread on which it
-    /// is current: the lock, which keeps readers on other threads out for
-    /// the length of the write (nothing for a private context, which no
-    /// other thread can reach).
+    /// Opens the context for an access another thread could see half done:
+    /// a write by its owner (the thread on which it is current), or a read
+    /// from a thread where it is not current. Both take the one lock, so
+    /// neither meets the other mid-way; a private context, which no other
+    /// thread can reach, takes nothing.
     #[inline(always)]
-    pub(super) fn owner_lock(&self) -> Option<Locked<'_>> {
+    pub(super) fn lock(&self) -> Option<Locked<'_>> {
         (!self.private).then(|| self.sharing.lock())
     }
+}
 
-    /// Opens the context for a read from a thread where it is not current:
-    /// the lock, which waits for the owner's write under way.
-    pub(super) fn read_lock(&self) -> Option<Locked<'_>> {
-        (!self.private).then(|| self.sharing.lock())
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_is_drawn_once_and_no_two_contexts_share_one() {
+        let (a, b) = (Context::from_map(Map::default(), false), Context::default());
+        assert_ne!(a.id(), b.id());
+        assert_eq!(a.id(), a.id(), "the id stays");
+        assert_eq!(Context::with_id(a.id(), Map::default()).id(), a.id());
+        // Threads that ask at once for the id of a context nobody asked
+        // before all get the same one.
+        for _ in 0..50 {
+            let shared = Context::from_map(Map::default(), false);
+            let seen: Vec<u64> = std::thread::scope(|s| {
+                let asks: Vec<_> = (0..4).map(|_| s.spawn(|| shared.id())).collect();
+                asks.into_iter().map(|t| t.join().unwrap()).collect()
+            });
+            assert!(seen.iter().all(|&id| id == seen[0] && id != 0), "{seen:?}");
+            assert_eq!(shared.id(), seen[0]);
+        }
     }
 }

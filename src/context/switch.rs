@@ -83,7 +83,7 @@ impl Current {
 #[inline(never)]
 fn switch_observed(cur: &Current, ctx: *const Context) -> *const Context {
     // SAFETY: the current context and `ctx` are alive (see `switch`'s callers).
-    let id_of = |c: *const Context| unsafe { c.as_ref() }.map(|c| c.id);
+    let id_of = |c: *const Context| unsafe { c.as_ref() }.map(Context::id);
     let previous = id_of(cur.ctx.get());
     let before = crate::report::contain(|| super::observers::before_switch(previous))
         .ok()
@@ -212,5 +212,5 @@ pub(crate) fn current_id_or_base() -> u64 {
         return id;
     }
     // SAFETY: `enter_base` returns the context it made current, alive.
-    unsafe { (*enter_base()).id }
+    unsafe { (*enter_base()).id() }
 }

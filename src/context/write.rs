@@ -138,12 +138,12 @@ fn write_unobserved<R>(checked: Option<&'static str>, f: impl FnOnce(Writer<'_>)
     let mut garbage = Garbage::new();
     let refresh = Refresh;
     let result = {
-        let _lock = ctx.owner_lock();
+        let _lock = ctx.lock();
         // SAFETY: this thread is the only writer (the context is current
-        // here), and no reader on another thread reads now (`owner_lock`).
+        // here), and no reader on another thread reads now (`lock`).
         let map = ctx.map.with_mut(|map| unsafe { &mut *map });
         f(Writer {
-            context: ctx.id,
+            context: ctx.id(),
             fork: ctx.fork.as_ref(),
             map,
             garbage: &mut garbage,
@@ -172,7 +172,7 @@ impl Drop for Refresh {
 /// end takes it off again: no map write, no version bump, no token. In a
 /// shared context (entered with `run` on a `&Context` or an `Arc<Context>`)
 /// other threads' `Context::get` read the list too ([`Context::read`],
-/// inside `read_lock`), so taking an entry off is a write (`owner_lock`: a
+/// inside `lock`), so taking an entry off is a write (`lock`: a
 /// reader may be walking it); putting one on is a release store. In a
 /// private context (a thread's base context, a task's or callback's own)
 /// neither opens a write.
@@ -282,7 +282,7 @@ fn scoped_in<R>(
     });
     // No lock: a reader elsewhere sees the list with or without the entry,
     // both whole (release: with its fields), and none can be mid-way
-    // through an entry that goes, as unlinking is a write (`owner_lock`).
+    // through an entry that goes, as unlinking is a write (`lock`).
     ctx.scoped
         .store(ptr::from_ref(&*entry).cast_mut(), Ordering::Release);
     // Holds the entry by a shared reference: another thread may be reading
@@ -328,9 +328,9 @@ impl<V: ScopeValue> ScopeEnd<'_, V> {
         let value = if ptr::eq(self.ctx.own_scoped(), self.entry) {
             debug_assert!(self.entry.written.take().is_none());
             {
-                let _lock = self.ctx.owner_lock();
+                let _lock = self.ctx.lock();
                 // No reader elsewhere is still walking the entry when its
-                // frame goes (`owner_lock`).
+                // frame goes (`lock`).
                 self.ctx
                     .scoped
                     .store(self.entry.prev.cast_mut(), Ordering::Relaxed);
@@ -384,7 +384,7 @@ pub(super) fn write_scoped(cur: &Current) {
     }
     let mut garbage = Garbage::new();
     {
-        let _lock = ctx.owner_lock();
+        let _lock = ctx.lock();
         // SAFETY: as above, and no reader elsewhere reads now.
         let map = ctx.map.with_mut(|map| unsafe { &mut *map });
         insert_scoped(&entries, map, &mut garbage, |entry, old| {
@@ -420,6 +420,38 @@ pub(crate) fn inherited_map() -> Map {
 /// An O(1) copy of the current context's map.
 #[inline]
 pub(crate) fn current_map() -> Map {
+    // SAFETY: the map is cloned before anything can switch or write.
+    match unsafe { plain_current_map() } {
+        Some(map) => map.clone(),
+        None => current_map_slow(),
+    }
+}
+
+/// The current context's map, when it holds all of the context's values
+/// (no scoped value waits to be written into it, no generator frame lies
+/// under it); `None` otherwise, or with no current context.
+///
+/// # Safety
+///
+/// The caller is done with the reference before anything switches the
+/// thread's context or writes the current one.
+#[inline]
+pub(super) unsafe fn plain_current_map<'a>() -> Option<&'a Map> {
+    // SAFETY: a current context is alive while it is current, and the
+    // caller is done with the reference before it could stop being so.
+    let ctx = unsafe { current().ctx.get().as_ref() }?;
+    // SAFETY: only this thread writes its current context's map and
+    // frame, so reading them here needs no lock.
+    let plain = ctx.own_scoped().is_null() && unsafe { ctx.frame.with(|f| (*f).is_none()) };
+    // SAFETY: as above.
+    plain.then(|| unsafe { ctx.map.with(|m| &*m) })
+}
+
+/// [`current_map`] with scoped values to write first, a generator's frame
+/// to merge, or no current context at all.
+#[cold]
+#[inline(never)]
+fn current_map_slow() -> Map {
     let cur = current();
     let ctx = cur.ctx.get();
     if ctx.is_null() {

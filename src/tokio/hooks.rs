@@ -45,7 +45,6 @@ use ::tokio::runtime::TaskMeta;
 use ::tokio::task::Id;
 
 use crate::context::{Context, Entered, enter_raw, inherited_map, leave_raw};
-use crate::ids::next_id;
 
 /// Shards of the registry: spawns, polls and terminations of different
 /// tasks mostly take different locks (task ids are sequential, so
@@ -143,7 +142,7 @@ thread_local! {
 /// # }
 /// ```
 pub fn on_task_spawn(meta: &TaskMeta<'_>) {
-    let ctx = Box::new(Context::from_map(next_id(), inherited_map(), true));
+    let ctx = Box::new(Context::from_map(inherited_map(), true));
     let replaced = shard(meta.id()).insert(meta.id(), ctx);
     drop(replaced); // none: task ids are never reused
 }
