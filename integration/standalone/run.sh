@@ -52,7 +52,7 @@ for d in "${dirs[@]}"; do
     sed -i "s|^contextvars = { path = \"../..\" }|contextvars = { path = \"$d\" }|" "$copy/Cargo.toml"
     grep -q "path = \"$d\"" "$copy/Cargo.toml" || { echo "could not point $copy at $d" >&2; exit 1; }
     features=()
-    if grep -rqE 'pub fn sync_scope<' "$d/src"/*.rs; then
+    if grep -rqE 'pub fn sync_scope<' "$d/src"; then
         features=(--features sync_scope_name)
     fi
     echo "building $label ($d) ${features[*]}" >&2

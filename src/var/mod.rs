@@ -1,5 +1,7 @@
-//! [`ContextVar`], the key to a value in the current context, and [`Token`],
-//! the receipt that [`ContextVar::reset`] turns back into the previous value.
+//! [`ContextVar`], the key to a value in the current context: its
+//! declaration, its identity and its reads. Its writes (`write`), its
+//! scoped values (`scope`) and the [`Token`] a `set` hands back (`token`)
+//! each have a file of their own.
 //!
 //! **Invariant:** a variable's id is assigned once, from a process-wide
 //! counter, and never changes or repeats; it is the only thing a context
@@ -10,20 +12,21 @@
 //! (a `for<'a> fn(&'a X)` into a `fn(&'static X)`, say) that would store,
 //! under the same id, values that read as the other type.
 
+mod scope;
+mod token;
+mod write;
+
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use std::sync::Arc;
-
-use crate::context::observers::{Cause, ScopeNotice, vars_observed};
-use crate::context::{
-    ForkLink, current_fork, current_id, read_current, scoped, scoped_lent, write_current,
-};
-use crate::error::{LookupError, ResetError, ResetFailed};
-use crate::future::ScopeFuture;
+use crate::context::read_current;
+use crate::error::LookupError;
 use crate::ids::FmtValue;
 use crate::map::{Value, VarId};
+
+pub use scope::SyncScopeOutput;
+pub use token::Token;
 
 /// A context variable: a key to a value that lives in the current
 /// [`Context`](crate::Context), not in the variable.
@@ -323,249 +326,6 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
         self.get_or_else(move || default)
     }
 
-    /// Sets the variable's value in the current context, and returns a
-    /// [`Token`] that [`reset`](ContextVar::reset) uses to restore the
-    /// previous value.
-    ///
-    /// Dropping the token does nothing: the value stays set.
-    /// [`sync_scope`](ContextVar::sync_scope) and [`scope`](ContextVar::scope)
-    /// are the forms that restore by themselves.
-    ///
-    /// ```
-    /// use contextvars::ContextVar;
-    ///
-    /// static N: ContextVar<u32> = ContextVar::new("n");
-    /// let first = N.set(1);
-    /// assert_eq!(first.old_value(), None);
-    /// let second = N.set(2);
-    /// assert_eq!(second.old_value(), Some(&1));
-    /// ```
-    #[inline(always)]
-    pub fn set(&self, value: T) -> Token<T> {
-        let id = self.id();
-        let value = Value::new(value);
-        let (context, fork, old) =
-            write_current(Some(self.name), Some((id, Cause::Set)), |mut w| {
-                (w.context, w.fork(), w.insert(id, value))
-            });
-        Token {
-            var: self.name,
-            var_id: id,
-            context,
-            fork,
-            old,
-            _type: PhantomData,
-        }
-    }
-
-    /// Restores the value the variable had before the [`set`](ContextVar::set)
-    /// that made `token`; if it had none, removes it from the current context.
-    ///
-    /// # Errors
-    ///
-    /// [`ResetError::DifferentVar`] if another variable made the token;
-    /// [`ResetError::DifferentContext`] if it was made in another context.
-    /// On error nothing changes.
-    ///
-    /// ```
-    /// use contextvars::{ContextVar, copy_context};
-    ///
-    /// static N: ContextVar<u32> = ContextVar::new("n");
-    /// let token = N.set(1);
-    /// N.reset(token).unwrap();
-    /// assert!(N.get().is_err());
-    ///
-    /// let token = N.set(2);
-    /// let err = copy_context().run(|| N.reset(token)).unwrap_err();
-    /// assert!(err.to_string().contains("different context"));
-    /// ```
-    #[inline(always)]
-    pub fn reset(&self, token: Token<T>) -> Result<(), ResetError> {
-        self.try_reset(token).map_err(ResetFailed::into_error)
-    }
-
-    /// [`reset`](ContextVar::reset), which on error hands the token back (in
-    /// the [`ResetFailed`]), so it can still be used where it belongs, as a
-    /// Python token stays usable after a failed `reset`.
-    ///
-    /// # Errors
-    ///
-    /// As `reset`; nothing changes.
-    ///
-    /// ```
-    /// use contextvars::{ContextVar, ResetError, copy_context};
-    ///
-    /// static N: ContextVar<u32> = ContextVar::new("n");
-    /// let token = N.set(1);
-    /// // In another context the token is refused, and given back ...
-    /// let failed = copy_context().run(|| N.try_reset(token)).unwrap_err();
-    /// assert!(matches!(failed.error(), ResetError::DifferentContext { .. }));
-    /// // ... to be used where it was made.
-    /// N.reset(failed.into_token()).unwrap();
-    /// assert!(N.get().is_err());
-    /// ```
-    #[inline(always)]
-    pub fn try_reset(&self, token: Token<T>) -> Result<(), ResetFailed<T>> {
-        let id = self.id();
-        if token.var_id != id {
-            let error = ResetError::DifferentVar {
-                var: self.name,
-                token_var: token.var,
-            };
-            return Err(ResetFailed { error, token });
-        }
-        if current_id() != Some(token.context) && !token.crosses_a_fork_here() {
-            let error = ResetError::DifferentContext { var: self.name };
-            return Err(ResetFailed { error, token });
-        }
-        let Token { old, .. } = token;
-        // Whatever the map lets go of is returned and dropped here, after
-        // the context's lock is released.
-        let replaced = write_current(None, Some((id, Cause::Reset)), |mut w| w.restore(id, old));
-        if let Some(replaced) = replaced {
-            // SAFETY: it was stored under this variable's id, so it is a `T`
-            // (as in `value`; a token of a fork's child is accepted here only
-            // for this same variable, `token.var_id == id`).
-            unsafe { replaced.drop_as::<T>() };
-        }
-        Ok(())
-    }
-
-    /// Sets the variable to `value` for the duration of `f`, then resets it,
-    /// also if `f` panics: `tokio::task_local!`'s `sync_scope`. For a value
-    /// that holds while a future runs, [`scope`](ContextVar::scope).
-    ///
-    /// Everything inside `f` sees the value as if it had been `set`: reads,
-    /// copies, spawned work, other threads reading a shared context. It is
-    /// the cheapest write: the value stays beside the context's map rather
-    /// than in it, until a copy or a write inside `f` needs the map.
-    ///
-    /// ```
-    /// use contextvars::ContextVar;
-    ///
-    /// static DEPTH: ContextVar<u32> = ContextVar::with_default("depth", 0);
-    /// let inner = DEPTH.sync_scope(1, || DEPTH.sync_scope(2, || DEPTH.get()));
-    /// assert_eq!(inner, Ok(2));
-    /// assert_eq!(DEPTH.get(), Ok(0));
-    /// ```
-    ///
-    /// A closure that returns a future would leave the scope before the
-    /// future runs, so it does not compile (see [`SyncScopeOutput`]):
-    ///
-    /// ```compile_fail
-    /// use contextvars::ContextVar;
-    ///
-    /// static DEPTH: ContextVar<u32> = ContextVar::with_default("depth", 0);
-    /// let task = DEPTH.sync_scope(1, || async { DEPTH.get() }); // error[E0277]
-    /// ```
-    #[inline(always)]
-    pub fn sync_scope<R: SyncScopeOutput>(&self, value: T, f: impl FnOnce() -> R) -> R {
-        if vars_observed() {
-            return self.scope_observed(value, f);
-        }
-        self.scope_unobserved(value, f)
-    }
-
-    /// `sync_scope` with observers of some variable installed: tells this
-    /// variable's observers of the scope's start and end.
-    #[cold]
-    #[inline(never)]
-    fn scope_observed<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
-        let Some(notice) = ScopeNotice::new(self.id(), self.addr()) else {
-            return self.scope_unobserved(value, f);
-        };
-        self.scope_unobserved(value, || {
-            let _body = notice.begun();
-            f()
-        })
-    }
-
-    /// `sync_scope`, without telling observers.
-    #[inline(always)]
-    fn scope_unobserved<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
-        // Balanced by construction, so never a misuse (see `misuse`), and
-        // the value need not even enter the map (`scoped`).
-        scoped(self.id(), self.addr(), value, f)
-    }
-
-    /// Sets the variable to `value` while `future` runs: during every poll
-    /// and during its drop, on any executor, whichever thread polls it.
-    /// `tokio::task_local!`'s `scope`. Between polls the value is gone, and
-    /// the context the future is polled in is as it was.
-    ///
-    /// Each poll is a [`sync_scope`](ContextVar::sync_scope) of the value
-    /// in the context the future is polled in (the task's), so the future's
-    /// writes to other variables are the task's, as those of any future
-    /// awaited inline. A `set` of this same variable inside the future lasts
-    /// to the end of that poll, as one inside `sync_scope` lasts to the end
-    /// of the scope; nest another `scope` to change the value for a part of
-    /// the future.
-    ///
-    /// ```
-    /// use contextvars::ContextVar;
-    ///
-    /// static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
-    ///
-    /// async fn handle() -> u64 {
-    ///     tokio::task::yield_now().await; // held across the `.await`
-    ///     REQUEST_ID.get().unwrap()
-    /// }
-    ///
-    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-    /// assert_eq!(REQUEST_ID.scope(7, handle()).await, 7);
-    /// assert!(REQUEST_ID.get().is_err());
-    /// # });
-    /// ```
-    ///
-    /// It takes a future, not a closure: `scope(v, || async { .. })` does
-    /// not compile.
-    ///
-    /// ```compile_fail
-    /// use contextvars::ContextVar;
-    ///
-    /// static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
-    /// let _ = REQUEST_ID.scope(7, || async { REQUEST_ID.get() }); // error[E0277]
-    /// ```
-    pub fn scope<F: IntoFuture>(&self, value: T, future: F) -> ScopeFuture<'_, T, F::IntoFuture> {
-        ScopeFuture::new(self, Value::new(value), future.into_future())
-    }
-
-    /// Runs `f` inside a `sync_scope` of the value `slot` lends (a
-    /// [`ScopeFuture`]'s, for one poll or its drop); the scope's end puts
-    /// the value back into `slot`, also if `f` panics.
-    #[inline]
-    pub(crate) fn scope_lent<R>(&self, slot: &mut Option<Value>, f: impl FnOnce() -> R) -> R {
-        let Some(value) = slot.take() else {
-            // Only a scope whose end could not give the value back leaves
-            // the slot empty, and every end does; run `f` all the same.
-            return f();
-        };
-        if vars_observed() {
-            return self.scope_lent_observed(value, slot, f);
-        }
-        scoped_lent::<T, R>(self.id(), self.addr(), value, slot, f)
-    }
-
-    /// `scope_lent` with observers of some variable installed, as
-    /// `scope_observed`: each poll of the future is one observed scope.
-    #[cold]
-    #[inline(never)]
-    fn scope_lent_observed<R>(
-        &self,
-        value: Value,
-        back: &mut Option<Value>,
-        f: impl FnOnce() -> R,
-    ) -> R {
-        let (id, addr) = (self.id(), self.addr());
-        let Some(notice) = ScopeNotice::new(id, addr) else {
-            return scoped_lent::<T, R>(id, addr, value, back, f);
-        };
-        scoped_lent::<T, R>(id, addr, value, back, || {
-            let _body = notice.begun();
-            f()
-        })
-    }
-
     /// The variable's value in the current context, else the result of
     /// `default`, called only then (which wins over the variable's own
     /// default): `Option::unwrap_or_else`.
@@ -614,30 +374,6 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
         self.with(|v| v.cloned()).unwrap_or_default()
     }
 
-    /// Sets the variable's value in the current context and returns the
-    /// value it replaces there (`None` if it had none; a default is not a
-    /// value), as `Cell::replace` does: a [`set`](ContextVar::set) whose
-    /// token is read and dropped.
-    ///
-    /// The old value is cloned: other contexts (copies taken before) may
-    /// still hold it.
-    ///
-    /// ```
-    /// use contextvars::ContextVar;
-    ///
-    /// static LEVEL: ContextVar<u32> = ContextVar::with_default("level", 42);
-    /// assert_eq!(LEVEL.replace(1), None);
-    /// assert_eq!(LEVEL.replace(2), Some(1));
-    /// assert_eq!(LEVEL.get(), Ok(2));
-    /// ```
-    #[inline]
-    pub fn replace(&self, value: T) -> Option<T>
-    where
-        T: Clone,
-    {
-        self.set(value).old_value().cloned()
-    }
-
     #[inline]
     fn value<'a>(&self, value: &'a Value) -> &'a T {
         // SAFETY: `value` was found under this variable's id, and only this
@@ -650,131 +386,10 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     }
 }
 
-/// What the closure of [`ContextVar::sync_scope`] may return: any `Unpin`
-/// type, which is nearly every type.
-///
-/// The futures of `async` blocks and `async fn`s are not `Unpin`, so a
-/// closure that returns one, `VAR.sync_scope(v, || async { .. })`, which
-/// would end the scope before the future runs and read no value in it, does
-/// not compile. For a value that holds while a future runs, use
-/// [`ContextVar::scope`]. (A future that is `Unpin`, such as a
-/// `Pin<Box<dyn Future>>` or a `JoinHandle`, is not caught: the bound
-/// cannot tell a future from another value, `Unpin` only catches the common
-/// case.)
-///
-/// ```
-/// use contextvars::ContextVar;
-///
-/// static N: ContextVar<u32> = ContextVar::new("n");
-/// let seen: Result<u32, _> = N.sync_scope(1, || N.get());
-/// assert_eq!(seen, Ok(1));
-/// ```
-#[diagnostic::on_unimplemented(
-    message = "`sync_scope`'s closure returns `{Self}`, a future that would run after the scope has ended",
-    label = "the value is gone before this future is polled",
-    note = "to hold a value while a future runs, use `VAR.scope(value, future).await`"
-)]
-pub trait SyncScopeOutput {}
-
-impl<R: Unpin> SyncScopeOutput for R {}
-
 impl<T> fmt::Debug for ContextVar<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ContextVar")
             .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The receipt of a [`ContextVar::set`]: it remembers the variable, the
-/// context it was set in, and the value it replaced.
-///
-/// [`ContextVar::reset`] takes it by value, so a token is used at most once;
-/// reusing one is a compile error. Dropping it changes nothing.
-///
-/// ```compile_fail
-/// use contextvars::ContextVar;
-///
-/// static N: ContextVar<u32> = ContextVar::new("n");
-/// let token = N.set(1);
-/// N.reset(token).unwrap();
-/// N.reset(token).unwrap(); // error[E0382]: use of moved value: `token`
-/// ```
-///
-/// ```
-/// use contextvars::ContextVar;
-///
-/// static N: ContextVar<u32> = ContextVar::new("n");
-/// N.set(1);
-/// let token = N.set(2);
-/// assert_eq!(token.old_value(), Some(&1));
-/// N.reset(token).unwrap();
-/// assert_eq!(N.get(), Ok(1));
-/// ```
-pub struct Token<T> {
-    var: &'static str,
-    var_id: VarId,
-    context: u64,
-    /// The fork whose child made the token, if one did (see [`Fork`](crate::Fork)).
-    fork: Option<Arc<ForkLink>>,
-    old: Option<Value>,
-    /// Invariant in `T`, as the variable is: a token's old value is handed
-    /// back to its variable as a `T` without a check.
-    _type: PhantomData<fn(T) -> T>,
-}
-
-impl<T> Token<T> {
-    /// Whether this token, made in another context than the current one,
-    /// belongs here all the same through a fork: made in a fork's child
-    /// whose merge here applied the variable's value, or made in the parent
-    /// of the fork whose child is current (see [`Fork`](crate::Fork)).
-    #[cold]
-    fn crosses_a_fork_here(&self) -> bool {
-        let here = current_id();
-        let merged_here = self
-            .fork
-            .as_ref()
-            .is_some_and(|link| Some(link.parent) == here && link.applied(self.var_id));
-        merged_here || current_fork().is_some_and(|link| link.parent == self.context)
-    }
-
-    /// The name of the variable that made this token.
-    ///
-    /// ```
-    /// use contextvars::ContextVar;
-    ///
-    /// static N: ContextVar<u32> = ContextVar::new("n");
-    /// assert_eq!(N.set(1).var_name(), "n");
-    /// ```
-    pub fn var_name(&self) -> &'static str {
-        self.var
-    }
-}
-
-impl<T: 'static> Token<T> {
-    /// The value the variable had before the `set`; `None` if it had none
-    /// (Python's `Token.MISSING`).
-    ///
-    /// ```
-    /// use contextvars::ContextVar;
-    ///
-    /// static N: ContextVar<u32> = ContextVar::with_default("n", 5);
-    /// // A default is not a value: the token records that there was none.
-    /// assert_eq!(N.set(1).old_value(), None);
-    /// ```
-    pub fn old_value(&self) -> Option<&T> {
-        self.old.as_ref().map(|v| {
-            v.downcast::<T>()
-                .expect("a variable's id always maps to its type")
-        })
-    }
-}
-
-impl<T: fmt::Debug + 'static> fmt::Debug for Token<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Token")
-            .field("var", &self.var)
-            .field("old_value", &self.old_value())
             .finish_non_exhaustive()
     }
 }
