@@ -34,8 +34,6 @@ mod thread;
 mod write;
 
 pub use api::{copy_context, inherited_context, wrap};
-#[cfg(all(feature = "tokio", tokio_unstable, not(loom)))]
-pub(crate) use api::{enter_raw, leave_raw};
 pub(crate) use frame::Frame;
 #[cfg(test)]
 pub(crate) use read::LOOK_UPS;
@@ -45,4 +43,7 @@ pub(crate) use state::ForkLink;
 pub(crate) use switch::current_id_or_base;
 pub(crate) use write::{current_map, scoped, scoped_lent, write_current};
 #[cfg(all(feature = "tokio", tokio_unstable, not(loom)))]
-pub(crate) use {switch::Entered, write::inherited_map};
+pub(crate) use {
+    switch::{Entered, enter_raw, leave_raw},
+    write::inherited_map,
+};

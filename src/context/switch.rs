@@ -214,3 +214,36 @@ pub(crate) fn current_id_or_base() -> u64 {
     // SAFETY: `enter_base` returns the context it made current, alive.
     unsafe { (*enter_base()).id() }
 }
+
+// Entering by pointer, for tokio's task hooks (`crate::tokio::hooks`): a
+// hook cannot wrap the poll in a closure (tokio calls "before poll" and
+// "after poll" as two separate functions), so it enters and leaves by hand,
+// as `run_exclusive` does inside one call.
+
+/// Makes `ctx` the thread's current context and returns the one it replaces,
+/// to be handed back to [`leave_raw`] when the poll ends.
+///
+/// # Safety
+///
+/// `ctx` must be alive and unreachable from every other thread (a private
+/// context the caller owns, as `run_exclusive`'s `&mut` guarantees) until
+/// [`leave_raw`] is called with the returned pointer on this same thread,
+/// and every enter/leave pair on this thread must nest.
+#[cfg(all(feature = "tokio", tokio_unstable, not(loom)))]
+#[inline]
+pub(crate) unsafe fn enter_raw(ctx: *const Context) -> Entered {
+    current().enter(ctx, true)
+}
+
+/// Restores `prev`, the context [`enter_raw`] returned.
+///
+/// # Safety
+///
+/// `prev` must be what the matching [`enter_raw`] on this thread returned,
+/// and still alive (it is: a context stays alive while it is entered under
+/// another, see `Exit`, `ExitExclusive` and `Base`).
+#[cfg(all(feature = "tokio", tokio_unstable, not(loom)))]
+#[inline]
+pub(crate) unsafe fn leave_raw(prev: Entered) {
+    current().leave(prev, true);
+}
