@@ -35,7 +35,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// Operations per `cargo test` run, across cases: under half the 1,000,000
 /// of the programs without forks, guards, observers, channels or drop races,
 /// whose operations cost about twice as much (threads meet, hooks run), so
-/// that a run takes no longer than it did.
+/// that a run takes no longer than 1,000,000 operations without them.
 const MIN_OPS: u64 = 450_000;
 
 /// `MIN_OPS`, or `CONTEXTVARS_MODEL_OPS` when set: fewer operations for a
@@ -277,7 +277,7 @@ fn fuzz_regressions_match_the_model() {
     println!("replayed {replayed} fuzz regressions");
 }
 
-/// Hand-written programs for the cases the issue names, so they run on
+/// Hand-written programs for named cases, so they run on
 /// every build regardless of what the generator draws.
 #[test]
 fn named_programs_match_the_model() {

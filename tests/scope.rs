@@ -1,5 +1,5 @@
-//! `scope` keeps its value beside the map, on its context's list (issue
-//! 16): everything that looks at the map while the scope is open, on this
+//! `scope` keeps its value beside the map, on its context's list:
+//! everything that looks at the map while the scope is open, on this
 //! thread or another, must still see the scoped value, and nothing may see
 //! it after the scope ends.
 
@@ -620,7 +620,7 @@ fn get_clones_the_value_it_found_even_if_its_clone_frees_it() {
 // The values below have state of their own behind `&` and no drop glue (a
 // mutex, an atomic): a read that copied their bits, or a scoped value that
 // moved while `get` was cloning it, would be two values where there is one.
-// (Both were tried for speed and withdrawn: BENCHMARKS.md.)
+// (Both would be faster; BENCHMARKS.md, "What limits the scope".)
 
 /// Its clone borrows its own variable, then changes the value through that
 /// borrow if it can lock it: with one value the lock is already held.
@@ -755,7 +755,7 @@ static LIVE: ContextVar<Live> = ContextVar::new("live");
 
 /// A `set` inside a scope whose value panics when the scope's end lets it
 /// go: the panic reaches the caller, the variable is restored, and the
-/// scoped value is dropped all the same (found by review; it leaked).
+/// scoped value is dropped all the same, not leaked.
 #[test]
 fn a_panicking_drop_at_a_scopes_end_loses_nothing() {
     in_every_kind_of_context(|| {

@@ -32,7 +32,7 @@ fn isolated_current_thread() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// The server: 500 interleaved requests in plain `tokio::spawn`
+/// A server: 500 interleaved requests in plain `tokio::spawn`
 /// tasks on two workers; each sets its id, yields and sleeps so tasks
 /// migrate and interleave, and reads its id back. Without the hooks, in
 /// release, almost every request read another's id.

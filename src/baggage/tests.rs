@@ -1,5 +1,5 @@
 //! The borrowing parser (its shortcut for plain members included) against
-//! the owned one it replaced (kept here, verbatim, as the reference): on
+//! a plain owned parser (kept here as the reference): on
 //! headers built from the pieces where the two could part ways (whitespace
 //! of every kind around `=`, `,` and `;`, percent-escapes good and bad,
 //! properties, empty members, bytes that are not UTF-8, members past the
@@ -10,8 +10,8 @@ use proptest::prelude::*;
 
 use super::{Budget, Dropped, MAX_BYTES, MAX_MEMBERS, Member, each_member, is_key};
 
-/// What the parser used to be (`parse_raw` and `parse_member` before the
-/// borrowing rewrite): each member split, trimmed and copied into strings.
+/// The reference parser (`parse_raw` and `parse_member`): each member
+/// split, trimmed and copied into strings.
 mod reference {
     use super::super::{Budget, Dropped, MAX_MEMBERS, Member, is_key};
 
