@@ -25,6 +25,10 @@ thread_local! {
     static TL_CELL: Cell<u64> = const { Cell::new(1) };
 }
 
+/// The value type of the OpenTelemetry peer (its contexts key values by
+/// type).
+struct Otel(u64);
+
 tokio::task_local! {
     static KEY: u64;
 }
@@ -67,6 +71,7 @@ const OPERATIONS: &[&str] = &[
     "task_local_get",
     "task_local_get_opaque",
     "thread_local_get",
+    "otel_attach_drop",
     "arc_clone_drop",
     "cas_release",
 ];
@@ -161,6 +166,17 @@ fn run(name: &str, looped: &mut dyn FnMut(Loop<'_>)) {
             looped(&mut |n| repeat(n, || black_box(&KEY).get()));
         }),
         "thread_local_get" => looped(&mut |n| repeat(n, || TL_CELL.with(|c| black_box(c).get()))),
+        // OpenTelemetry's write and its undoing, the peer of `set_reset`: a
+        // context with the new value attached, and the guard dropped, in a
+        // context that holds the value already.
+        "otel_attach_drop" => {
+            let _base = opentelemetry::Context::new().with_value(Otel(1)).attach();
+            looped(&mut |n| {
+                repeat(n, || {
+                    drop(opentelemetry::Context::current_with_value(Otel(black_box(3))).attach())
+                })
+            });
+        }
         "arc_clone_drop" => {
             let shared = Arc::new(1u64);
             looped(&mut |n| repeat(n, || drop(black_box(shared.clone()))));
