@@ -261,7 +261,7 @@ fn a_map_made_with_room_fills_it_without_a_new_node() {
 /// nodes with a copy it is not (the copy must not change).
 #[test]
 fn replacing_a_value_the_map_holds_alone_takes_the_in_place_path() {
-    let slow = || super::SLOW_INSERTS.with(std::cell::Cell::get);
+    let slow = || super::root::SLOW_INSERTS.with(std::cell::Cell::get);
     for n in [1u64, 3, 40] {
         let mut garbage = Garbage::new();
         let mut map = Map::default();
