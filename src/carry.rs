@@ -32,6 +32,7 @@ pub(crate) static ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicB
 
 /// What one piece of spawned work carries.
 #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+#[derive(Clone)]
 pub(crate) struct Carried {
     #[cfg(feature = "tracing")]
     span: tracing::Span,
@@ -172,4 +173,86 @@ impl<F> fmt::Debug for Carrying<F> {
             .field("carries", &self.carried.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// A [`Carried`] entered by one call and left by another: tokio's
+/// before- and after-poll hooks are two functions, so no guard can span
+/// them. It holds what leaving needs (the span's id and its subscriber, the
+/// OpenTelemetry guard), not a borrow of the [`Carried`].
+#[cfg(all(feature = "tokio", tokio_unstable, not(loom)))]
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+pub(crate) struct Split {
+    #[cfg(feature = "tracing")]
+    span: Option<(tracing::Id, tracing::Dispatch)>,
+    // Declared after `span`, dropped after the span is exited: the reverse
+    // of entering, as in `Carried::run`.
+    #[cfg(feature = "opentelemetry")]
+    _otel: Option<opentelemetry::ContextGuard>,
+}
+
+#[cfg(all(feature = "tokio", tokio_unstable, not(loom)))]
+impl Carried {
+    /// Attaches the OpenTelemetry context and enters the span, until
+    /// [`Split::exit`]: what [`Carried::run`] does around `f`.
+    pub(crate) fn enter_split(&self) -> Split {
+        #[cfg(feature = "opentelemetry")]
+        let _otel = self.otel.as_ref().map(|cx| cx.clone().attach());
+        Split {
+            // What `Span::enter` does, with what `exit` needs kept apart.
+            #[cfg(feature = "tracing")]
+            span: self.span.with_subscriber(|(id, dispatch)| {
+                dispatch.enter(id);
+                (id.clone(), dispatch.clone())
+            }),
+            #[cfg(feature = "opentelemetry")]
+            _otel,
+        }
+    }
+}
+
+#[cfg(all(feature = "tokio", tokio_unstable, not(loom)))]
+impl Split {
+    /// Exits the span, then detaches the OpenTelemetry context.
+    pub(crate) fn exit(self) {
+        #[cfg(feature = "tracing")]
+        if let Some((id, dispatch)) = &self.span {
+            dispatch.exit(id);
+        }
+    }
+}
+
+#[cfg(feature = "tokio")]
+thread_local! {
+    /// Set while a helper that wraps its task in [`Carrying`] spawns it, so
+    /// that tokio's spawn hook does not carry the same span a second time.
+    static HELPER_CARRIES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `spawn` (a spawn of a [`Carrying`] task) with the task hooks told
+/// that the task carries its span itself.
+#[cfg(feature = "tokio")]
+#[inline]
+pub(crate) fn spawning_carrying<R>(spawn: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            HELPER_CARRIES.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(HELPER_CARRIES.with(|c| c.replace(true)));
+    spawn()
+}
+
+/// [`capture`], for tokio's spawn hook: nothing for a task that carries its
+/// span itself (spawned through [`spawning_carrying`]).
+#[cfg(all(feature = "tokio", tokio_unstable, not(loom)))]
+#[inline]
+pub(crate) fn capture_for_hook() -> Option<Carried> {
+    #[cfg(feature = "tracing")]
+    if !ON.load(std::sync::atomic::Ordering::Relaxed)
+        || HELPER_CARRIES.try_with(std::cell::Cell::get).unwrap_or(false)
+    {
+        return None;
+    }
+    capture()
 }
