@@ -250,7 +250,9 @@ pub(crate) fn spawning_carrying<R>(spawn: impl FnOnce() -> R) -> R {
 pub(crate) fn capture_for_hook() -> Option<Carried> {
     #[cfg(feature = "tracing")]
     if !ON.load(std::sync::atomic::Ordering::Relaxed)
-        || HELPER_CARRIES.try_with(std::cell::Cell::get).unwrap_or(false)
+        || HELPER_CARRIES
+            .try_with(std::cell::Cell::get)
+            .unwrap_or(false)
     {
         return None;
     }

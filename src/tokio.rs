@@ -138,9 +138,9 @@ where
 {
     let future = future.in_current_context();
     match carry::capture() {
-        Some(carried) => carry::spawning_carrying(|| {
-            ::tokio::task::spawn_local(Carrying::new(future, carried))
-        }),
+        Some(carried) => {
+            carry::spawning_carrying(|| ::tokio::task::spawn_local(Carrying::new(future, carried)))
+        }
         None => ::tokio::task::spawn_local(future),
     }
 }

@@ -458,6 +458,10 @@ impl<F: std::future::Future> std::future::Future for CountPolls<F> {
     }
 }
 
+/// A task's body, boxed.
+#[cfg(tokio_unstable)]
+type Body = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 #[cfg(tokio_unstable)]
 fn hooked_runtime() -> tokio::runtime::Runtime {
     use contextvars::tokio::BuilderExt;
@@ -474,19 +478,18 @@ fn hooked_runtime() -> tokio::runtime::Runtime {
 #[cfg(tokio_unstable)]
 fn two_polls_under_hooks(
     span: &'static str,
-    spawn: fn(CountPolls<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>) -> tokio::task::JoinHandle<()>,
+    spawn: fn(CountPolls<Body>) -> tokio::task::JoinHandle<()>,
 ) -> usize {
     let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     hooked_runtime().block_on(async {
         let (resume, wait) = tokio::sync::oneshot::channel::<()>();
         let task = tracing::info_span!("task", name = span).in_scope(|| {
-            let body: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
-                Box::pin(async move {
-                    tracing::info!("{span} first poll");
-                    tokio::task::yield_now().await;
-                    wait.await.unwrap();
-                    tracing::info!("{span} last poll");
-                });
+            let body: Body = Box::pin(async move {
+                tracing::info!("{span} first poll");
+                tokio::task::yield_now().await;
+                wait.await.unwrap();
+                tracing::info!("{span} last poll");
+            });
             spawn(CountPolls::new(body, &polls))
         });
         tokio::task::yield_now().await;
