@@ -235,10 +235,10 @@ impl Snapshots {
     /// ```
     /// use contextvars::{ContextVar, snapshot::Snapshots};
     ///
-    /// static TENANT: ContextVar<&str> = ContextVar::new("tenant");
+    /// static TENANT: ContextVar<String> = ContextVar::new("tenant");
     /// let snapshots = Snapshots::new().with_var(&TENANT);
-    /// let snap = TENANT.sync_scope("acme", || snapshots.capture());
-    /// assert_eq!(snapshots.run(snap, || TENANT.get()), Ok("acme"));
+    /// let snap = TENANT.sync_scope("acme".to_string(), || snapshots.capture());
+    /// assert_eq!(snapshots.run(snap, || TENANT.get()).as_deref(), Ok("acme"));
     /// ```
     pub fn run<R>(&self, snapshot: Snapshot, job: impl FnOnce() -> R) -> R {
         let ctx = self.restore(&snapshot);
