@@ -210,11 +210,12 @@ impl<T> Drop for Envelope<T> {
 
 impl<T: fmt::Debug> fmt::Debug for Envelope<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Envelope")
-            .field("ctx", &self.ctx)
-            .field("carries_span", &self.carried.is_some())
-            .field("msg", &self.msg)
-            .finish()
+        let mut d = f.debug_struct("Envelope");
+        d.field("ctx", &self.ctx);
+        if self.carried.is_some() {
+            d.field("carries_span", &true);
+        }
+        d.field("msg", &self.msg).finish()
     }
 }
 

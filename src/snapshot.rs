@@ -408,11 +408,13 @@ impl PartialEq for Snapshot {
 
 impl fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Snapshot")
-            .field("entries", &self.entries)
-            .field("malformed", &self.malformed)
-            .field("carries_span", &self.carried.is_some())
-            .finish()
+        let mut d = f.debug_struct("Snapshot");
+        d.field("entries", &self.entries)
+            .field("malformed", &self.malformed);
+        if self.carried.is_some() {
+            d.field("carries_span", &true);
+        }
+        d.finish()
     }
 }
 
