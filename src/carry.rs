@@ -223,9 +223,10 @@ impl Split {
 
 #[cfg(feature = "tokio")]
 thread_local! {
-    /// Set while a helper that wraps its task in [`Carrying`] spawns it, so
-    /// that tokio's spawn hook does not carry the same span a second time.
-    static HELPER_CARRIES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set while a helper spawns a task whose span is not the spawn hook's
+    /// to carry: a [`Carrying`] task carries its own (the hook would enter
+    /// it a second time), a detached task carries none.
+    static NOT_FOR_HOOKS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Runs `spawn` (a spawn of a [`Carrying`] task) with the task hooks told
@@ -236,21 +237,33 @@ pub(crate) fn spawning_carrying<R>(spawn: impl FnOnce() -> R) -> R {
     struct Reset(bool);
     impl Drop for Reset {
         fn drop(&mut self) {
-            HELPER_CARRIES.with(|c| c.set(self.0));
+            NOT_FOR_HOOKS.with(|c| c.set(self.0));
         }
     }
-    let _reset = Reset(HELPER_CARRIES.with(|c| c.replace(true)));
+    let _reset = Reset(NOT_FOR_HOOKS.with(|c| c.replace(true)));
     spawn()
 }
 
-/// [`capture`], for tokio's spawn hook: nothing for a task that carries its
-/// span itself (spawned through [`spawning_carrying`]).
+/// Runs `spawn` (of a detached task) with the task hooks told to carry
+/// nothing into it; with the switch off, just runs it.
+#[cfg(feature = "tokio")]
+#[inline]
+pub(crate) fn spawning_detached<R>(spawn: impl FnOnce() -> R) -> R {
+    #[cfg(feature = "tracing")]
+    if ON.load(std::sync::atomic::Ordering::Relaxed) {
+        return spawning_carrying(spawn);
+    }
+    spawn()
+}
+
+/// [`capture`], for tokio's spawn hook: nothing for a task spawned through
+/// [`spawning_carrying`] or [`spawning_detached`].
 #[cfg(all(feature = "tokio", tokio_unstable, not(loom)))]
 #[inline]
 pub(crate) fn capture_for_hook() -> Option<Carried> {
     #[cfg(feature = "tracing")]
     if !ON.load(std::sync::atomic::Ordering::Relaxed)
-        || HELPER_CARRIES
+        || NOT_FOR_HOOKS
             .try_with(std::cell::Cell::get)
             .unwrap_or(false)
     {

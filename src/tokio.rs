@@ -111,7 +111,9 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    ::tokio::spawn(future.in_context(Context::new()))
+    let future = future.in_context(Context::new());
+    // Under the task hooks too: no span goes along.
+    carry::spawning_detached(|| ::tokio::spawn(future))
 }
 
 /// `tokio::task::spawn_local`, with the task running in a copy of the

@@ -556,6 +556,25 @@ fn under_the_task_hooks_a_helper_task_enters_its_span_once_per_poll() {
 
 #[cfg(tokio_unstable)]
 #[test]
+fn under_the_task_hooks_detached_work_carries_nothing() {
+    let (_serial, mark) = setup();
+    let on = On::new();
+    hooked_runtime().block_on(async {
+        let task = tracing::info_span!("detaching").in_scope(|| {
+            contextvars::tokio::spawn_detached(async {
+                tokio::task::yield_now().await;
+                tracing::info!("detached under the hooks");
+            })
+        });
+        task.await.unwrap();
+    });
+    drop(on);
+    let line = line_of(&since(mark), "detached under the hooks");
+    assert!(!line.contains("detaching"), "{line}");
+}
+
+#[cfg(tokio_unstable)]
+#[test]
 fn under_the_task_hooks_off_a_plain_spawn_carries_nothing() {
     let (_serial, mark) = setup();
     assert!(!contextvars::tracing::carries_spans());

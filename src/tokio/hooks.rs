@@ -27,7 +27,7 @@
 //! future without the span (and without its context, see
 //! [`isolate_tasks`](super::BuilderExt::isolate_tasks)). A task spawned
 //! with this crate's helpers carries its span itself, drop included; the
-//! spawn hook then files no second one.
+//! spawn hook then files no second one (and none for `spawn_detached`).
 //!
 //! ```
 //! use contextvars::ContextVar;
