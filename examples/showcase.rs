@@ -421,6 +421,77 @@ fn guards_inheritance_merging() {
     });
 }
 
+/// A `par_iter` inside a request, logging from rayon's threads: with
+/// `carry_spans(true)` every line sits under the request's span.
+#[cfg(all(feature = "tracing", feature = "rayon"))]
+fn span_follows_par_iter() {
+    use std::sync::{Arc, Mutex};
+
+    use contextvars::rayon::ParallelIteratorExt;
+    use rayon::prelude::*;
+
+    section("9. the request's tracing span follows its par_iter (carry_spans)");
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    // Global: rayon's threads log to it too (the last section, so nothing
+    // else in the tour logs through it).
+    tracing_subscriber::fmt()
+        .without_time()
+        .with_ansi(false)
+        .with_target(false)
+        .with_level(false)
+        .with_writer(move || writer.clone())
+        .init();
+
+    let request = |id: u64| {
+        let span = tracing::info_span!("request", id);
+        let _entered = span.enter();
+        let _: Vec<()> = ["a.png", "b.png", "c.png", "d.png"]
+            .into_par_iter()
+            .map_in_current_context(
+                |image| tracing::info!(image, thread = ?std::thread::current().id(), "resized"),
+            )
+            .collect();
+    };
+    for (id, on) in [(1, false), (2, true)] {
+        contextvars::tracing::carry_spans(on);
+        lines.0.lock().unwrap().clear();
+        request(id);
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let under = text
+            .lines()
+            .filter(|l| l.starts_with(&format!("request{{id={id}}}")))
+            .count();
+        println!(
+            "{:<18}: {under} of {} lines, logged on rayon's threads, under request{{id={id}}}:",
+            format!("carry_spans({on})"),
+            text.lines().count()
+        );
+        for line in text.lines() {
+            println!("    {}", line.trim_start());
+        }
+    }
+    contextvars::tracing::carry_spans(false);
+}
+
+#[cfg(not(all(feature = "tracing", feature = "rayon")))]
+fn span_follows_par_iter() {
+    section("9. the request's tracing span follows its par_iter (carry_spans)");
+    println!("needs features tracing and rayon; to see this section, run:");
+    println!("  cargo run --release --features tracing,rayon --example showcase");
+}
+
 fn main() {
     walk_through();
     contexts();
@@ -432,4 +503,5 @@ fn main() {
     inheritance();
     generator();
     guards_inheritance_merging();
+    span_follows_par_iter();
 }

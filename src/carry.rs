@@ -32,6 +32,7 @@ pub(crate) static ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicB
 
 /// What one piece of spawned work carries.
 #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+#[derive(Clone)]
 pub(crate) struct Carried {
     #[cfg(feature = "tracing")]
     span: tracing::Span,
@@ -172,4 +173,101 @@ impl<F> fmt::Debug for Carrying<F> {
             .field("carries", &self.carried.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// A [`Carried`] entered by one call and left by another: tokio's
+/// before- and after-poll hooks are two functions, so no guard can span
+/// them. It holds what leaving needs (the span's id and its subscriber, the
+/// OpenTelemetry guard), not a borrow of the [`Carried`].
+#[cfg(all(feature = "tokio", tokio_unstable, not(loom)))]
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+pub(crate) struct Split {
+    #[cfg(feature = "tracing")]
+    span: Option<(tracing::Id, tracing::Dispatch)>,
+    // Declared after `span`, dropped after the span is exited: the reverse
+    // of entering, as in `Carried::run`.
+    #[cfg(feature = "opentelemetry")]
+    _otel: Option<opentelemetry::ContextGuard>,
+}
+
+#[cfg(all(feature = "tokio", tokio_unstable, not(loom)))]
+impl Carried {
+    /// Attaches the OpenTelemetry context and enters the span, until
+    /// [`Split::exit`]: what [`Carried::run`] does around `f`.
+    pub(crate) fn enter_split(&self) -> Split {
+        #[cfg(feature = "opentelemetry")]
+        let _otel = self.otel.as_ref().map(|cx| cx.clone().attach());
+        Split {
+            // What `Span::enter` does, with what `exit` needs kept apart.
+            #[cfg(feature = "tracing")]
+            span: self.span.with_subscriber(|(id, dispatch)| {
+                dispatch.enter(id);
+                (id.clone(), dispatch.clone())
+            }),
+            #[cfg(feature = "opentelemetry")]
+            _otel,
+        }
+    }
+}
+
+#[cfg(all(feature = "tokio", tokio_unstable, not(loom)))]
+impl Split {
+    /// Exits the span, then detaches the OpenTelemetry context.
+    pub(crate) fn exit(self) {
+        #[cfg(feature = "tracing")]
+        if let Some((id, dispatch)) = &self.span {
+            dispatch.exit(id);
+        }
+    }
+}
+
+#[cfg(feature = "tokio")]
+thread_local! {
+    /// Set while a helper spawns a task whose span is not the spawn hook's
+    /// to carry: a [`Carrying`] task carries its own (the hook would enter
+    /// it a second time), a detached task carries none.
+    static NOT_FOR_HOOKS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `spawn` (a spawn of a [`Carrying`] task) with the task hooks told
+/// that the task carries its span itself.
+#[cfg(feature = "tokio")]
+#[inline]
+pub(crate) fn spawning_carrying<R>(spawn: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            NOT_FOR_HOOKS.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(NOT_FOR_HOOKS.with(|c| c.replace(true)));
+    spawn()
+}
+
+/// Runs `spawn` (of a detached task) with the task hooks told to carry
+/// nothing into it; with the switch off, just runs it.
+#[cfg(feature = "tokio")]
+#[inline]
+pub(crate) fn spawning_detached<R>(spawn: impl FnOnce() -> R) -> R {
+    #[cfg(feature = "tracing")]
+    if ON.load(std::sync::atomic::Ordering::Relaxed) {
+        return spawning_carrying(spawn);
+    }
+    spawn()
+}
+
+/// [`capture`], for tokio's spawn hook: nothing for a task spawned through
+/// [`spawning_carrying`] or [`spawning_detached`].
+#[cfg(all(feature = "tokio", tokio_unstable, not(loom)))]
+#[inline]
+pub(crate) fn capture_for_hook() -> Option<Carried> {
+    #[cfg(feature = "tracing")]
+    if !ON.load(std::sync::atomic::Ordering::Relaxed)
+        || NOT_FOR_HOOKS
+            .try_with(std::cell::Cell::get)
+            .unwrap_or(false)
+    {
+        return None;
+    }
+    capture()
 }

@@ -14,6 +14,12 @@
 //! `std::sync::mpsc`; [`tokio`] wraps `tokio::sync::mpsc`
 //! (feature `tokio`).
 //!
+//! With [`carry_spans`](crate::tracing::carry_spans) on (feature
+//! `tracing`), an envelope also carries the tracing span current at the
+//! send (and, with feature `opentelemetry`, OpenTelemetry's current
+//! `Context`), entered while the receiver handles the message, as spawned
+//! work carries it; [`Envelope::into_parts`] leaves it behind.
+//!
 //! ```
 //! use contextvars::{ContextVar, channel::mpsc};
 //!
@@ -35,7 +41,10 @@
 use std::fmt;
 use std::future::Future;
 
-use crate::future::{FutureExt, InContext};
+use std::task::{Poll, Waker};
+
+use crate::carry::{self, Carried, within};
+use crate::future::{ContextHandle, FutureExt, InContext};
 use crate::{Context, inherited_context};
 
 /// A message and the context it was sent with.
@@ -52,6 +61,8 @@ use crate::{Context, inherited_context};
 /// ```
 pub struct Envelope<T> {
     ctx: Context,
+    /// The span current at the send, when carrying is on.
+    carried: Option<Carried>,
     /// `None` only once taken out (the drop then has nothing to do).
     msg: Option<T>,
 }
@@ -76,7 +87,9 @@ impl<T> Envelope<T> {
         Envelope::in_context(inherited_context(), msg)
     }
 
-    /// `msg` with the given context.
+    /// `msg` with the given context (and, with
+    /// [`carry_spans`](crate::tracing::carry_spans) on, the span current
+    /// now).
     ///
     /// ```
     /// use contextvars::{Context, ContextVar, channel::Envelope};
@@ -89,12 +102,14 @@ impl<T> Envelope<T> {
     pub fn in_context(ctx: Context, msg: T) -> Envelope<T> {
         Envelope {
             ctx,
+            carried: carry::capture(),
             msg: Some(msg),
         }
     }
 
-    /// Runs `f` on the message inside the context it was sent with; the
-    /// caller's context is current again afterwards, also if `f` panics.
+    /// Runs `f` on the message inside the context it was sent with (and
+    /// the span it carries, entered); the caller's context is current again
+    /// afterwards, also if `f` panics.
     ///
     /// ```
     /// use contextvars::{ContextVar, channel::Envelope};
@@ -108,12 +123,14 @@ impl<T> Envelope<T> {
     /// ```
     pub fn run<R>(mut self, f: impl FnOnce(T) -> R) -> R {
         let msg = self.msg.take().expect("an envelope holds its message");
-        self.ctx.run_exclusive(|| f(msg))
+        let ctx = &mut self.ctx;
+        within(&self.carried, || ctx.run_exclusive(|| f(msg)))
     }
 
     /// Makes a future from the message inside the context it was sent with
     /// and returns it bound to that context: every poll (and its drop) runs
-    /// inside it, as [`FutureExt::in_context`] does.
+    /// inside it, as [`FutureExt::in_context`] does, with the span the
+    /// envelope carries entered (see [`SentContext`]).
     ///
     /// ```
     /// use contextvars::{ContextVar, channel::Envelope};
@@ -124,15 +141,18 @@ impl<T> Envelope<T> {
     /// let handled = e.run_async(|n| async move { (n, USER.get().unwrap()) });
     /// assert_eq!(futures::executor::block_on(handled), (5, "ada"));
     /// ```
-    pub fn run_async<F, Fut>(mut self, f: F) -> InContext<Fut, Context>
+    pub fn run_async<F, Fut>(mut self, f: F) -> InContext<Fut, SentContext>
     where
         F: FnOnce(T) -> Fut,
         Fut: Future,
     {
         let msg = self.msg.take().expect("an envelope holds its message");
-        let mut ctx = std::mem::take(&mut self.ctx);
-        let fut = ctx.run_exclusive(|| f(msg));
-        fut.in_context(ctx)
+        let mut sent = SentContext {
+            ctx: std::mem::take(&mut self.ctx),
+            carried: self.carried.take(),
+        };
+        let fut = sent.run_in(|| f(msg));
+        fut.in_context(sent)
     }
 
     /// The message, without entering its context.
@@ -157,7 +177,8 @@ impl<T> Envelope<T> {
         &self.ctx
     }
 
-    /// The context and the message, apart.
+    /// The context and the message, apart (a carried span is dropped: a
+    /// [`Context`] holds variables only).
     ///
     /// ```
     /// use contextvars::{ContextVar, channel::Envelope};
@@ -181,16 +202,65 @@ impl<T> Drop for Envelope<T> {
     /// An envelope dropped unopened drops its message inside its context.
     fn drop(&mut self) {
         if let Some(msg) = self.msg.take() {
-            self.ctx.run_exclusive(|| drop(msg));
+            let ctx = &mut self.ctx;
+            within(&self.carried, || ctx.run_exclusive(|| drop(msg)));
         }
     }
 }
 
 impl<T: fmt::Debug> fmt::Debug for Envelope<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Envelope")
+        let mut d = f.debug_struct("Envelope");
+        d.field("ctx", &self.ctx);
+        if self.carried.is_some() {
+            d.field("carries_span", &true);
+        }
+        d.field("msg", &self.msg).finish()
+    }
+}
+
+/// The context a message was sent with, and the span it carries (with
+/// [`carry_spans`](crate::tracing::carry_spans) on): what the future of
+/// [`Envelope::run_async`] is polled in. Each poll (and the drop) enters
+/// the span, then the context, as `tracing::Instrument` and
+/// [`FutureExt::in_context`] do; the span is let go with the future.
+///
+/// ```
+/// use contextvars::{ContextVar, channel::Envelope};
+///
+/// static N: ContextVar<u32> = ContextVar::new("n");
+/// N.set(4);
+/// let handling = Envelope::new(()).run_async(|()| async { N.get() });
+/// assert_eq!(handling.context().get(&N), Some(4));
+/// assert_eq!(futures::executor::block_on(handling), Ok(4));
+/// ```
+pub struct SentContext {
+    ctx: Context,
+    carried: Option<Carried>,
+}
+
+impl ContextHandle for SentContext {
+    fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    #[inline]
+    fn poll_in<R>(&mut self, waker: &Waker, f: impl FnOnce() -> Poll<R>) -> Poll<R> {
+        let ctx = &mut self.ctx;
+        within(&self.carried, || ctx.poll_in(waker, f))
+    }
+
+    fn run_in<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        let ctx = &mut self.ctx;
+        within(&self.carried, || ctx.run_in(f))
+    }
+}
+
+impl fmt::Debug for SentContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SentContext")
             .field("ctx", &self.ctx)
-            .field("msg", &self.msg)
+            .field("carries_span", &self.carried.is_some())
             .finish()
     }
 }

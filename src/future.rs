@@ -56,7 +56,9 @@ use crate::map::Value;
 /// takes no atomic flag and writes to it take no lock; a `&mut Context`
 /// likewise), or a shared
 /// `Arc<Context>` (entered like [`Context::run`]; a poll that finds it
-/// entered on another thread waits its turn).
+/// entered on another thread waits its turn); or the
+/// [`SentContext`](crate::channel::SentContext) a message was sent with,
+/// for [`Envelope::run_async`](crate::channel::Envelope::run_async).
 ///
 /// This trait is sealed; it is implemented for exactly those types.
 ///
@@ -92,6 +94,7 @@ mod sealed {
     impl Sealed for crate::Context {}
     impl Sealed for std::sync::Arc<crate::Context> {}
     impl Sealed for &mut crate::Context {}
+    impl Sealed for crate::channel::SentContext {}
 }
 
 /// A unique borrow is entered exclusively, as an owned context is (for

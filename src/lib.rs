@@ -121,6 +121,9 @@ mod misuse;
 pub mod observe;
 #[cfg(feature = "opentelemetry")]
 pub mod opentelemetry;
+#[cfg(feature = "opentelemetry_sdk")]
+#[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry_sdk")))]
+pub mod opentelemetry_sdk;
 pub mod prelude;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]

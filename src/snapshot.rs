@@ -20,6 +20,15 @@
 //! assert_eq!(ctx.get(&TENANT).as_deref(), Some("acme"));
 //! ```
 //!
+//! With [`carry_spans`](crate::tracing::carry_spans) on (feature
+//! `tracing`), a [`Snapshot`] also holds the tracing span current at the
+//! capture (and, with feature `opentelemetry`, OpenTelemetry's current
+//! `Context`), in process only: [`Snapshots::run`] enters it around the
+//! job. A span is a handle into this process's subscriber, so it is not
+//! serialized: a snapshot that went through JSON carries variables only
+//! (the trace itself crosses processes in its own headers, through
+//! OpenTelemetry's propagators).
+//!
 //! **Invariant:** restoring never fails and never panics on input: an entry
 //! that is unknown, cannot be decoded as its variable's type, or a whole
 //! input that is malformed or over the size limit, is skipped (all of it, in
@@ -32,6 +41,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map as JsonMap, Value as Json};
 
+use crate::carry::{self, Carried, within};
 use crate::{Context, ContextVar};
 
 /// Inputs larger than this are refused whole by default (see
@@ -212,7 +222,27 @@ impl Snapshots {
         Snapshot {
             entries,
             malformed: None,
+            carried: carry::capture(),
         }
+    }
+
+    /// Runs `job` in a fresh context restored from `snapshot` (as
+    /// [`restore`](Snapshots::restore)), with the span the snapshot carries
+    /// entered around it when it was captured in this process with
+    /// [`carry_spans`](crate::tracing::carry_spans) on. The snapshot, and
+    /// with it the span, is dropped when `job` returns.
+    ///
+    /// ```
+    /// use contextvars::{ContextVar, snapshot::Snapshots};
+    ///
+    /// static TENANT: ContextVar<String> = ContextVar::new("tenant");
+    /// let snapshots = Snapshots::new().with_var(&TENANT);
+    /// let snap = TENANT.sync_scope("acme".to_string(), || snapshots.capture());
+    /// assert_eq!(snapshots.run(snap, || TENANT.get()).as_deref(), Ok("acme"));
+    /// ```
+    pub fn run<R>(&self, snapshot: Snapshot, job: impl FnOnce() -> R) -> R {
+        let ctx = self.restore(&snapshot);
+        within(&snapshot.carried, || ctx.run(job))
     }
 
     /// A fresh context holding the snapshot's entries; whatever cannot be
@@ -356,11 +386,36 @@ impl Snapshots {
 /// assert_eq!(job.payload, 1);
 /// assert!(job.context.is_empty());
 /// ```
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Captured in this process with
+/// [`carry_spans`](crate::tracing::carry_spans) on, it also holds the span
+/// current at the capture, for [`Snapshots::run`]; that part is neither
+/// serialized nor compared (`==` compares entries).
+#[derive(Clone, Default)]
 pub struct Snapshot {
     entries: JsonMap<String, Json>,
     /// What the input was instead of an object.
     malformed: Option<String>,
+    /// In process only: never serialized.
+    carried: Option<Carried>,
+}
+
+impl PartialEq for Snapshot {
+    fn eq(&self, other: &Snapshot) -> bool {
+        self.entries == other.entries && self.malformed == other.malformed
+    }
+}
+
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Snapshot");
+        d.field("entries", &self.entries)
+            .field("malformed", &self.malformed);
+        if self.carried.is_some() {
+            d.field("carries_span", &true);
+        }
+        d.finish()
+    }
 }
 
 impl Snapshot {
@@ -423,8 +478,10 @@ impl<'de> Deserialize<'de> for Snapshot {
             Json::Object(entries) => Snapshot {
                 entries,
                 malformed: None,
+                carried: None,
             },
             other => Snapshot {
+                carried: None,
                 entries: JsonMap::new(),
                 malformed: Some(
                     match other {

@@ -67,7 +67,9 @@ where
 {
     let future = future.in_current_context();
     match carry::capture() {
-        Some(carried) => ::tokio::spawn(Carrying::new(future, carried)),
+        Some(carried) => {
+            carry::spawning_carrying(|| ::tokio::spawn(Carrying::new(future, carried)))
+        }
         None => ::tokio::spawn(future),
     }
 }
@@ -109,7 +111,9 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    ::tokio::spawn(future.in_context(Context::new()))
+    let future = future.in_context(Context::new());
+    // Under the task hooks too: no span goes along.
+    carry::spawning_detached(|| ::tokio::spawn(future))
 }
 
 /// `tokio::task::spawn_local`, with the task running in a copy of the
@@ -136,7 +140,9 @@ where
 {
     let future = future.in_current_context();
     match carry::capture() {
-        Some(carried) => ::tokio::task::spawn_local(Carrying::new(future, carried)),
+        Some(carried) => {
+            carry::spawning_carrying(|| ::tokio::task::spawn_local(Carrying::new(future, carried)))
+        }
         None => ::tokio::task::spawn_local(future),
     }
 }
@@ -202,7 +208,9 @@ impl<T: 'static> JoinSetExt<T> for JoinSet<T> {
     {
         let future = future.in_current_context();
         match carry::capture() {
-            Some(carried) => self.spawn(Carrying::new(future, carried)),
+            Some(carried) => {
+                carry::spawning_carrying(|| self.spawn(Carrying::new(future, carried)))
+            }
             None => self.spawn(future),
         }
     }
@@ -231,6 +239,12 @@ pub trait BuilderExt: sealed::Builder {
     /// copy, and its `set`s are its own, never seen by the spawner or by
     /// other tasks. The copy is dropped when the task ends (completion,
     /// panic, abort), after the task's future.
+    ///
+    /// With [`carry_spans`](crate::tracing::carry_spans) on, each task also
+    /// carries the tracing span current at its spawn, entered around every
+    /// poll (see `contextvars::tokio::hooks` for how, and for the one place it
+    /// is not: a drop
+    /// at runtime shutdown).
     ///
     /// Costs (BENCHMARKS.md): a copy and a small allocation per spawn, and
     /// two hook calls per poll.

@@ -539,7 +539,11 @@ impl fmt::Debug for ContextSpanFields {
 /// into the work this crate's helpers start — `contextvars::tokio::spawn`,
 /// `spawn_local`, `spawn_blocking`, `JoinSetExt`, `thread::spawn(_scoped)`,
 /// every `contextvars::rayon` helper and `ParallelIteratorExt` adapter, and
-/// [`wrap`](crate::wrap) — for the whole process. With feature
+/// [`wrap`](crate::wrap); plain `tokio::spawn` tasks on a runtime built
+/// with `contextvars::tokio::BuilderExt::isolate_tasks` (`--cfg
+/// tokio_unstable`), through its task hooks; and the messages of
+/// [`channel`](crate::channel) and, in process, `snapshot::Snapshot`s,
+/// entered while they are handled — for the whole process. With feature
 /// `opentelemetry`, OpenTelemetry's current `Context` is carried too (and
 /// attached around each poll or call) when it holds an active span or
 /// baggage.
@@ -548,8 +552,8 @@ impl fmt::Debug for ContextSpanFields {
 /// a task (and its drop) and every call of a closure, and exited after; a
 /// task drops it when it completes, so a span is not kept open past the
 /// work. Detached work (`spawn_detached`) carries none of it, and neither
-/// does a plain `tokio::spawn`. Off (the default), spawning costs one
-/// relaxed load more than without this switch.
+/// does a plain `tokio::spawn` without the task hooks. Off (the default),
+/// spawning costs one relaxed load more than without this switch.
 ///
 /// ```
 /// use tracing::Span;

@@ -4,13 +4,19 @@
 //! after, and closed when the work ends; detached work and plain spawns
 //! carry nothing, and neither does anything while the switch is off. With
 //! feature `opentelemetry`, OpenTelemetry's current context goes along.
+//! Plain `tokio::spawn` tasks carry it under the task hooks (with
+//! `--cfg tokio_unstable`); channel messages and in-process snapshots
+//! carry the span current at the send or capture.
 #![cfg(all(feature = "tracing", feature = "tokio", feature = "rayon"))]
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use contextvars::rayon::ParallelIteratorExt;
 use rayon::prelude::*;
 use tracing_subscriber::fmt::format::FmtSpan;
+use tracing_subscriber::layer::{Context as LayerContext, Layer, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
 
 /// Carrying on until dropped (also when a test fails).
 struct On;
@@ -44,13 +50,13 @@ fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
     LOGS.get_or_init(|| {
         let buf = Arc::new(Mutex::new(Vec::new()));
         let writer = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
+        let fmt = tracing_subscriber::fmt::layer()
             .without_time()
             .with_ansi(false)
             .with_target(false)
             .with_span_events(FmtSpan::CLOSE)
-            .with_writer(move || Writer(writer.clone()))
-            .finish();
+            .with_writer(move || Writer(writer.clone()));
+        let subscriber = tracing_subscriber::registry().with(fmt).with(Counting);
         tracing::subscriber::set_global_default(subscriber).unwrap();
         buf
     })
@@ -59,6 +65,43 @@ fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
 /// What was logged since `mark`.
 fn since(mark: usize) -> String {
     String::from_utf8_lossy(&logs().lock().unwrap()[mark..]).into_owned()
+}
+
+/// How many times the spans of each name were entered, and closed.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Counts {
+    enters: usize,
+    closes: usize,
+}
+
+fn counts() -> &'static Mutex<HashMap<&'static str, Counts>> {
+    static COUNTS: OnceLock<Mutex<HashMap<&'static str, Counts>>> = OnceLock::new();
+    COUNTS.get_or_init(Default::default)
+}
+
+/// The counts of the spans named `name` (each test names its own).
+fn counts_of(name: &str) -> Counts {
+    counts()
+        .lock()
+        .unwrap()
+        .get(name)
+        .copied()
+        .unwrap_or_default()
+}
+
+/// Counts enters and closes per span name.
+struct Counting;
+
+impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Counting {
+    fn on_enter(&self, id: &tracing::span::Id, ctx: LayerContext<'_, S>) {
+        let name = ctx.span(id).unwrap().name();
+        counts().lock().unwrap().entry(name).or_default().enters += 1;
+    }
+
+    fn on_close(&self, id: tracing::span::Id, ctx: LayerContext<'_, S>) {
+        let name = ctx.span(&id).unwrap().name();
+        counts().lock().unwrap().entry(name).or_default().closes += 1;
+    }
 }
 
 struct Writer(Arc<Mutex<Vec<u8>>>);
@@ -373,4 +416,326 @@ fn the_opentelemetry_context_current_at_spawn_goes_along() {
     drop(on);
     let acme = Some("acme".to_string());
     assert_eq!(seen, (acme.clone(), None, vec![acme; 3]));
+}
+
+/// Logs `"{0} dropped"` when dropped.
+struct LogsDrop(&'static str);
+
+impl Drop for LogsDrop {
+    fn drop(&mut self) {
+        tracing::info!("{} dropped", self.0);
+    }
+}
+
+/// Counts the polls of the future it wraps.
+#[cfg(tokio_unstable)]
+struct CountPolls<F> {
+    inner: std::pin::Pin<Box<F>>,
+    polls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[cfg(tokio_unstable)]
+impl<F: std::future::Future> CountPolls<F> {
+    fn new(inner: F, polls: &Arc<std::sync::atomic::AtomicUsize>) -> CountPolls<F> {
+        CountPolls {
+            inner: Box::pin(inner),
+            polls: polls.clone(),
+        }
+    }
+}
+
+#[cfg(tokio_unstable)]
+impl<F: std::future::Future> std::future::Future for CountPolls<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        self.polls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+/// A task's body, boxed.
+#[cfg(tokio_unstable)]
+type Body = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+#[cfg(tokio_unstable)]
+fn hooked_runtime() -> tokio::runtime::Runtime {
+    use contextvars::tokio::BuilderExt;
+    tokio::runtime::Builder::new_current_thread()
+        .isolate_tasks()
+        .build()
+        .unwrap()
+}
+
+/// Spawns, from inside a span named `span`, a task that logs `"{span}
+/// first poll"`, waits for the returned sender, and logs `"{span} last
+/// poll"`; the block_on future logs `"{span} between polls"` and
+/// `"{span} after the task"`. Returns how many times the task was polled.
+#[cfg(tokio_unstable)]
+fn two_polls_under_hooks(
+    span: &'static str,
+    spawn: fn(CountPolls<Body>) -> tokio::task::JoinHandle<()>,
+) -> usize {
+    let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    hooked_runtime().block_on(async {
+        let (resume, wait) = tokio::sync::oneshot::channel::<()>();
+        let task = tracing::info_span!("task", name = span).in_scope(|| {
+            let body: Body = Box::pin(async move {
+                tracing::info!("{span} first poll");
+                tokio::task::yield_now().await;
+                wait.await.unwrap();
+                tracing::info!("{span} last poll");
+            });
+            spawn(CountPolls::new(body, &polls))
+        });
+        tokio::task::yield_now().await;
+        tracing::info!("{span} between polls");
+        resume.send(()).unwrap();
+        task.await.unwrap();
+        tracing::info!("{span} after the task");
+    });
+    polls.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Checks what `two_polls_under_hooks(span, ..)` logged with carrying on.
+#[cfg(tokio_unstable)]
+fn assert_carried_by_every_poll(out: &str, span: &str) {
+    let under = format!("task{{name=\"{span}\"}}: ");
+    for message in ["first poll", "last poll"] {
+        let line = line_of(out, &format!("{span} {message}"));
+        assert!(line.contains(&under), "{line}\n{out}");
+    }
+    // Exited after each poll: the block_on future, polled in between on the
+    // same thread, is not under it.
+    let between = line_of(out, &format!("{span} between polls"));
+    assert!(!between.contains("task{"), "{between}");
+    // Let go when the task ended, before its awaiter resumed.
+    let close = out
+        .find(&format!("{under}close"))
+        .unwrap_or_else(|| panic!("the span never closed:\n{out}"));
+    assert!(
+        close < out.find(&format!("{span} after the task")).unwrap(),
+        "{out}"
+    );
+}
+
+#[cfg(tokio_unstable)]
+#[test]
+fn under_the_task_hooks_a_plain_spawn_enters_its_span_around_every_poll() {
+    let (_serial, mark) = setup();
+    let on = On::new();
+    let before = counts_of("task");
+    let polls = two_polls_under_hooks("plain", |f| tokio::spawn(f));
+    let after = counts_of("task");
+    drop(on);
+    assert_carried_by_every_poll(&since(mark), "plain");
+    assert!(polls >= 2, "{polls}");
+    // Once by the spawner (`in_scope`), then once per poll; closed once.
+    assert_eq!(after.enters - before.enters, 1 + polls);
+    assert_eq!(after.closes - before.closes, 1);
+}
+
+#[cfg(tokio_unstable)]
+#[test]
+fn under_the_task_hooks_a_helper_task_enters_its_span_once_per_poll() {
+    let (_serial, mark) = setup();
+    let on = On::new();
+    let before = counts_of("task");
+    let polls = two_polls_under_hooks("helper", |f| contextvars::tokio::spawn(f));
+    let after = counts_of("task");
+    drop(on);
+    assert_carried_by_every_poll(&since(mark), "helper");
+    // The helper's own carrying only: the spawn hook filed no second one.
+    assert_eq!(after.enters - before.enters, 1 + polls);
+    assert_eq!(after.closes - before.closes, 1);
+}
+
+#[cfg(tokio_unstable)]
+#[test]
+fn under_the_task_hooks_detached_work_carries_nothing() {
+    let (_serial, mark) = setup();
+    let on = On::new();
+    hooked_runtime().block_on(async {
+        let task = tracing::info_span!("detaching").in_scope(|| {
+            contextvars::tokio::spawn_detached(async {
+                tokio::task::yield_now().await;
+                tracing::info!("detached under the hooks");
+            })
+        });
+        task.await.unwrap();
+    });
+    drop(on);
+    let line = line_of(&since(mark), "detached under the hooks");
+    assert!(!line.contains("detaching"), "{line}");
+}
+
+#[cfg(tokio_unstable)]
+#[test]
+fn under_the_task_hooks_off_a_plain_spawn_carries_nothing() {
+    let (_serial, mark) = setup();
+    assert!(!contextvars::tracing::carries_spans());
+    let before = counts_of("task");
+    two_polls_under_hooks("off", |f| tokio::spawn(f));
+    let after = counts_of("task");
+    let out = since(mark);
+    for message in ["off first poll", "off last poll"] {
+        let line = line_of(&out, message);
+        assert!(!line.contains("task{"), "{line}");
+    }
+    assert_eq!(after.enters - before.enters, 1, "the spawner's enter only");
+}
+
+#[cfg(tokio_unstable)]
+#[test]
+fn under_the_task_hooks_an_aborted_task_drops_inside_its_span_but_not_at_shutdown() {
+    let (_serial, mark) = setup();
+    let on = On::new();
+    let rt = hooked_runtime();
+    rt.block_on(async {
+        for name in ["aborted", "at shutdown"] {
+            let task = tracing::info_span!("idle", name).in_scope(|| {
+                tokio::spawn(async move {
+                    let _guard = LogsDrop(name);
+                    std::future::pending::<()>().await
+                })
+            });
+            tokio::task::yield_now().await; // polled once: now idle
+            if name == "aborted" {
+                task.abort();
+                assert!(task.await.unwrap_err().is_cancelled());
+            }
+        }
+    });
+    let closes = counts_of("idle").closes;
+    drop(rt);
+    drop(on);
+    let out = since(mark);
+    let aborted = line_of(&out, "aborted dropped");
+    assert!(aborted.contains("idle{name=\"aborted\"}: "), "{aborted}");
+    // Outside any poll: the hooks cannot enter the span (documented).
+    let shutdown = line_of(&out, "at shutdown dropped");
+    assert!(!shutdown.contains("idle{"), "{shutdown}");
+    // Let go all the same, with the task.
+    assert_eq!(counts_of("idle").closes - closes, 1);
+}
+
+#[test]
+fn a_message_carries_the_span_current_at_the_send_until_it_is_handled() {
+    let (_serial, mark) = setup();
+    let on = On::new();
+    let before = counts_of("sent");
+    let (tx, rx) = contextvars::channel::mpsc::channel();
+    tracing::info_span!("sent", id = 12).in_scope(|| {
+        tx.send(LogsDrop("handled message")).unwrap();
+        tx.send(LogsDrop("unopened message")).unwrap();
+    });
+    drop(tx);
+    let held = counts_of("sent").closes - before.closes;
+    std::thread::spawn(move || {
+        let first = rx.recv().unwrap();
+        first.run(|msg| tracing::info!("handling {}", msg.0));
+        drop(rx.recv().unwrap());
+    })
+    .join()
+    .unwrap();
+    drop(on);
+    let out = since(mark);
+    for message in [
+        "handling handled message",
+        "handled message dropped",
+        "unopened message dropped",
+    ] {
+        let line = line_of(&out, message);
+        assert!(line.contains("sent{id=12}: "), "{line}");
+    }
+    assert_eq!(held, 0, "the envelopes keep the span until handled");
+    assert_eq!(counts_of("sent").closes - before.closes, 1);
+}
+
+#[test]
+fn a_message_handled_async_enters_its_span_around_every_poll() {
+    let (_serial, mark) = setup();
+    let on = On::new();
+    let before = counts_of("sent_async");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (tx, mut rx) = contextvars::channel::tokio::unbounded_channel();
+        tracing::info_span!("sent_async").in_scope(|| tx.send(3u32).unwrap());
+        let handling = rx.recv().await.unwrap().run_async(|n| async move {
+            tracing::info!("async first poll {n}");
+            tokio::task::yield_now().await;
+            tracing::info!("async second poll {n}");
+        });
+        handling.await;
+        tracing::info!("async handled");
+    });
+    drop(on);
+    let out = since(mark);
+    for message in ["async first poll 3", "async second poll 3"] {
+        let line = line_of(&out, message);
+        assert!(line.contains("sent_async: "), "{line}");
+    }
+    assert!(!line_of(&out, "async handled").contains("sent_async"));
+    let after = counts_of("sent_async");
+    // The sender's enter, the call that made the future, two polls, the
+    // drop (as `Instrument`).
+    assert_eq!(after.enters - before.enters, 5);
+    assert_eq!(after.closes - before.closes, 1);
+}
+
+#[test]
+fn off_a_message_carries_no_span() {
+    let (_serial, mark) = setup();
+    assert!(!contextvars::tracing::carries_spans());
+    let (tx, rx) = contextvars::channel::mpsc::channel();
+    tracing::info_span!("sent_off").in_scope(|| tx.send(()).unwrap());
+    std::thread::spawn(move || rx.recv().unwrap().run(|()| tracing::info!("handled off")))
+        .join()
+        .unwrap();
+    let line = line_of(&since(mark), "handled off");
+    assert!(!line.contains("sent_off"), "{line}");
+}
+
+#[cfg(feature = "serde")]
+#[test]
+fn an_in_process_snapshot_carries_the_span_a_serialized_one_does_not() {
+    use contextvars::ContextVar;
+    use contextvars::snapshot::{Snapshot, Snapshots};
+    static TENANT: ContextVar<String> = ContextVar::new("tenant");
+    let (_serial, mark) = setup();
+    let on = On::new();
+    let before = counts_of("captured");
+    let snapshots = Snapshots::new().with_var(&TENANT);
+    let (snapshot, json) = tracing::info_span!("captured", id = 14).in_scope(|| {
+        TENANT.sync_scope("acme".to_string(), || {
+            let snapshot = snapshots.capture();
+            let json = snapshot.to_json();
+            (snapshot, json)
+        })
+    });
+    let held = counts_of("captured").closes - before.closes;
+    std::thread::spawn(move || {
+        let job = || tracing::info!("job of {}", TENANT.get().unwrap());
+        snapshots.run(snapshot, job);
+        let travelled: Snapshot = serde_json::from_str(&json).unwrap();
+        snapshots.run(travelled, || {
+            tracing::info!("travelled job of {}", TENANT.get().unwrap())
+        });
+    })
+    .join()
+    .unwrap();
+    drop(on);
+    let out = since(mark);
+    let line = line_of(&out, " job of acme");
+    assert!(line.contains("captured{id=14}: "), "{line}");
+    let line = line_of(&out, "travelled job of acme");
+    assert!(!line.contains("captured"), "{line}");
+    assert_eq!(held, 0, "the snapshot keeps the span until run");
+    assert_eq!(counts_of("captured").closes - before.closes, 1);
 }

@@ -11,6 +11,12 @@
 //!   off against what it spawned before carrying existed,
 //!   `tokio::spawn(fut.in_current_context())`: off costs nothing.
 //! - `span_wrap/*`: `contextvars::wrap(f)()` off and on.
+//! - `span_hooks_poll_1000/*` (with `--cfg tokio_unstable` only): the
+//!   `span_poll_1000` task spawned with plain `tokio::spawn` on a runtime
+//!   built with `isolate_tasks()`, whose hooks carry the span: off, on, and
+//!   off with `tracing::Instrument` (the peer).
+//! - `span_envelope/*`: a message sent from inside a span and handled
+//!   (`Envelope::new(m).run(f)`), carrying off and on.
 
 use std::future::Future;
 use std::hint::black_box;
@@ -132,6 +138,51 @@ fn wraps(c: &mut Criterion) {
     g.finish();
 }
 
+/// Plain `tokio::spawn` under the task hooks.
+#[cfg(tokio_unstable)]
+fn hooked_polls(c: &mut Criterion) {
+    use contextvars::tokio::BuilderExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .isolate_tasks()
+        .build()
+        .expect("a tokio runtime");
+    let mut g = c.benchmark_group("span_hooks_poll_1000");
+    carry_spans(false);
+    g.bench_function("off", |b| {
+        b.iter_custom(|iters| spawn_loop(&rt, iters, || tokio::spawn(Spin { left: PENDINGS })))
+    });
+    g.bench_function("instrument", |b| {
+        b.iter_custom(|iters| {
+            spawn_loop(&rt, iters, || {
+                tokio::spawn(Spin { left: PENDINGS }.in_current_span())
+            })
+        })
+    });
+    carry_spans(true);
+    g.bench_function("on", |b| {
+        b.iter_custom(|iters| spawn_loop(&rt, iters, || tokio::spawn(Spin { left: PENDINGS })))
+    });
+    carry_spans(false);
+    g.finish();
+}
+
+#[cfg(not(tokio_unstable))]
+fn hooked_polls(_: &mut Criterion) {}
+
+fn envelopes(c: &mut Criterion) {
+    let mut g = c.benchmark_group("span_envelope");
+    let span = tracing::info_span!("request", id = 7);
+    let _entered = span.enter();
+    for on in [false, true] {
+        carry_spans(on);
+        g.bench_function(if on { "on" } else { "off" }, |b| {
+            b.iter(|| contextvars::channel::Envelope::new(black_box(1)).run(black_box))
+        });
+    }
+    carry_spans(false);
+    g.finish();
+}
+
 fn benches(c: &mut Criterion) {
     // A real subscriber: spans are registered, entered and exited.
     tracing::subscriber::set_global_default(tracing_subscriber::registry())
@@ -139,6 +190,8 @@ fn benches(c: &mut Criterion) {
     polls(c);
     spawns(c);
     wraps(c);
+    hooked_polls(c);
+    envelopes(c);
 }
 
 mod common;

@@ -11,6 +11,24 @@
 //! entering takes no flag and writes take no lock, as for an owned
 //! `InContext`.
 //!
+//! With [`carry_spans`](crate::tracing::carry_spans) on, the spawn hook also
+//! files the tracing span current at the spawn (and, with feature
+//! `opentelemetry`, OpenTelemetry's current `Context`); the before-poll
+//! hook enters it after the task's context, the after-poll hook exits it
+//! before leaving the context, and it goes with the context when the task
+//! ends: every poll of a plain `tokio::spawn` task sits under the span it
+//! was spawned in, as `tracing::Instrument` would put it. The hooks see a
+//! task's id, never its future, so the span cannot wrap the future as
+//! `Instrument` does; entering it from the hooks is sound because tokio
+//! calls the before- and after-poll hooks on the polling thread right
+//! around each poll, also one whose future panics (tokio catches that
+//! inside the poll). What the hooks cannot give is the span around a drop
+//! that happens outside a poll: a task idle at runtime shutdown drops its
+//! future without the span (and without its context, see
+//! [`isolate_tasks`](super::BuilderExt::isolate_tasks)). A task spawned
+//! with this crate's helpers carries its span itself, drop included; the
+//! spawn hook then files no second one (and none for `spawn_detached`).
+//!
 //! ```
 //! use contextvars::ContextVar;
 //! use contextvars::tokio::BuilderExt;
@@ -44,6 +62,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use ::tokio::runtime::TaskMeta;
 use ::tokio::task::Id;
 
+use crate::carry::{self, Carried, Split};
 use crate::context::{Context, Entered, enter_raw, inherited_map, leave_raw};
 
 /// Shards of the registry: spawns, polls and terminations of different
@@ -51,7 +70,15 @@ use crate::context::{Context, Entered, enter_raw, inherited_map, leave_raw};
 /// consecutive tasks land in consecutive shards).
 const SHARDS: usize = 64;
 
-type Contexts = HashMap<Id, Box<Context>, BuildHasherDefault<IdHasher>>;
+type Contexts = HashMap<Id, Box<Filed>, BuildHasherDefault<IdHasher>>;
+
+/// What the spawn hook files for one task: its context, and the span (and
+/// OpenTelemetry context) current at the spawn when
+/// [`carry_spans`](crate::tracing::carry_spans) is on.
+struct Filed {
+    ctx: Context,
+    carried: Option<Carried>,
+}
 
 /// One shard, on its own cache line so that two workers polling tasks of
 /// neighbouring shards do not contend on one line.
@@ -100,9 +127,11 @@ struct PollEntry {
     task: Id,
     /// What was current before the poll, restored after it.
     prev: Entered,
+    /// The carried span, entered after the context and exited before it.
+    span: Option<Split>,
     /// The task's context, handed over by the terminate hook when the task
     /// ends inside this poll; dropped once the poll has left it.
-    owned: Option<Box<Context>>,
+    owned: Option<Box<Filed>>,
 }
 
 thread_local! {
@@ -142,8 +171,11 @@ thread_local! {
 /// # }
 /// ```
 pub fn on_task_spawn(meta: &TaskMeta<'_>) {
-    let ctx = Box::new(Context::from_map(inherited_map(), true));
-    let replaced = shard(meta.id()).insert(meta.id(), ctx);
+    let filed = Box::new(Filed {
+        ctx: Context::from_map(inherited_map(), true),
+        carried: carry::capture_for_hook(),
+    });
+    let replaced = shard(meta.id()).insert(meta.id(), filed);
     drop(replaced); // none: task ids are never reused
 }
 
@@ -176,8 +208,8 @@ pub fn on_task_spawn(meta: &TaskMeta<'_>) {
 /// ```
 pub fn on_before_task_poll(meta: &TaskMeta<'_>) {
     let id = meta.id();
-    let ctx: *const Context = match shard(id).get(&id) {
-        Some(ctx) => &**ctx,
+    let filed: *const Filed = match shard(id).get(&id) {
+        Some(filed) => &**filed,
         // Spawned before the hooks were chained in, or its spawn hook was
         // replaced: it runs in the worker's context, where the misuse check
         // watches its writes.
@@ -190,11 +222,18 @@ pub fn on_before_task_poll(meta: &TaskMeta<'_>) {
     // it (`on_task_terminate`). The context is private: no other handle to
     // it exists. Enter and leave nest, because tokio calls the after-poll
     // hook on this thread right after this poll.
-    let prev = unsafe { enter_raw(ctx) };
+    let filed = unsafe { &*filed };
+    // SAFETY: as above.
+    let prev = unsafe { enter_raw(&filed.ctx) };
+    // Entered after the context, so that a subscriber's `enter` already
+    // runs in it; what leaving needs is kept in the entry (the filed box
+    // may be handed over, or gone, by the after-poll hook).
+    let span = filed.carried.as_ref().map(Carried::enter_split);
     POLLS.with(|polls| {
         polls.borrow_mut().push(PollEntry {
             task: id,
             prev,
+            span,
             owned: None,
         })
     });
@@ -227,6 +266,9 @@ pub fn on_after_task_poll(meta: &TaskMeta<'_>) {
         }
     });
     if let Some(frame) = frame {
+        if let Some(span) = frame.span {
+            span.exit();
+        }
         // SAFETY: `prev` is what the matching `enter_raw` returned on this
         // thread, and it is alive: it was current when the poll began, and
         // a current context outlives every context entered over it.
@@ -235,8 +277,9 @@ pub fn on_after_task_poll(meta: &TaskMeta<'_>) {
         // value's `Drop` that panics must not unwind out of a tokio hook
         // (that takes the worker, and the process, down); tokio treats a
         // panic while dropping a task's future the same way.
-        if let Some(ctx) = frame.owned {
-            let _ = crate::report::contain(|| drop(ctx));
+        // The carried span goes with it: not kept alive past the task.
+        if let Some(filed) = frame.owned {
+            let _ = crate::report::contain(|| drop(filed));
         }
     }
 }
@@ -264,7 +307,7 @@ pub fn on_after_task_poll(meta: &TaskMeta<'_>) {
 /// ```
 pub fn on_task_terminate(meta: &TaskMeta<'_>) {
     let id = meta.id();
-    let Some(ctx) = shard(id).remove(&id) else {
+    let Some(filed) = shard(id).remove(&id) else {
         return;
     };
     // Ending inside its own poll on this thread: the context is current
@@ -275,7 +318,7 @@ pub fn on_task_terminate(meta: &TaskMeta<'_>) {
         .ok()
         .flatten();
     match polled_here {
-        Some(i) => POLLS.with(|polls| polls.borrow_mut()[i].owned = Some(ctx)),
-        None => drop(ctx),
+        Some(i) => POLLS.with(|polls| polls.borrow_mut()[i].owned = Some(filed)),
+        None => drop(filed),
     }
 }
