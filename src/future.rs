@@ -89,12 +89,13 @@ pub trait ContextHandle: sealed::Sealed {
     fn run_in<R>(&mut self, f: impl FnOnce() -> R) -> R;
 }
 
-mod sealed {
+/// The handles [`ContextHandle`] is implemented for: these three, and the
+/// channel's `SentContext` (which implements it where it is defined).
+pub(crate) mod sealed {
     pub trait Sealed {}
     impl Sealed for crate::Context {}
     impl Sealed for std::sync::Arc<crate::Context> {}
     impl Sealed for &mut crate::Context {}
-    impl Sealed for crate::channel::SentContext {}
 }
 
 /// A unique borrow is entered exclusively, as an owned context is (for
