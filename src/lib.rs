@@ -88,8 +88,8 @@
 //!
 //! Integrations sit behind features named after what they integrate
 //! (`tokio`, `futures`, `rayon`, `tracing`, `http`, `tower`, `serde`,
-//! `opentelemetry`; `full` enables them all; the default build has no
-//! dependency). The README lists what each adds. How reads, writes and
+//! `opentelemetry`; `full` enables them all; the default build has one
+//! dependency, the macro-only `pin-project-lite`). The README lists what each adds. How reads, writes and
 //! `run` are built, and the invariants they keep: [`docs::architecture`].
 
 #![warn(missing_docs)]
