@@ -163,6 +163,11 @@ pub use merge::{Changes, Fork, MergeError};
 pub use misuse::{Misuse, set_misuse_policy};
 pub use var::{ContextVar, SyncScopeOutput, Token};
 
+// The drop-counting test value, one file for the unit tests and `tests/`.
+#[cfg(test)]
+#[path = "../tests/common/counted.rs"]
+mod counted;
+
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
