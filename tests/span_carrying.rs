@@ -6,11 +6,13 @@
 //! feature `opentelemetry`, OpenTelemetry's current context goes along.
 #![cfg(all(feature = "tracing", feature = "tokio", feature = "rayon"))]
 
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard};
 
 use contextvars::rayon::ParallelIteratorExt;
 use rayon::prelude::*;
 use tracing_subscriber::fmt::format::FmtSpan;
+
+mod common;
 
 /// Carrying on until dropped (also when a test fails).
 struct On;
@@ -33,44 +35,27 @@ impl Drop for On {
 fn setup() -> (MutexGuard<'static, ()>, usize) {
     static SERIAL: Mutex<()> = Mutex::new(());
     let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mark = logs().lock().unwrap().len();
+    let mark = logs().len();
     (serial, mark)
 }
 
 /// The process-wide log: the one global subscriber, so that work on other
 /// threads logs to it.
-fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let writer = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
+fn logs() -> &'static common::Captured {
+    common::global_log(|log| {
+        tracing_subscriber::fmt()
             .without_time()
             .with_ansi(false)
             .with_target(false)
             .with_span_events(FmtSpan::CLOSE)
-            .with_writer(move || Writer(writer.clone()))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).unwrap();
-        buf
+            .with_writer(move || log.clone())
+            .finish()
     })
 }
 
 /// What was logged since `mark`.
 fn since(mark: usize) -> String {
-    String::from_utf8_lossy(&logs().lock().unwrap()[mark..]).into_owned()
-}
-
-struct Writer(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Writer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    logs().since(mark)
 }
 
 /// The log line of the event whose message is `message`.
