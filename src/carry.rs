@@ -20,11 +20,12 @@ use std::fmt;
 #[cfg(feature = "tokio")]
 use std::future::Future;
 #[cfg(feature = "tokio")]
-use std::mem::ManuallyDrop;
-#[cfg(feature = "tokio")]
 use std::pin::Pin;
 #[cfg(feature = "tokio")]
 use std::task::{Context as TaskContext, Poll};
+
+#[cfg(feature = "tokio")]
+use pin_project_lite::pin_project;
 
 /// Whether spawned work carries the span current at spawn.
 #[cfg(feature = "tracing")]
@@ -99,24 +100,36 @@ pub(crate) fn within<R>(carried: &Option<Carried>, f: impl FnOnce() -> R) -> R {
     }
 }
 
-/// A future polled, and dropped, inside what it carries. Once it
-/// completes, the inner future is dropped (inside it) and then what it
-/// carries. (Only the tokio helpers spawn futures.)
 #[cfg(feature = "tokio")]
-pub(crate) struct Carrying<F> {
-    // Dropped by hand, inside `carried`, once: at completion or in `Drop`.
-    inner: ManuallyDrop<F>,
-    carried: Option<Carried>,
-    done: bool,
+pin_project! {
+    /// A future polled, and dropped, inside what it carries. Once it
+    /// completes, the inner future is dropped (inside it) and then what it
+    /// carries. (Only the tokio helpers spawn futures.)
+    pub(crate) struct Carrying<F> {
+        // `None` once dropped, inside `carried`: at completion or in the
+        // drop.
+        #[pin]
+        inner: Option<F>,
+        carried: Option<Carried>,
+    }
+
+    impl<F> PinnedDrop for Carrying<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            let mut inner = this.inner;
+            if inner.is_some() {
+                within(this.carried, || inner.set(None));
+            }
+        }
+    }
 }
 
 #[cfg(feature = "tokio")]
 impl<F> Carrying<F> {
     pub(crate) fn new(inner: F, carried: Carried) -> Carrying<F> {
         Carrying {
-            inner: ManuallyDrop::new(inner),
+            inner: Some(inner),
             carried: Some(carried),
-            done: false,
         }
     }
 }
@@ -126,43 +139,27 @@ impl<F: Future> Future for Carrying<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
-        // SAFETY: `inner` is structurally pinned: never moved out, dropped
-        // in place (here on completion, or in `Drop`); the other fields are
-        // never pinned.
-        let this = unsafe { self.get_unchecked_mut() };
-        assert!(!this.done, "a spawned future polled after it completed");
-        let (inner, done) = (&mut this.inner, &mut this.done);
-        let poll = within(&this.carried, || {
-            // SAFETY: as above.
-            let poll = unsafe { Pin::new_unchecked(&mut **inner) }.poll(cx);
+        let this = self.project();
+        let mut inner = this.inner;
+        assert!(
+            inner.is_some(),
+            "a spawned future polled after it completed"
+        );
+        let poll = within(this.carried, || {
+            let poll = inner.as_mut().as_pin_mut().expect("checked above").poll(cx);
             if poll.is_ready() {
-                // Set first: a destructor that panics must not lead `Drop`
-                // to drop it again.
-                *done = true;
-                // SAFETY: dropped in place, once: `done` keeps `poll` and
-                // `Drop` off it from now on.
-                unsafe { ManuallyDrop::drop(inner) };
+                // A destructor that panics still leaves `None` behind, so the
+                // drop does not drop it again.
+                inner.set(None);
             }
             poll
         });
         if poll.is_ready() {
             // Not kept alive past the work: a span closes when its last
             // handle goes.
-            this.carried = None;
+            *this.carried = None;
         }
         poll
-    }
-}
-
-#[cfg(feature = "tokio")]
-impl<F> Drop for Carrying<F> {
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        let inner = &mut self.inner;
-        // SAFETY: `inner` is dropped exactly once: not done, so not yet.
-        within(&self.carried, || unsafe { ManuallyDrop::drop(inner) });
     }
 }
 

@@ -42,10 +42,11 @@
 
 use std::fmt;
 use std::future::Future;
-use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, Waker};
+
+use pin_project_lite::pin_project;
 
 use crate::ContextVar;
 use crate::context::{Context, inherited_context};
@@ -235,25 +236,45 @@ pub trait FutureExt: Future + Sized {
 
 impl<F: Future> FutureExt for F {}
 
-/// A future polled inside a [`Context`]; made by
-/// [`FutureExt::in_context`] and [`FutureExt::in_current_context`]. With
-/// feature `futures` it is also a stream or a sink inside the context when
-/// what it wraps is one (`StreamExt::in_context`, [`InContext::new`]).
-///
-/// ```
-/// use contextvars::prelude::*;
-/// use contextvars::future::InContext;
-/// use contextvars::Context;
-///
-/// let task: InContext<_, Context> = async { 1 }.in_context(Context::new());
-/// assert_eq!(task.context().len(), 0);
-/// ```
-#[must_use = "futures do nothing unless polled"]
-pub struct InContext<F, C: ContextHandle> {
-    /// Dropped by hand, inside `ctx` (see `Drop`).
-    future: ManuallyDrop<F>,
-    ctx: C,
+pin_project! {
+    /// A future polled inside a [`Context`]; made by
+    /// [`FutureExt::in_context`] and [`FutureExt::in_current_context`]. With
+    /// feature `futures` it is also a stream or a sink inside the context when
+    /// what it wraps is one (`StreamExt::in_context`, [`InContext::new`]).
+    ///
+    /// ```
+    /// use contextvars::prelude::*;
+    /// use contextvars::future::InContext;
+    /// use contextvars::Context;
+    ///
+    /// let task: InContext<_, Context> = async { 1 }.in_context(Context::new());
+    /// assert_eq!(task.context().len(), 0);
+    /// ```
+    #[must_use = "futures do nothing unless polled"]
+    pub struct InContext<F, C: ContextHandle> {
+        // `None` only once `into_parts` took it, or once the drop dropped it
+        // inside `ctx`.
+        #[pin]
+        future: Option<F>,
+        // `None` only once `into_parts` took it: a type with a destructor
+        // cannot be taken apart otherwise.
+        ctx: Option<C>,
+    }
+
+    impl<F, C: ContextHandle> PinnedDrop for InContext<F, C> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            let mut future = this.future;
+            if let (Some(ctx), true) = (this.ctx, future.is_some()) {
+                ctx.run_in(|| future.set(None));
+            }
+        }
+    }
 }
+
+/// Why an `InContext` field is present wherever it is read: only
+/// `into_parts`, which consumes the wrapper, and the drop empty them.
+const HELD: &str = "an InContext holds its future and context until it is taken apart";
 
 impl<F, C: ContextHandle> InContext<F, C> {
     /// `inner` (a future, a stream, a sink) run inside `ctx`: what
@@ -272,21 +293,19 @@ impl<F, C: ContextHandle> InContext<F, C> {
     /// ```
     pub fn new(inner: F, ctx: C) -> Self {
         InContext {
-            future: ManuallyDrop::new(inner),
-            ctx,
+            future: Some(inner),
+            ctx: Some(ctx),
         }
     }
 
     /// The inner future, pinned, and the context, for one call of it.
-    pub(crate) fn project(self: Pin<&mut Self>) -> (Pin<&mut F>, &mut C) {
-        // SAFETY: `future` is structurally pinned: it is never moved out of
-        // a pinned `InContext` (`into_parts` takes `self` by value, which
-        // needs an unpinned or `Unpin` wrapper), it is dropped in place
-        // (`Drop`), and `ctx` is never pinned.
-        let this = unsafe { self.get_unchecked_mut() };
-        // SAFETY: as above; `this.future` stays where it is.
-        let future = unsafe { Pin::new_unchecked(&mut *this.future) };
-        (future, &mut this.ctx)
+    #[inline]
+    pub(crate) fn pinned_parts(self: Pin<&mut Self>) -> (Pin<&mut F>, &mut C) {
+        let this = self.project();
+        (
+            this.future.as_pin_mut().expect(HELD),
+            this.ctx.as_mut().expect(HELD),
+        )
     }
 
     /// The inner future (or stream, or sink).
@@ -299,7 +318,7 @@ impl<F, C: ContextHandle> InContext<F, C> {
     /// assert!(format!("{:?}", wrapped.get_ref()).contains('5'));
     /// ```
     pub fn get_ref(&self) -> &F {
-        &self.future
+        self.future.as_ref().expect(HELD)
     }
 
     /// The context the future is polled in.
@@ -311,7 +330,7 @@ impl<F, C: ContextHandle> InContext<F, C> {
     /// assert!(async {}.in_context(Context::new()).context().is_empty());
     /// ```
     pub fn context(&self) -> &Context {
-        self.ctx.context()
+        self.ctx.as_ref().expect(HELD).context()
     }
 
     /// Takes the future and its context apart, e.g. to read the context
@@ -324,16 +343,12 @@ impl<F, C: ContextHandle> InContext<F, C> {
     /// let (_future, ctx) = async {}.in_context(Context::new()).into_parts();
     /// assert!(ctx.is_empty());
     /// ```
-    pub fn into_parts(self) -> (F, C) {
-        let mut this = ManuallyDrop::new(self);
-        // SAFETY: `this` is never used or dropped again, so each field is
-        // moved out exactly once.
-        unsafe {
-            (
-                ManuallyDrop::take(&mut this.future),
-                std::ptr::read(&this.ctx),
-            )
-        }
+    pub fn into_parts(mut self) -> (F, C) {
+        // Both taken: the drop then finds nothing to drop inside the context.
+        (
+            self.future.take().expect(HELD),
+            self.ctx.take().expect(HELD),
+        )
     }
 }
 
@@ -341,50 +356,64 @@ impl<F: Future, C: ContextHandle> Future for InContext<F, C> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
-        let (future, ctx) = self.project();
+        let (future, ctx) = self.pinned_parts();
         ctx.poll_in(cx.waker(), || future.poll(cx))
-    }
-}
-
-impl<F, C: ContextHandle> Drop for InContext<F, C> {
-    fn drop(&mut self) {
-        let future = &mut self.future;
-        // SAFETY: dropped once, here, in place (a pinned future is dropped
-        // where it was pinned), and never used after.
-        self.ctx.run_in(|| unsafe { ManuallyDrop::drop(future) });
     }
 }
 
 impl<F, C: ContextHandle> fmt::Debug for InContext<F, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InContext")
-            .field("ctx", self.ctx.context())
+            .field("ctx", self.context())
             .finish_non_exhaustive()
     }
 }
 
-/// A future that runs with a variable set to a value: during every poll and
-/// its drop. Made by [`ContextVar::scope`](crate::ContextVar::scope), as
-/// `tokio::task_local!`'s `scope` makes a `TaskLocalFuture`.
-///
-/// ```
-/// use contextvars::ContextVar;
-/// use contextvars::future::ScopeFuture;
-///
-/// static N: ContextVar<u32> = ContextVar::new("n");
-/// let task: ScopeFuture<'_, u32, _> = N.scope(1, async { N.get() });
-/// assert_eq!(futures::executor::block_on(task), Ok(1));
-/// ```
-#[must_use = "futures do nothing unless polled"]
-pub struct ScopeFuture<'a, T: Send + Sync + 'static, F> {
-    /// Borrowed, not copied: every read of a variable goes through the
-    /// read-cache slot of its address, so it must not move meanwhile.
-    var: &'a ContextVar<T>,
-    /// The value's handle, lent to each poll's scope and given back at its
-    /// end (`None` only while it is lent).
-    value: Option<Value>,
-    /// Dropped by hand, inside the scope (see `Drop`).
-    future: ManuallyDrop<F>,
+pin_project! {
+    /// A future that runs with a variable set to a value: during every poll and
+    /// its drop. Made by [`ContextVar::scope`](crate::ContextVar::scope), as
+    /// `tokio::task_local!`'s `scope` makes a `TaskLocalFuture`.
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    /// use contextvars::future::ScopeFuture;
+    ///
+    /// static N: ContextVar<u32> = ContextVar::new("n");
+    /// let task: ScopeFuture<'_, u32, _> = N.scope(1, async { N.get() });
+    /// assert_eq!(futures::executor::block_on(task), Ok(1));
+    /// ```
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ScopeFuture<'a, T, F>
+    where
+        T: Send,
+        T: Sync,
+        T: 'static,
+    {
+        // Borrowed, not copied: every read of a variable goes through the
+        // read-cache slot of its address, so it must not move meanwhile.
+        var: &'a ContextVar<T>,
+        // The value's handle, lent to each poll's scope and given back at
+        // its end (`None` only while it is lent).
+        value: Option<Value>,
+        // `None` only once the drop dropped it, inside the scope.
+        #[pin]
+        future: Option<F>,
+    }
+
+    impl<'a, T, F> PinnedDrop for ScopeFuture<'a, T, F>
+    where
+        T: Send,
+        T: Sync,
+        T: 'static,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            let mut future = this.future;
+            if future.is_some() {
+                this.var.scope_lent(this.value, || future.set(None));
+            }
+        }
+    }
 }
 
 impl<'a, T: Send + Sync + 'static, F> ScopeFuture<'a, T, F> {
@@ -393,7 +422,7 @@ impl<'a, T: Send + Sync + 'static, F> ScopeFuture<'a, T, F> {
         ScopeFuture {
             var,
             value: Some(value),
-            future: ManuallyDrop::new(future),
+            future: Some(future),
         }
     }
 
@@ -419,8 +448,9 @@ impl<'a, T: Send + Sync + 'static, F> ScopeFuture<'a, T, F> {
     /// ```
     pub fn value(&self) -> &T {
         let value = self.value.as_ref().expect("lent only inside a poll");
-        // SAFETY: made by `var`'s `scope` from a `T`.
-        unsafe { value.downcast_unchecked::<T>() }
+        value
+            .downcast::<T>()
+            .expect("made by the variable's `scope` from a `T`")
     }
 }
 
@@ -428,23 +458,12 @@ impl<T: Send + Sync + 'static, F: Future> Future for ScopeFuture<'_, T, F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
-        // SAFETY: `future` is structurally pinned: it is never moved out of
-        // a pinned `ScopeFuture` and is dropped in place (`Drop`); `var`
-        // and `value` are never pinned.
-        let this = unsafe { self.get_unchecked_mut() };
-        // SAFETY: as above; `this.future` stays where it is.
-        let future = unsafe { Pin::new_unchecked(&mut *this.future) };
-        this.var.scope_lent(&mut this.value, || future.poll(cx))
-    }
-}
-
-impl<T: Send + Sync + 'static, F> Drop for ScopeFuture<'_, T, F> {
-    fn drop(&mut self) {
-        let future = &mut self.future;
-        // SAFETY: dropped once, here, in place (a pinned future is dropped
-        // where it was pinned), and never used after.
-        self.var
-            .scope_lent(&mut self.value, || unsafe { ManuallyDrop::drop(future) });
+        let this = self.project();
+        let future = this
+            .future
+            .as_pin_mut()
+            .expect("a ScopeFuture holds its future until it is dropped");
+        this.var.scope_lent(this.value, || future.poll(cx))
     }
 }
 

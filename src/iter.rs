@@ -26,8 +26,6 @@
 //! **Invariant:** the caller's context is the same before and after every
 //! `next`, and after its drop, whatever the iterator does (see `generator`).
 
-use std::mem::ManuallyDrop;
-
 use crate::generator::Generator;
 
 /// Extension methods for iterators.
@@ -64,7 +62,7 @@ pub trait IteratorExt: Iterator + Sized {
     /// ```
     fn isolated(self) -> Isolated<Self> {
         Isolated {
-            iter: ManuallyDrop::new(self),
+            iter: Some(self),
             generator: Generator::new(),
         }
     }
@@ -83,21 +81,26 @@ impl<I: Iterator> IteratorExt for I {}
 /// ```
 #[must_use = "iterators are lazy and do nothing unless consumed"]
 pub struct Isolated<I> {
-    /// Dropped by hand, inside the generator's own context.
-    iter: ManuallyDrop<I>,
+    /// `None` only once the drop dropped it, inside the generator's own
+    /// context.
+    iter: Option<I>,
     generator: Generator,
 }
+
+/// Why the iterator is present wherever it is read: only the drop empties
+/// it.
+const HELD: &str = "an Isolated iterator holds its iterator until it is dropped";
 
 impl<I: Iterator> Iterator for Isolated<I> {
     type Item = I::Item;
 
     fn next(&mut self) -> Option<I::Item> {
-        let iter = &mut self.iter;
+        let iter = self.iter.as_mut().expect(HELD);
         self.generator.resume(|| iter.next())
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        self.iter.size_hint()
+        self.iter.as_ref().expect(HELD).size_hint()
     }
 }
 
@@ -107,16 +110,14 @@ impl<I> Drop for Isolated<I> {
     /// they set or reset stays in the layer.
     fn drop(&mut self) {
         let iter = &mut self.iter;
-        // SAFETY: `iter` is dropped once, here, and not used after.
-        self.generator
-            .resume(|| unsafe { ManuallyDrop::drop(iter) });
+        self.generator.resume(|| *iter = None);
     }
 }
 
 impl<I: std::fmt::Debug> std::fmt::Debug for Isolated<I> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Isolated")
-            .field("iter", &*self.iter)
+            .field("iter", self.iter.as_ref().expect(HELD))
             .finish_non_exhaustive()
     }
 }

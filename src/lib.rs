@@ -88,8 +88,8 @@
 //!
 //! Integrations sit behind features named after what they integrate
 //! (`tokio`, `futures`, `rayon`, `tracing`, `http`, `tower`, `serde`,
-//! `opentelemetry`; `full` enables them all; the default build has no
-//! dependency). The README lists what each adds. How reads, writes and
+//! `opentelemetry`; `full` enables them all; the default build has one
+//! dependency, the macro-only `pin-project-lite`). The README lists what each adds. How reads, writes and
 //! `run` are built, and the invariants they keep: [`docs::architecture`].
 
 #![warn(missing_docs)]
@@ -165,6 +165,11 @@ pub use guard::SetGuard;
 pub use merge::{Changes, Fork, MergeError};
 pub use misuse::{Misuse, set_misuse_policy};
 pub use var::{ContextVar, SyncScopeOutput, Token};
+
+// The drop-counting test value, one file for the unit tests and `tests/`.
+#[cfg(test)]
+#[path = "../tests/common/counted.rs"]
+mod counted;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -198,10 +198,9 @@ fn start_keeping(lists: &Lists) -> bool {
 #[cfg(test)]
 mod tests {
     use std::alloc::Layout;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::{CLASSES, KEEP, STEP, alloc, class_of, free, layout, lists};
+    use crate::counted::{Counted, Counter};
     use crate::{Context, ContextVar};
 
     #[test]
@@ -278,15 +277,6 @@ mod tests {
         _counted: Counted,
     }
 
-    /// Counts its live instances.
-    struct Counted(Arc<AtomicUsize>);
-
-    impl Drop for Counted {
-        fn drop(&mut self) {
-            self.0.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-
     #[repr(align(32))]
     #[derive(Clone, Copy, Default)]
     struct Align32;
@@ -296,14 +286,11 @@ mod tests {
         A: Copy + Default + Send + Sync + 'static,
     {
         let var: ContextVar<Sized<N, A>> = ContextVar::new("sized");
-        let live = Arc::new(AtomicUsize::new(0));
-        let make = || {
-            live.fetch_add(1, Ordering::SeqCst);
-            Sized {
-                _payload: [7; N],
-                _align: A::default(),
-                _counted: Counted(live.clone()),
-            }
+        let live = Counter::new();
+        let make = || Sized {
+            _payload: [7; N],
+            _align: A::default(),
+            _counted: Counted::new(&live),
         };
         let ctx = Context::new();
         ctx.run(|| {
@@ -314,10 +301,10 @@ mod tests {
             }
             var.set(make());
         });
-        assert_eq!(live.load(Ordering::SeqCst), 1);
+        assert_eq!(live.live(), 1);
         // The last value is freed on another thread, which then exits.
         std::thread::spawn(move || drop(ctx)).join().unwrap();
-        assert_eq!(live.load(Ordering::SeqCst), 0, "size {N}: nothing leaked");
+        assert_eq!(live.live(), 0, "size {N}: nothing leaked");
     }
 
     /// Boxes of every size and alignment class, and bigger ones, are each

@@ -39,8 +39,7 @@ use std::task::{Context as TaskContext, Poll};
 
 use futures_core::Stream;
 use futures_sink::Sink;
-
-use std::mem::ManuallyDrop;
+use pin_project_lite::pin_project;
 
 use crate::context::{Context, inherited_context};
 use crate::future::{ContextHandle, InContext};
@@ -76,7 +75,7 @@ pub trait StreamExt: Stream + Sized {
     /// ```
     fn isolated(self) -> IsolatedStream<Self> {
         IsolatedStream {
-            stream: ManuallyDrop::new(self),
+            stream: Some(self),
             generator: Generator::new(),
         }
     }
@@ -135,7 +134,7 @@ impl<S: Stream, C: ContextHandle> Stream for InContext<S, C> {
     type Item = S::Item;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<S::Item>> {
-        let (stream, ctx) = self.project();
+        let (stream, ctx) = self.pinned_parts();
         ctx.poll_in(cx.waker(), || stream.poll_next(cx))
     }
 
@@ -171,70 +170,73 @@ impl<S: Sink<Item>, Item, C: ContextHandle> Sink<Item> for InContext<S, C> {
     type Error = S::Error;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
-        let (sink, ctx) = self.project();
+        let (sink, ctx) = self.pinned_parts();
         ctx.poll_in(cx.waker(), || sink.poll_ready(cx))
     }
 
     fn start_send(self: Pin<&mut Self>, item: Item) -> Result<(), S::Error> {
-        let (sink, ctx) = self.project();
+        let (sink, ctx) = self.pinned_parts();
         ctx.run_in(|| sink.start_send(item))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
-        let (sink, ctx) = self.project();
+        let (sink, ctx) = self.pinned_parts();
         ctx.poll_in(cx.waker(), || sink.poll_flush(cx))
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
-        let (sink, ctx) = self.project();
+        let (sink, ctx) = self.pinned_parts();
         ctx.poll_in(cx.waker(), || sink.poll_close(cx))
     }
 }
 
 impl<S: Stream> StreamExt for S {}
 
-/// A stream with its own layer of context; made by [`StreamExt::isolated`].
-///
-/// ```
-/// use contextvars::stream::StreamExt as _;
-/// use contextvars::stream::IsolatedStream;
-///
-/// let _s: IsolatedStream<_> = futures::stream::empty::<()>().isolated();
-/// ```
-#[must_use = "streams do nothing unless polled"]
-pub struct IsolatedStream<S> {
-    /// Dropped by hand, inside the generator's own context.
-    stream: ManuallyDrop<S>,
-    generator: Generator,
+pin_project! {
+    /// A stream with its own layer of context; made by [`StreamExt::isolated`].
+    ///
+    /// ```
+    /// use contextvars::stream::StreamExt as _;
+    /// use contextvars::stream::IsolatedStream;
+    ///
+    /// let _s: IsolatedStream<_> = futures::stream::empty::<()>().isolated();
+    /// ```
+    #[must_use = "streams do nothing unless polled"]
+    pub struct IsolatedStream<S> {
+        // `None` only once the drop dropped it, inside the generator's own
+        // context.
+        #[pin]
+        stream: Option<S>,
+        generator: Generator,
+    }
+
+    impl<S> PinnedDrop for IsolatedStream<S> {
+        /// Drops the stream inside its own layer, as one more resumption (see
+        /// `Isolated`'s drop).
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            let mut stream = this.stream;
+            if stream.is_some() {
+                this.generator.resume(|| stream.set(None));
+            }
+        }
+    }
 }
+
+/// Why the stream is present wherever it is read: only the drop empties it.
+const HELD: &str = "an IsolatedStream holds its stream until it is dropped";
 
 impl<S: Stream> Stream for IsolatedStream<S> {
     type Item = S::Item;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<S::Item>> {
-        // SAFETY: `stream` is structurally pinned: `IsolatedStream` never
-        // moves it out or hands out `&mut` to it except pinned, here, and
-        // drops it in place (`Drop`); `generator` is not pinned.
-        let this = unsafe { self.get_unchecked_mut() };
-        // SAFETY: as above.
-        let stream = unsafe { Pin::new_unchecked(&mut *this.stream) };
+        let this = self.project();
+        let stream = this.stream.as_pin_mut().expect(HELD);
         this.generator.resume(|| stream.poll_next(cx))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        self.stream.size_hint()
-    }
-}
-
-impl<S> Drop for IsolatedStream<S> {
-    /// Drops the stream inside its own layer, as one more resumption (see
-    /// `Isolated`'s drop).
-    fn drop(&mut self) {
-        let stream = &mut self.stream;
-        // SAFETY: dropped once, here, in place (so a pinned stream is
-        // dropped where it was pinned), and not used after.
-        self.generator
-            .resume(|| unsafe { ManuallyDrop::drop(stream) });
+        self.stream.as_ref().expect(HELD).size_hint()
     }
 }
 

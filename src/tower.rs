@@ -34,11 +34,11 @@
 //! for it by `extract`, owned by its future and then by its response body,
 //! and dropped inside itself.
 
-use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
 use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -123,33 +123,49 @@ where
         let mut ctx = self.propagator.extract(req.headers());
         let future = ctx.run_exclusive(|| self.inner.call(req));
         ResponseFuture {
-            future: ManuallyDrop::new(future),
+            future: Some(future),
             ctx: Some(ctx),
         }
     }
 }
 
-/// The future of a [`Server`]: polls the inner service's future inside the
-/// request's context, then hands that context to the response body.
-///
-/// ```
-/// use contextvars::tower::{ContextBody, ResponseFuture, ServerLayer};
-/// use tower::{Layer, Service};
-///
-/// let mut svc = ServerLayer::new(Default::default()).layer(tower::service_fn(|_: http::Request<()>| async {
-///     Ok::<_, std::convert::Infallible>(http::Response::new(String::from("hi")))
-/// }));
-/// let future: ResponseFuture<_> = svc.call(http::Request::new(()));
-/// let resp: http::Response<ContextBody<String>> = futures::executor::block_on(future).unwrap();
-/// assert_eq!(resp.body().get_ref(), "hi");
-/// ```
-#[must_use = "futures do nothing unless polled"]
-pub struct ResponseFuture<F> {
-    // Dropped by hand, inside `ctx`, so a cancelled handler's destructors
-    // see their request's context.
-    future: ManuallyDrop<F>,
-    // `None` once the response went out: the body owns the context then.
-    ctx: Option<Context>,
+pin_project! {
+    /// The future of a [`Server`]: polls the inner service's future inside the
+    /// request's context, then hands that context to the response body.
+    ///
+    /// ```
+    /// use contextvars::tower::{ContextBody, ResponseFuture, ServerLayer};
+    /// use tower::{Layer, Service};
+    ///
+    /// let mut svc = ServerLayer::new(Default::default()).layer(tower::service_fn(|_: http::Request<()>| async {
+    ///     Ok::<_, std::convert::Infallible>(http::Response::new(String::from("hi")))
+    /// }));
+    /// let future: ResponseFuture<_> = svc.call(http::Request::new(()));
+    /// let resp: http::Response<ContextBody<String>> = futures::executor::block_on(future).unwrap();
+    /// assert_eq!(resp.body().get_ref(), "hi");
+    /// ```
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ResponseFuture<F> {
+        // Dropped inside `ctx` while the request has it, so a cancelled
+        // handler's destructors see their request's context (`None` once
+        // dropped there).
+        #[pin]
+        future: Option<F>,
+        // `None` once the response went out: the body owns the context then.
+        ctx: Option<Context>,
+    }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            let mut future = this.future;
+            // Without a context (the response went out), the future is
+            // dropped as a field, after this.
+            if let (Some(ctx), true) = (this.ctx, future.is_some()) {
+                ctx.run_exclusive(|| future.set(None));
+            }
+        }
+    }
 }
 
 impl<F, ResBody, E> std::future::Future for ResponseFuture<F>
@@ -159,37 +175,25 @@ where
     type Output = Result<http::Response<ContextBody<ResBody>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        // SAFETY: `future` is structurally pinned: it is never moved out,
-        // and dropped in place (`Drop` below); `ctx` is never pinned.
-        let this = unsafe { self.get_unchecked_mut() };
+        let this = self.project();
         let ctx = this
             .ctx
             .as_mut()
             .expect("a ServerLayer response future polled after it completed");
-        // SAFETY: as above.
-        let future = unsafe { Pin::new_unchecked(&mut *this.future) };
+        let future = this
+            .future
+            .as_pin_mut()
+            .expect("a ServerLayer response future holds its future until it is dropped");
         match ctx.run_exclusive(|| future.poll(cx)) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Ready(Ok(resp)) => {
                 let ctx = this.ctx.take().expect("checked above");
                 Poll::Ready(Ok(resp.map(|body| ContextBody {
-                    body: ManuallyDrop::new(body),
+                    body: Some(body),
                     ctx,
                 })))
             }
-        }
-    }
-}
-
-impl<F> Drop for ResponseFuture<F> {
-    fn drop(&mut self) {
-        let future = &mut self.future;
-        match &mut self.ctx {
-            // SAFETY: `future` is dropped exactly once, here, in place.
-            Some(ctx) => ctx.run_exclusive(|| unsafe { ManuallyDrop::drop(future) }),
-            // SAFETY: as above.
-            None => unsafe { ManuallyDrop::drop(future) },
         }
     }
 }
@@ -202,28 +206,46 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
     }
 }
 
-/// A response body that is polled (and dropped) inside its request's
-/// context, so a body produced after the handler returned — streaming,
-/// server-sent events, any lazy [`Body`] — still sees the request's
-/// variables.
-///
-/// ```
-/// use contextvars::tower::ContextBody;
-/// use http_body_util::BodyExt;
-/// use tower::{Layer, ServiceExt};
-///
-/// let svc = contextvars::tower::ServerLayer::new(Default::default()).layer(tower::service_fn(
-///     |_: http::Request<()>| async { Ok::<_, std::convert::Infallible>(http::Response::new(String::from("hi"))) },
-/// ));
-/// let resp = futures::executor::block_on(svc.oneshot(http::Request::new(()))).unwrap();
-/// let body: ContextBody<String> = resp.into_body();
-/// assert_eq!(futures::executor::block_on(body.collect()).unwrap().to_bytes(), "hi");
-/// ```
-pub struct ContextBody<B> {
-    // Dropped by hand, inside `ctx` (see `ResponseFuture`).
-    body: ManuallyDrop<B>,
-    ctx: Context,
+pin_project! {
+    /// A response body that is polled (and dropped) inside its request's
+    /// context, so a body produced after the handler returned — streaming,
+    /// server-sent events, any lazy [`Body`] — still sees the request's
+    /// variables.
+    ///
+    /// ```
+    /// use contextvars::tower::ContextBody;
+    /// use http_body_util::BodyExt;
+    /// use tower::{Layer, ServiceExt};
+    ///
+    /// let svc = contextvars::tower::ServerLayer::new(Default::default()).layer(tower::service_fn(
+    ///     |_: http::Request<()>| async { Ok::<_, std::convert::Infallible>(http::Response::new(String::from("hi"))) },
+    /// ));
+    /// let resp = futures::executor::block_on(svc.oneshot(http::Request::new(()))).unwrap();
+    /// let body: ContextBody<String> = resp.into_body();
+    /// assert_eq!(futures::executor::block_on(body.collect()).unwrap().to_bytes(), "hi");
+    /// ```
+    pub struct ContextBody<B> {
+        // Dropped inside `ctx` (see `ResponseFuture`); `None` once dropped
+        // there, or taken by `into_inner`.
+        #[pin]
+        body: Option<B>,
+        ctx: Context,
+    }
+
+    impl<B> PinnedDrop for ContextBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            let mut body = this.body;
+            if body.is_some() {
+                this.ctx.run_exclusive(|| body.set(None));
+            }
+        }
+    }
 }
+
+/// Why the body is present wherever it is read: only `into_inner`, which
+/// consumes the wrapper, and the drop empty it.
+const HELD: &str = "a ContextBody holds its body until it is taken apart";
 
 impl<B> ContextBody<B> {
     /// The body inside.
@@ -237,7 +259,7 @@ impl<B> ContextBody<B> {
     /// assert_eq!(*resp.body().get_ref(), 7);
     /// ```
     pub fn get_ref(&self) -> &B {
-        &self.body
+        self.body.as_ref().expect(HELD)
     }
 
     /// The body inside, to change (the wrapper is not pinned here, so
@@ -253,7 +275,7 @@ impl<B> ContextBody<B> {
     /// assert_eq!(*resp.body().get_ref(), 8);
     /// ```
     pub fn get_mut(&mut self) -> &mut B {
-        &mut self.body
+        self.body.as_mut().expect(HELD)
     }
 
     /// The body inside, taken out of its context (which is dropped): from
@@ -267,18 +289,9 @@ impl<B> ContextBody<B> {
     /// let resp = futures::executor::block_on(svc.oneshot(http::Request::new(()))).unwrap();
     /// assert_eq!(resp.into_body().into_inner(), 7);
     /// ```
-    pub fn into_inner(self) -> B {
-        let mut this = ManuallyDrop::new(self);
-        // SAFETY: `this` is never used or dropped again, so each field is
-        // moved out exactly once.
-        let (body, ctx) = unsafe {
-            (
-                ManuallyDrop::take(&mut this.body),
-                std::ptr::read(&this.ctx),
-            )
-        };
-        drop(ctx);
-        body
+    pub fn into_inner(mut self) -> B {
+        // Taken: the drop of the rest then drops only the context.
+        self.body.take().expect(HELD)
     }
 
     /// The request's context, which the body is polled in.
@@ -304,29 +317,17 @@ impl<B: Body> Body for ContextBody<B> {
         self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        // SAFETY: `body` is structurally pinned: never moved out, dropped in
-        // place; `ctx` is never pinned.
-        let this = unsafe { self.get_unchecked_mut() };
-        // SAFETY: as above.
-        let body = unsafe { Pin::new_unchecked(&mut *this.body) };
+        let this = self.project();
+        let body = this.body.as_pin_mut().expect(HELD);
         this.ctx.run_exclusive(|| body.poll_frame(cx))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.get_ref().is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl<B> Drop for ContextBody<B> {
-    fn drop(&mut self) {
-        let body = &mut self.body;
-        // SAFETY: `body` is dropped exactly once, here, in place.
-        self.ctx
-            .run_exclusive(|| unsafe { ManuallyDrop::drop(body) });
+        self.get_ref().size_hint()
     }
 }
 

@@ -300,27 +300,10 @@ impl Drop for Value {
 #[cfg(test)]
 mod tests {
     use std::panic::{AssertUnwindSafe, catch_unwind};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::Value;
+    use crate::counted::{Counted, Counter};
     use crate::{Context, ContextVar};
-
-    /// A value that counts its live instances.
-    struct Counted(Arc<AtomicUsize>);
-
-    impl Counted {
-        fn new(live: &Arc<AtomicUsize>) -> Counted {
-            live.fetch_add(1, Ordering::SeqCst);
-            Counted(live.clone())
-        }
-    }
-
-    impl Drop for Counted {
-        fn drop(&mut self) {
-            self.0.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
 
     #[test]
     fn handles_share_one_box_and_downcast_only_to_its_type() {
@@ -336,7 +319,7 @@ mod tests {
 
     #[test]
     fn the_last_handle_drops_the_value_on_whichever_thread_it_is() {
-        let live = Arc::new(AtomicUsize::new(0));
+        let live = Counter::new();
         let a = Value::new(Counted::new(&live));
         let handles: Vec<Value> = (0..4).map(|_| a.clone()).collect();
         drop(a);
@@ -347,16 +330,16 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        assert_eq!(live.load(Ordering::SeqCst), 0, "dropped once, not leaked");
+        assert_eq!(live.live(), 0, "dropped once, not leaked");
         // `drop_as` frees through the direct path, with the same count.
         let b = Value::new(Counted::new(&live));
         let c = b.clone();
         // SAFETY: both are handles to a `Counted`.
         unsafe { b.drop_as::<Counted>() };
-        assert_eq!(live.load(Ordering::SeqCst), 1, "`c` still holds it");
+        assert_eq!(live.live(), 1, "`c` still holds it");
         // SAFETY: as above.
         unsafe { c.drop_as::<Counted>() };
-        assert_eq!(live.load(Ordering::SeqCst), 0);
+        assert_eq!(live.live(), 0);
     }
 
     /// A value whose `Drop` panics still gives its box back, directly

@@ -13,6 +13,10 @@ use contextvars::{
     copy_context, wrap,
 };
 
+#[path = "common/counted.rs"]
+mod counted;
+use counted::{Counted, Counter};
+
 fn assert_send_sync<T: Send + Sync + std::fmt::Debug>() {}
 
 #[test]
@@ -74,61 +78,35 @@ fn ten_threads_setting_and_sleeping_see_only_their_own_values() {
     );
 }
 
-/// A value that counts its live instances.
-struct Counted(Arc<AtomicUsize>);
-impl Counted {
-    fn new(live: &Arc<AtomicUsize>) -> Counted {
-        live.fetch_add(1, Ordering::SeqCst);
-        Counted(live.clone())
-    }
-}
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 #[test]
 fn values_are_dropped_with_the_last_context_holding_them() {
     static V: ContextVar<Counted> = ContextVar::new("counted");
-    let live = Arc::new(AtomicUsize::new(0));
+    let live = Counter::new();
     let ctx = Context::new();
     ctx.run(|| {
         V.set(Counted::new(&live));
     });
     let copy = ctx.copy();
-    assert_eq!(
-        live.load(Ordering::SeqCst),
-        1,
-        "a copy shares, it does not clone"
-    );
+    assert_eq!(live.live(), 1, "a copy shares, it does not clone");
     drop(ctx);
-    assert_eq!(live.load(Ordering::SeqCst), 1, "the copy still holds it");
+    assert_eq!(live.live(), 1, "the copy still holds it");
     copy.run(|| {
         let token = V.set(Counted::new(&live));
-        assert_eq!(
-            live.load(Ordering::SeqCst),
-            2,
-            "the token keeps the old value"
-        );
+        assert_eq!(live.live(), 2, "the token keeps the old value");
         V.reset(token).unwrap();
-        assert_eq!(
-            live.load(Ordering::SeqCst),
-            1,
-            "reset dropped the newer value"
-        );
+        assert_eq!(live.live(), 1, "reset dropped the newer value");
         // A dropped token leaves the value set and drops its record.
         drop(V.set(Counted::new(&live)));
-        assert_eq!(live.load(Ordering::SeqCst), 1);
+        assert_eq!(live.live(), 1);
     });
     drop(copy);
-    assert_eq!(live.load(Ordering::SeqCst), 0, "nothing leaked");
+    assert_eq!(live.live(), 0, "nothing leaked");
 }
 
 #[test]
 fn a_threads_base_context_is_dropped_when_the_thread_exits() {
     static V: ContextVar<Counted> = ContextVar::new("counted");
-    let live = Arc::new(AtomicUsize::new(0));
+    let live = Counter::new();
     let l = live.clone();
     std::thread::spawn(move || {
         V.set(Counted::new(&l));
@@ -136,7 +114,7 @@ fn a_threads_base_context_is_dropped_when_the_thread_exits() {
     })
     .join()
     .unwrap();
-    assert_eq!(live.load(Ordering::SeqCst), 0);
+    assert_eq!(live.live(), 0);
 }
 
 #[test]

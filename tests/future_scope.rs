@@ -8,32 +8,22 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context as TaskContext, Poll, Waker};
 
 use contextvars::observe::{Cause, Change};
 use contextvars::prelude::*;
 use contextvars::{Context, ContextVar, copy_context};
 
+#[path = "common/counted.rs"]
+mod counted;
+use counted::{Counted, Counter};
+#[path = "common/yield_times.rs"]
+mod yield_times;
+use yield_times::YieldTimes;
+
 static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
 static LEVEL: ContextVar<u32> = ContextVar::with_default("level", 0);
 static OTHER: ContextVar<u32> = ContextVar::new("other");
-
-/// A future that is `Pending` the first `n` times it is polled (waking
-/// itself), then ready.
-struct YieldTimes(u32);
-
-impl Future for YieldTimes {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
-        if self.0 == 0 {
-            return Poll::Ready(());
-        }
-        self.0 -= 1;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
 
 /// Polls `fut` once with a waker that does nothing.
 fn poll_once<F: Future>(fut: Pin<&mut F>) -> Poll<F::Output> {
@@ -138,21 +128,12 @@ fn a_future_never_polled_is_dropped_inside_the_scope_too() {
     assert_eq!(*seen.lock().unwrap(), Some(Ok(4)));
 }
 
-/// Counts its drops.
-struct Counted(Arc<AtomicUsize>);
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
 static COUNTED: ContextVar<Counted> = ContextVar::new("counted");
 
 #[test]
 fn the_value_is_dropped_once_with_the_future_or_the_last_copy_holding_it() {
-    let drops = Arc::new(AtomicUsize::new(0));
-    let mut fut = Box::pin(COUNTED.scope(Counted(drops.clone()), async {
+    let drops = Counter::new();
+    let mut fut = Box::pin(COUNTED.scope(Counted::new(&drops), async {
         let copy = copy_context(); // a handle to the value, in a map
         YieldTimes(2).await;
         copy
@@ -163,24 +144,24 @@ fn the_value_is_dropped_once_with_the_future_or_the_last_copy_holding_it() {
         panic!("ready after two yields")
     };
     assert!(copy.contains(&COUNTED));
-    assert_eq!(drops.load(Ordering::SeqCst), 0, "the copy holds it");
+    assert_eq!(drops.drops(), 0, "the copy holds it");
     drop(copy);
-    assert_eq!(drops.load(Ordering::SeqCst), 0, "the future holds it");
+    assert_eq!(drops.drops(), 0, "the future holds it");
     drop(fut);
-    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    assert_eq!(drops.drops(), 1);
 }
 
 #[test]
 fn the_value_is_dropped_once_when_the_future_is_dropped() {
-    let drops = Arc::new(AtomicUsize::new(0));
+    let drops = Counter::new();
     {
-        let mut fut = Box::pin(COUNTED.scope(Counted(drops.clone()), YieldTimes(5)));
+        let mut fut = Box::pin(COUNTED.scope(Counted::new(&drops), YieldTimes(5)));
         for _ in 0..3 {
             assert!(poll_once(fut.as_mut()).is_pending());
         }
-        assert_eq!(drops.load(Ordering::SeqCst), 0, "held across polls");
+        assert_eq!(drops.drops(), 0, "held across polls");
     }
-    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    assert_eq!(drops.drops(), 1);
 }
 
 #[test]

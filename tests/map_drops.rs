@@ -8,31 +8,27 @@
 //!
 //! Pure core (no runtime), so it also runs under Miri (`.ci/miri`).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::LazyLock;
 
 use contextvars::{Context, ContextVar};
 
-/// A value that counts its drops in `DROPS`.
-struct Counted(usize);
+#[path = "common/counted.rs"]
+mod counted;
+use counted::{Counted, Counter};
 
-static DROPS: AtomicUsize = AtomicUsize::new(0);
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        DROPS.fetch_add(1, Ordering::SeqCst);
-    }
-}
+/// Counts the drops of every value this file sets.
+static COUNTER: LazyLock<Counter> = LazyLock::new(Counter::new);
 
 /// Enough variables for the root to become a branch (a flat root holds a
 /// few), and for branches to hold several entries each.
 const N: usize = 48;
-static VARS: [ContextVar<Counted>; N] = [const { ContextVar::new("counted") }; N];
+static VARS: [ContextVar<(u32, Counted)>; N] = [const { ContextVar::new("counted") }; N];
 
 /// Sets every variable in `ctx`, each value numbered from `*made`.
-fn set_all(ctx: &Context, made: &mut usize) {
+fn set_all(ctx: &Context, made: &mut u32) {
     ctx.run(|| {
         for var in &VARS {
-            var.set(Counted(*made));
+            var.set((*made, Counted::new(&COUNTER)));
             *made += 1;
         }
     });
@@ -40,20 +36,24 @@ fn set_all(ctx: &Context, made: &mut usize) {
 
 #[test]
 fn every_value_is_dropped_once_through_copies_and_copy_on_write() {
-    // The only test of this file, so nothing else counts in `DROPS`.
-    let before = DROPS.load(Ordering::SeqCst);
+    // The only test of this file, so nothing else counts in `COUNTER`.
+    let before = COUNTER.drops();
     let mut made = 0;
     {
         let a = Context::new();
         set_all(&a, &mut made);
         // `b` shares every node with `a`.
         let b = a.copy();
-        assert_eq!(DROPS.load(Ordering::SeqCst) - before, 0);
+        assert_eq!(COUNTER.drops() - before, 0);
         // Replacing in `a` copies the shared nodes: `b` keeps the old values.
         set_all(&a, &mut made);
-        assert_eq!(DROPS.load(Ordering::SeqCst) - before, 0, "b holds them");
+        assert_eq!(COUNTER.drops() - before, 0, "b holds them");
         let numbers = |ctx: &Context| -> Vec<Option<usize>> {
-            ctx.run(|| VARS.iter().map(|v| v.with(|c| c.map(|c| c.0))).collect())
+            ctx.run(|| {
+                VARS.iter()
+                    .map(|v| v.with(|c| c.map(|c| c.0 as usize)))
+                    .collect()
+            })
         };
         assert_eq!(numbers(&b), (0..N).map(Some).collect::<Vec<_>>());
         assert_eq!(numbers(&a), (N..2 * N).map(Some).collect::<Vec<_>>());
@@ -63,7 +63,7 @@ fn every_value_is_dropped_once_through_copies_and_copy_on_write() {
         let tokens: Vec<_> = b.run(|| {
             VARS.iter()
                 .map(|var| {
-                    let token = var.set(Counted(usize::MAX));
+                    let token = var.set((u32::MAX, Counted::new(&COUNTER)));
                     made += 1;
                     token
                 })
@@ -75,23 +75,19 @@ fn every_value_is_dropped_once_through_copies_and_copy_on_write() {
             }
         });
         // The values set and reset in `b` went with their resets.
-        assert_eq!(DROPS.load(Ordering::SeqCst) - before, N);
+        assert_eq!(COUNTER.drops() - before, N);
         drop(b);
-        assert_eq!(
-            DROPS.load(Ordering::SeqCst) - before,
-            N,
-            "c holds b's values"
-        );
+        assert_eq!(COUNTER.drops() - before, N, "c holds b's values");
         assert_eq!(numbers(&c), (0..N).map(Some).collect::<Vec<_>>());
         drop(c);
         assert_eq!(
-            DROPS.load(Ordering::SeqCst) - before,
+            COUNTER.drops() - before,
             2 * N,
             "the first values had no holder left"
         );
         // Replacing in `a` again: `a` owns its nodes now, so in place.
         set_all(&a, &mut made);
-        assert_eq!(DROPS.load(Ordering::SeqCst) - before, 3 * N);
+        assert_eq!(COUNTER.drops() - before, 3 * N);
         // A context emptied one variable at a time (removals down to an
         // empty root) while a copy shares its nodes, then the copy dropped.
         let d = Context::new();
@@ -99,7 +95,7 @@ fn every_value_is_dropped_once_through_copies_and_copy_on_write() {
             VARS.iter()
                 .map(|var| {
                     made += 1;
-                    var.set(Counted(made))
+                    var.set((made, Counted::new(&COUNTER)))
                 })
                 .collect()
         });
@@ -111,18 +107,10 @@ fn every_value_is_dropped_once_through_copies_and_copy_on_write() {
         });
         assert!(d.is_empty());
         assert_eq!(e.len(), N);
-        assert_eq!(
-            DROPS.load(Ordering::SeqCst) - before,
-            3 * N,
-            "e holds d's values"
-        );
+        assert_eq!(COUNTER.drops() - before, 3 * N, "e holds d's values");
         drop(e);
-        assert_eq!(DROPS.load(Ordering::SeqCst) - before, 4 * N);
+        assert_eq!(COUNTER.drops() - before, 4 * N);
         drop(d);
     }
-    assert_eq!(
-        DROPS.load(Ordering::SeqCst) - before,
-        made,
-        "every value, once"
-    );
+    assert_eq!(COUNTER.drops() - before, made as usize, "every value, once");
 }

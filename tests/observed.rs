@@ -13,24 +13,12 @@ use contextvars::future::ContextHandle;
 use contextvars::prelude::*;
 use contextvars::{Context, ContextVar};
 
-/// A value that counts its drops.
-struct Counted(u32, Arc<AtomicUsize>);
+#[path = "common/counted.rs"]
+mod counted;
+use counted::{Counted, Counter};
 
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.1.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-fn counter() -> Arc<AtomicUsize> {
-    Arc::new(AtomicUsize::new(0))
-}
-
-fn drops(c: &AtomicUsize) -> usize {
-    c.load(Ordering::SeqCst)
-}
-
-static V: ContextVar<Counted> = ContextVar::new("v");
+/// A counted value, numbered.
+static V: ContextVar<(u32, Counted)> = ContextVar::new("v");
 static W: ContextVar<u32> = ContextVar::new("w");
 
 /// Records what `W` reads when it is dropped.
@@ -57,94 +45,94 @@ fn in_each_kind_of_context(f: impl Fn() + Send + Sync + Copy + 'static) {
 #[test]
 fn a_value_replaced_during_a_with_borrow_lives_until_the_borrow_ends() {
     in_each_kind_of_context(|| {
-        let (first, second) = (counter(), counter());
-        drop(V.set(Counted(1, first.clone())));
+        let (first, second) = (Counter::new(), Counter::new());
+        drop(V.set((1, Counted::new(&first))));
         V.with(|v| {
             let v = v.unwrap();
             // The token holds the replaced value: dropping it leaves the
             // borrowed version as the only owner.
-            drop(V.set(Counted(2, second.clone())));
-            assert_eq!(drops(&first), 0, "the borrowed value is still alive");
+            drop(V.set((2, Counted::new(&second))));
+            assert_eq!(first.drops(), 0, "the borrowed value is still alive");
             assert_eq!(v.0, 1, "and still reads as it was");
             assert_eq!(V.with(|now| now.unwrap().0), 2);
         });
-        assert_eq!(drops(&first), 1, "dropped once the borrow ended");
+        assert_eq!(first.drops(), 1, "dropped once the borrow ended");
         assert_eq!(V.with(|v| v.unwrap().0), 2);
-        drop(V.set(Counted(3, counter())));
-        assert_eq!(drops(&second), 1);
-        assert_eq!(drops(&first), 1, "dropped once only");
+        drop(V.set((3, Counted::new(&Counter::new()))));
+        assert_eq!(second.drops(), 1);
+        assert_eq!(first.drops(), 1, "dropped once only");
     });
 }
 
 #[test]
 fn nested_borrows_keep_every_replaced_value_until_the_outermost_ends() {
     in_each_kind_of_context(|| {
-        let (first, second, third) = (counter(), counter(), counter());
-        drop(V.set(Counted(1, first.clone())));
+        let (first, second, third) = (Counter::new(), Counter::new(), Counter::new());
+        drop(V.set((1, Counted::new(&first))));
         V.with(|outer| {
             V.with(|inner| {
-                drop(V.set(Counted(2, second.clone())));
+                drop(V.set((2, Counted::new(&second))));
                 assert_eq!(inner.unwrap().0, 1);
             });
             // The inner borrow is over, the outer one is not.
-            assert_eq!(drops(&first), 0, "the outer borrow still reads it");
+            assert_eq!(first.drops(), 0, "the outer borrow still reads it");
             assert_eq!(outer.unwrap().0, 1);
             // A second write under the same borrow parks a second version.
-            drop(V.set(Counted(3, third.clone())));
-            assert_eq!((drops(&first), drops(&second)), (0, 0));
+            drop(V.set((3, Counted::new(&third))));
+            assert_eq!((first.drops(), second.drops()), (0, 0));
             V.with(|again| assert_eq!(again.unwrap().0, 3));
-            assert_eq!((drops(&first), drops(&second)), (0, 0), "still borrowed");
+            assert_eq!((first.drops(), second.drops()), (0, 0), "still borrowed");
             assert_eq!(outer.unwrap().0, 1);
         });
-        assert_eq!((drops(&first), drops(&second)), (1, 1), "both released");
-        assert_eq!(drops(&third), 0, "the current value stays");
+        assert_eq!((first.drops(), second.drops()), (1, 1), "both released");
+        assert_eq!(third.drops(), 0, "the current value stays");
         // The next borrow and write are counted from zero again.
-        let fourth = counter();
+        let fourth = Counter::new();
         V.with(|v| {
-            drop(V.set(Counted(4, fourth.clone())));
+            drop(V.set((4, Counted::new(&fourth))));
             assert_eq!(v.unwrap().0, 3);
-            assert_eq!(drops(&third), 0);
+            assert_eq!(third.drops(), 0);
         });
-        assert_eq!(drops(&third), 1);
-        drop(V.set(Counted(5, counter())));
-        assert_eq!(drops(&fourth), 1);
+        assert_eq!(third.drops(), 1);
+        drop(V.set((5, Counted::new(&Counter::new()))));
+        assert_eq!(fourth.drops(), 1);
     });
 }
 
 #[test]
 fn three_nested_borrows_keep_a_replaced_value_until_the_outermost_ends() {
     in_each_kind_of_context(|| {
-        let first = counter();
-        drop(V.set(Counted(1, first.clone())));
+        let first = Counter::new();
+        drop(V.set((1, Counted::new(&first))));
         V.with(|outer| {
             V.with(|middle| {
                 V.with(|inner| {
-                    drop(V.set(Counted(2, counter())));
+                    drop(V.set((2, Counted::new(&Counter::new()))));
                     assert_eq!(inner.unwrap().0, 1);
                 });
-                assert_eq!(drops(&first), 0, "two borrows still read it");
+                assert_eq!(first.drops(), 0, "two borrows still read it");
                 assert_eq!(middle.unwrap().0, 1);
             });
-            assert_eq!(drops(&first), 0, "the outer borrow still reads it");
+            assert_eq!(first.drops(), 0, "the outer borrow still reads it");
             assert_eq!(outer.unwrap().0, 1);
         });
-        assert_eq!(drops(&first), 1, "released with the outermost borrow");
+        assert_eq!(first.drops(), 1, "released with the outermost borrow");
     });
 }
 
 #[test]
 fn without_a_borrow_a_replaced_value_is_dropped_at_once() {
     in_each_kind_of_context(|| {
-        let first = counter();
-        drop(V.set(Counted(1, first.clone())));
-        drop(V.set(Counted(2, counter())));
-        assert_eq!(drops(&first), 1, "no borrow keeps it");
+        let first = Counter::new();
+        drop(V.set((1, Counted::new(&first))));
+        drop(V.set((2, Counted::new(&Counter::new()))));
+        assert_eq!(first.drops(), 1, "no borrow keeps it");
         // A borrow that wrote nothing leaves nothing behind either.
         V.with(|v| assert_eq!(v.unwrap().0, 2));
-        let second = counter();
-        drop(V.set(Counted(3, second.clone())));
-        drop(V.set(Counted(4, counter())));
-        assert_eq!(drops(&second), 1);
+        let second = Counter::new();
+        drop(V.set((3, Counted::new(&second))));
+        drop(V.set((4, Counted::new(&Counter::new()))));
+        assert_eq!(second.drops(), 1);
     });
 }
 
@@ -154,16 +142,16 @@ fn a_scoped_value_written_out_keeps_no_old_version_alive() {
     // something needs the map; writing it out must not keep the version
     // before it alive (nothing borrows it).
     in_each_kind_of_context(|| {
-        let first = counter();
-        drop(V.set(Counted(1, first.clone())));
+        let first = Counter::new();
+        drop(V.set((1, Counted::new(&first))));
         W.sync_scope(7, || {
             // A switch of context writes the scoped value out. (Nothing is
             // read meanwhile: a read's end would free a version kept alive
             // for no borrow, and hide it.)
             let other = Context::new();
             other.run(|| ());
-            drop(V.set(Counted(2, counter())));
-            assert_eq!(drops(&first), 1, "no borrow keeps it");
+            drop(V.set((2, Counted::new(&Counter::new()))));
+            assert_eq!(first.drops(), 1, "no borrow keeps it");
             assert_eq!(W.get(), Ok(7));
         });
         assert!(W.get().is_err());
@@ -173,17 +161,17 @@ fn a_scoped_value_written_out_keeps_no_old_version_alive() {
 #[test]
 fn a_borrow_across_a_scoped_value_written_out_stays_valid() {
     in_each_kind_of_context(|| {
-        let first = counter();
-        drop(V.set(Counted(1, first.clone())));
+        let first = Counter::new();
+        drop(V.set((1, Counted::new(&first))));
         W.sync_scope(7, || {
             V.with(|v| {
                 Context::new().run(|| assert!(W.get().is_err()));
-                drop(V.set(Counted(2, counter())));
-                assert_eq!(drops(&first), 0);
+                drop(V.set((2, Counted::new(&Counter::new()))));
+                assert_eq!(first.drops(), 0);
                 assert_eq!(v.unwrap().0, 1);
                 assert_eq!(W.get(), Ok(7));
             });
-            assert_eq!(drops(&first), 1);
+            assert_eq!(first.drops(), 1);
         });
     });
 }
@@ -359,7 +347,7 @@ fn a_variables_declared_default_inheritance_and_formatter_show() {
 /// Dropped in another thread-local's destructor, after the thread's base
 /// context was torn down: sets a counted value and reads it back.
 struct SetsAtExit {
-    value: Arc<AtomicUsize>,
+    value: Counter,
     seen: Arc<Mutex<Vec<u32>>>,
 }
 
@@ -369,7 +357,7 @@ impl Drop for SetsAtExit {
             .lock()
             .unwrap()
             .push(V.with(|v| v.map_or(0, |v| v.0)));
-        V.set(Counted(7, self.value.clone()));
+        V.set((7, Counted::new(&self.value)));
         self.seen
             .lock()
             .unwrap()
@@ -387,24 +375,24 @@ thread_local! {
 /// starts from an empty context and is dropped before the thread is gone.
 #[test]
 fn a_value_set_after_the_base_context_is_gone_is_still_dropped() {
-    let (value, base_value) = (counter(), counter());
+    let (value, base_value) = (Counter::new(), Counter::new());
     let seen = Arc::new(Mutex::new(Vec::new()));
     let thread = {
         let (value, base_value, seen) = (value.clone(), base_value.clone(), seen.clone());
         std::thread::spawn(move || {
             // Registered before the base context, so destroyed after it.
             AT_EXIT.with(|slot| *slot.borrow_mut() = Some(SetsAtExit { value, seen }));
-            V.set(Counted(3, base_value)); // creates the base context
+            V.set((3, Counted::new(&base_value))); // creates the base context
         })
     };
     thread.join().unwrap();
-    assert_eq!(drops(&base_value), 1, "the base context's value");
+    assert_eq!(base_value.drops(), 1, "the base context's value");
     assert_eq!(
         *seen.lock().unwrap(),
         [0, 7],
         "a fresh context, then its value"
     );
-    assert_eq!(drops(&value), 1, "the late value was dropped");
+    assert_eq!(value.drops(), 1, "the late value was dropped");
 }
 
 // --- shared contexts entered on another thread -----------------------------

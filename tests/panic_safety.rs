@@ -9,38 +9,19 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use contextvars::prelude::*;
 use contextvars::{Context, ContextVar, copy_context, wrap};
 
+#[path = "common/counted.rs"]
+mod counted;
+use counted::{Counted, Counter};
+
 static V: ContextVar<u32> = ContextVar::new("v");
 static D: ContextVar<Counted> = ContextVar::new("d");
 
-/// A value that counts its live instances.
-struct Counted(Arc<AtomicUsize>);
-
-impl Counted {
-    fn new(live: &Arc<AtomicUsize>) -> Counted {
-        live.fetch_add(1, Ordering::SeqCst);
-        Counted(live.clone())
-    }
-}
-
-impl Clone for Counted {
-    fn clone(&self) -> Counted {
-        Counted::new(&self.0)
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 /// Sets `V = 2` and a counted `D` in the current context, then panics.
-fn set_then_panic(live: &Arc<AtomicUsize>) -> ! {
+fn set_then_panic(live: &Counter) -> ! {
     V.set(2);
     D.set(Counted::new(live));
     panic!("boom");
@@ -74,25 +55,25 @@ fn after_panic(body: impl FnOnce()) {
     assert!(V.get().is_err(), "the thread's own context was not written");
 }
 
-fn assert_all_dropped(live: &AtomicUsize) {
-    assert_eq!(live.load(Ordering::SeqCst), 0, "a value leaked");
+fn assert_all_dropped(live: &Counter) {
+    assert_eq!(live.live(), 0, "a value leaked");
 }
 
 #[test]
 fn run() {
-    let live = Arc::new(AtomicUsize::new(0));
+    let live = Counter::new();
     let inner = Arc::new(Context::new());
     after_panic(|| inner.run(|| set_then_panic(&live)));
     assert_eq!(inner.get(&V), Some(2), "writes before the panic stay");
     assert_eq!(inner.try_run(|| V.get()), Ok(Ok(2)), "enterable again");
-    assert_eq!(live.load(Ordering::SeqCst), 1);
+    assert_eq!(live.live(), 1);
     drop(inner);
     assert_all_dropped(&live);
 }
 
 #[test]
 fn run_nested_three_deep() {
-    let live = Arc::new(AtomicUsize::new(0));
+    let live = Counter::new();
     let (a, b) = (Arc::new(Context::new()), Arc::new(Context::new()));
     after_panic(|| {
         a.run(|| {
@@ -123,7 +104,7 @@ fn refused_reentry_leaves_the_entry_in_place() {
 
 #[test]
 fn scope() {
-    let live = Arc::new(AtomicUsize::new(0));
+    let live = Counter::new();
     after_panic(|| {
         V.sync_scope(7, || {
             D.sync_scope(Counted::new(&live), || set_then_panic(&live))
@@ -136,7 +117,7 @@ fn scope() {
 fn scope_whose_body_resets_out_of_order_and_panics() {
     // The scope's token is for the outer context; the body panics inside a
     // nested `run` after leaving the scope's value unbalanced.
-    let live = Arc::new(AtomicUsize::new(0));
+    let live = Counter::new();
     after_panic(|| {
         D.sync_scope(Counted::new(&live), || {
             let _stray = D.set(Counted::new(&live));
@@ -150,7 +131,7 @@ fn scope_whose_body_resets_out_of_order_and_panics() {
 /// counted value then panics on its second.
 struct PanicsOnSecondPoll {
     polls: u32,
-    live: Arc<AtomicUsize>,
+    live: Counter,
 }
 
 impl std::future::Future for PanicsOnSecondPoll {
@@ -172,7 +153,7 @@ impl std::future::Future for PanicsOnSecondPoll {
 
 #[test]
 fn in_context_owned() {
-    let live = Arc::new(AtomicUsize::new(0));
+    let live = Counter::new();
     after_panic(|| {
         let fut = PanicsOnSecondPoll {
             polls: 0,
@@ -185,7 +166,7 @@ fn in_context_owned() {
 
 #[test]
 fn in_current_context() {
-    let live = Arc::new(AtomicUsize::new(0));
+    let live = Counter::new();
     after_panic(|| {
         let fut = PanicsOnSecondPoll {
             polls: 0,
@@ -198,7 +179,7 @@ fn in_current_context() {
 
 #[test]
 fn in_context_shared() {
-    let live = Arc::new(AtomicUsize::new(0));
+    let live = Counter::new();
     let ctx = Arc::new(Context::new());
     after_panic(|| {
         let fut = PanicsOnSecondPoll {
@@ -209,7 +190,7 @@ fn in_context_shared() {
     });
     assert_eq!(ctx.get(&V), Some(2), "the task's writes stay in the Arc");
     assert!(ctx.try_run(|| ()).is_ok(), "not left entered");
-    assert_eq!(live.load(Ordering::SeqCst), 1);
+    assert_eq!(live.live(), 1);
     drop(ctx);
     assert_all_dropped(&live);
 }
@@ -238,7 +219,7 @@ fn in_context_polled_while_entered_elsewhere() {
 
 #[test]
 fn wrap_job() {
-    let live = Arc::new(AtomicUsize::new(0));
+    let live = Counter::new();
     after_panic(|| {
         let job = wrap(|| set_then_panic(&live));
         // A caller's change after the capture is not seen by the job; the
@@ -250,7 +231,7 @@ fn wrap_job() {
 
 #[test]
 fn thread_spawned_in_a_copy() {
-    let live = Arc::new(AtomicUsize::new(0));
+    let live = Counter::new();
     after_panic(|| {
         let live = live.clone();
         let joined = contextvars::thread::spawn(move || {
@@ -267,7 +248,7 @@ fn thread_spawned_in_a_copy() {
 
 #[test]
 fn isolated_iterator() {
-    let live = Arc::new(AtomicUsize::new(0));
+    let live = Counter::new();
     let mut resumptions = 0;
     let mut generator = std::iter::from_fn(|| {
         resumptions += 1;
@@ -296,7 +277,7 @@ fn isolated_iterator() {
 
 #[test]
 fn values_in_a_generator_layer_are_dropped_with_the_generator() {
-    let live = Arc::new(AtomicUsize::new(0));
+    let live = Counter::new();
     let mut generator = std::iter::repeat_with(|| {
         if D.with(|d| d.is_none()) {
             D.set(Counted::new(&live));
@@ -307,14 +288,14 @@ fn values_in_a_generator_layer_are_dropped_with_the_generator() {
         generator.next();
         generator.next();
     });
-    assert_eq!(live.load(Ordering::SeqCst), 1, "kept in the layer");
+    assert_eq!(live.live(), 1, "kept in the layer");
     drop(generator);
     assert_all_dropped(&live);
 }
 
 #[test]
 fn values_in_copies_are_dropped_with_the_last_copy() {
-    let live = Arc::new(AtomicUsize::new(0));
+    let live = Counter::new();
     let a = Context::new();
     a.run(|| D.set(Counted::new(&live)));
     let copies: Vec<Context> = (0..10).map(|_| a.copy()).collect();
@@ -322,24 +303,25 @@ fn values_in_copies_are_dropped_with_the_last_copy() {
         .map(|_| {
             let ctx = a.copy();
             std::thread::spawn(move || {
-                ctx.run(|| D.set(Counted::new(&D.get().unwrap().0)));
+                // `get` clones: a value of its own, counted by the same counter.
+                ctx.run(|| D.set(D.get().unwrap()));
                 ctx
             })
         })
         .collect();
     let in_threads: Vec<Context> = in_threads.into_iter().map(|h| h.join().unwrap()).collect();
-    assert_eq!(live.load(Ordering::SeqCst), 5, "one shared value, four own");
+    assert_eq!(live.live(), 5, "one shared value, four own");
     drop(a);
-    assert_eq!(live.load(Ordering::SeqCst), 5, "the copies still hold it");
+    assert_eq!(live.live(), 5, "the copies still hold it");
     drop(copies);
-    assert_eq!(live.load(Ordering::SeqCst), 4);
+    assert_eq!(live.live(), 4);
     drop(in_threads);
     assert_all_dropped(&live);
 }
 
 #[test]
 fn a_copy_taken_inside_a_panicking_run_keeps_its_values() {
-    let live = Arc::new(AtomicUsize::new(0));
+    let live = Counter::new();
     let mut copy = None;
     after_panic(|| {
         Context::new().run(|| {
@@ -348,7 +330,7 @@ fn a_copy_taken_inside_a_panicking_run_keeps_its_values() {
             panic!("after the copy");
         })
     });
-    assert_eq!(live.load(Ordering::SeqCst), 1, "the copy holds the value");
+    assert_eq!(live.live(), 1, "the copy holds the value");
     assert!(copy.as_ref().unwrap().contains(&D));
     drop(copy);
     assert_all_dropped(&live);
@@ -426,7 +408,7 @@ fn run_panics_with_a_clear_message_on_reentry() {
 #[test]
 fn values_survive_a_panic_and_are_dropped_after() {
     static V: ContextVar<Counted> = ContextVar::new("counted");
-    let live = Arc::new(AtomicUsize::new(0));
+    let live = Counter::new();
     let ctx = Context::new();
     let _ = catch_unwind(AssertUnwindSafe(|| {
         ctx.run(|| {
@@ -434,9 +416,9 @@ fn values_survive_a_panic_and_are_dropped_after() {
             panic!("after set");
         })
     }));
-    assert_eq!(live.load(Ordering::SeqCst), 1);
+    assert_eq!(live.live(), 1);
     drop(ctx);
-    assert_eq!(live.load(Ordering::SeqCst), 0);
+    assert_eq!(live.live(), 0);
 }
 
 #[cfg(feature = "futures")]
@@ -447,7 +429,7 @@ mod stream {
 
     #[test]
     fn isolated_stream() {
-        let live = Arc::new(AtomicUsize::new(0));
+        let live = Counter::new();
         let mut polls = 0;
         let mut stream = futures::stream::poll_fn(|_| {
             polls += 1;
@@ -484,7 +466,7 @@ mod tokio_helpers {
 
     #[test]
     fn spawned_task() {
-        let live = Arc::new(AtomicUsize::new(0));
+        let live = Counter::new();
         let rt = runtime();
         after_panic(|| {
             let live = live.clone();
@@ -508,7 +490,7 @@ mod tokio_helpers {
 
     #[test]
     fn spawn_blocking() {
-        let live = Arc::new(AtomicUsize::new(0));
+        let live = Counter::new();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .max_blocking_threads(1)
@@ -556,7 +538,7 @@ mod rayon_helpers {
 
     #[test]
     fn join() {
-        let live = Arc::new(AtomicUsize::new(0));
+        let live = Counter::new();
         let pool = pool();
         after_panic(|| {
             pool.install(wrap(|| {
@@ -569,7 +551,7 @@ mod rayon_helpers {
 
     #[test]
     fn scope_spawn() {
-        let live = Arc::new(AtomicUsize::new(0));
+        let live = Counter::new();
         let pool = pool();
         after_panic(|| {
             pool.install(wrap(|| {
@@ -586,7 +568,7 @@ mod rayon_helpers {
 
     #[test]
     fn map_in_current_context() {
-        let live = Arc::new(AtomicUsize::new(0));
+        let live = Counter::new();
         let pool = pool();
         after_panic(|| {
             pool.install(wrap(|| {

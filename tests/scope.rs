@@ -10,6 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use contextvars::prelude::*;
 use contextvars::{Context, ContextVar, copy_context};
 
+#[path = "common/counted.rs"]
+mod counted;
+use counted::{Counted, Counter};
+
 static V: ContextVar<u32> = ContextVar::with_default("v", 0);
 static W: ContextVar<u32> = ContextVar::new("w");
 
@@ -113,36 +117,23 @@ fn a_switch_inside_a_scope_neither_shows_nor_loses_the_value() {
     });
 }
 
-/// Counts its drops.
-struct Counted(Arc<AtomicUsize>);
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
 static C: ContextVar<Counted> = ContextVar::new("counted");
 
 #[test]
 fn a_scoped_value_is_dropped_once_when_its_scope_ends_also_on_panic() {
-    let drops = Arc::new(AtomicUsize::new(0));
-    C.sync_scope(Counted(drops.clone()), || {
-        assert_eq!(drops.load(Ordering::SeqCst), 0);
+    let drops = Counter::new();
+    C.sync_scope(Counted::new(&drops), || {
+        assert_eq!(drops.drops(), 0);
     });
-    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    assert_eq!(drops.drops(), 1);
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        C.sync_scope(Counted(drops.clone()), || {
+        C.sync_scope(Counted::new(&drops), || {
             let _copy = copy_context(); // written into the map, then restored
             panic!("inside the scope");
         })
     }));
     assert!(caught.is_err());
-    assert_eq!(
-        drops.load(Ordering::SeqCst),
-        2,
-        "dropped with the copy and the scope gone"
-    );
+    assert_eq!(drops.drops(), 2, "dropped with the copy and the scope gone");
     assert!(C.with(|c| c.is_none()));
 }
 
@@ -447,10 +438,10 @@ fn a_scoped_value_is_one_value_for_every_borrow_copy_and_write() {
     });
 }
 
-/// Counts its clones' and its own drops, and may write the context while it
-/// is being cloned (`get` lends the value to `clone`, which is user code).
+/// Counted, with its clones, and may write the context while it is being
+/// cloned (`get` lends the value to `clone`, which is user code).
 struct Sneaky {
-    drops: Arc<AtomicUsize>,
+    counted: Counted,
     text: String,
 }
 
@@ -465,15 +456,9 @@ impl Clone for Sneaky {
             assert_eq!(seen, Some(self.text.len()));
         }
         Sneaky {
-            drops: self.drops.clone(),
+            counted: self.counted.clone(),
             text: self.text.clone(),
         }
-    }
-}
-
-impl Drop for Sneaky {
-    fn drop(&mut self) {
-        self.drops.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -482,9 +467,9 @@ static SNEAKY_WRITES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicB
 
 #[test]
 fn a_scoped_value_whose_clone_writes_and_copies_is_dropped_once() {
-    let drops = Arc::new(AtomicUsize::new(0));
+    let drops = Counter::new();
     let sneaky = |text: &str| Sneaky {
-        drops: drops.clone(),
+        counted: Counted::new(&drops),
         text: text.to_string(),
     };
     SNEAKY_WRITES.store(true, Ordering::SeqCst);
@@ -499,22 +484,18 @@ fn a_scoped_value_whose_clone_writes_and_copies_is_dropped_once() {
     let (got, copy) = kept;
     assert!(SNEAKY.with(|s| s.is_none()), "the scope ended");
     assert_eq!(W.get(), Ok(2), "each clone wrote");
-    let before = drops.load(Ordering::SeqCst);
+    let before = drops.drops();
     assert_eq!(before, 1, "only the second `get`'s clone went");
     assert_eq!(
         copy.get(&SNEAKY).map(|s| s.text.clone()),
         Some("scoped".to_string())
     );
-    assert_eq!(
-        drops.load(Ordering::SeqCst),
-        before + 1,
-        "the clone `get` made"
-    );
+    assert_eq!(drops.drops(), before + 1, "the clone `get` made");
     drop(got);
-    assert_eq!(drops.load(Ordering::SeqCst), before + 2);
+    assert_eq!(drops.drops(), before + 2);
     drop(copy);
     assert_eq!(
-        drops.load(Ordering::SeqCst),
+        drops.drops(),
         before + 3,
         "the scoped value, dropped once, by the last copy"
     );
@@ -557,32 +538,30 @@ fn scoped_values_of_any_size_and_alignment_survive_a_copy() {
 
 #[test]
 fn a_borrowed_scoped_value_is_dropped_once_also_on_panic() {
-    let drops = Arc::new(AtomicUsize::new(0));
+    let drops = Counter::new();
     // Borrowed, then the scope ends normally.
-    C.sync_scope(Counted(drops.clone()), || C.with(|c| assert!(c.is_some())));
-    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    C.sync_scope(Counted::new(&drops), || C.with(|c| assert!(c.is_some())));
+    assert_eq!(drops.drops(), 1);
     // Borrowed, then a panic in the borrow's closure.
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        C.sync_scope(Counted(drops.clone()), || {
-            C.with(|_| panic!("in the borrow"))
-        })
+        C.sync_scope(Counted::new(&drops), || C.with(|_| panic!("in the borrow")))
     }));
     assert!(caught.is_err());
-    assert_eq!(drops.load(Ordering::SeqCst), 2);
+    assert_eq!(drops.drops(), 2);
     // Not borrowed, a panic.
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        C.sync_scope(Counted(drops.clone()), || panic!("in the scope"))
+        C.sync_scope(Counted::new(&drops), || panic!("in the scope"))
     }));
     assert!(caught.is_err());
-    assert_eq!(drops.load(Ordering::SeqCst), 3);
+    assert_eq!(drops.drops(), 3);
     // A copy taken after a borrow keeps it past the scope.
-    let copy = C.sync_scope(Counted(drops.clone()), || {
+    let copy = C.sync_scope(Counted::new(&drops), || {
         C.with(|_| ());
         copy_context()
     });
-    assert_eq!(drops.load(Ordering::SeqCst), 3, "the copy holds it");
+    assert_eq!(drops.drops(), 3, "the copy holds it");
     drop(copy);
-    assert_eq!(drops.load(Ordering::SeqCst), 4);
+    assert_eq!(drops.drops(), 4);
 }
 
 /// A value without drop glue whose `clone` (user code, run by `get`) writes
@@ -726,17 +705,17 @@ fn get_reads_a_value_another_thread_changes_through_a_copy() {
     .unwrap();
 }
 
-/// Counts the live values; one of them panics when dropped.
+/// A counted value; one of them panics when dropped (and is counted
+/// dropped all the same: its fields are dropped while the panic unwinds).
 struct Live {
-    live: Arc<AtomicUsize>,
+    _counted: Counted,
     bomb: bool,
 }
 
 impl Live {
-    fn new(live: &Arc<AtomicUsize>, bomb: bool) -> Live {
-        live.fetch_add(1, Ordering::SeqCst);
+    fn new(live: &Counter, bomb: bool) -> Live {
         Live {
-            live: live.clone(),
+            _counted: Counted::new(live),
             bomb,
         }
     }
@@ -744,7 +723,6 @@ impl Live {
 
 impl Drop for Live {
     fn drop(&mut self) {
-        self.live.fetch_sub(1, Ordering::SeqCst);
         if self.bomb {
             panic!("a value's drop panics");
         }
@@ -759,7 +737,7 @@ static LIVE: ContextVar<Live> = ContextVar::new("live");
 #[test]
 fn a_panicking_drop_at_a_scopes_end_loses_nothing() {
     in_every_kind_of_context(|| {
-        let live = Arc::new(AtomicUsize::new(0));
+        let live = Counter::new();
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             LIVE.sync_scope(Live::new(&live, false), || {
                 let _token = LIVE.set(Live::new(&live, true));
@@ -767,7 +745,7 @@ fn a_panicking_drop_at_a_scopes_end_loses_nothing() {
         }));
         assert!(caught.is_err(), "the drop's panic reaches the caller");
         assert!(LIVE.with(|v| v.is_none()), "the variable is restored");
-        assert_eq!(live.load(Ordering::SeqCst), 0, "nothing leaked");
+        assert_eq!(live.live(), 0, "nothing leaked");
     });
 }
 

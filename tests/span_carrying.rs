@@ -10,13 +10,15 @@
 #![cfg(all(feature = "tracing", feature = "tokio", feature = "rayon"))]
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use contextvars::rayon::ParallelIteratorExt;
 use rayon::prelude::*;
 use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::layer::{Context as LayerContext, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
+
+mod common;
 
 /// Carrying on until dropped (also when a test fails).
 struct On;
@@ -39,32 +41,27 @@ impl Drop for On {
 fn setup() -> (MutexGuard<'static, ()>, usize) {
     static SERIAL: Mutex<()> = Mutex::new(());
     let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mark = logs().lock().unwrap().len();
+    let mark = logs().len();
     (serial, mark)
 }
 
 /// The process-wide log: the one global subscriber, so that work on other
 /// threads logs to it.
-fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let writer = buf.clone();
+fn logs() -> &'static common::Captured {
+    common::global_log(|log| {
         let fmt = tracing_subscriber::fmt::layer()
             .without_time()
             .with_ansi(false)
             .with_target(false)
             .with_span_events(FmtSpan::CLOSE)
-            .with_writer(move || Writer(writer.clone()));
-        let subscriber = tracing_subscriber::registry().with(fmt).with(Counting);
-        tracing::subscriber::set_global_default(subscriber).unwrap();
-        buf
+            .with_writer(move || log.clone());
+        tracing_subscriber::registry().with(fmt).with(Counting)
     })
 }
 
 /// What was logged since `mark`.
 fn since(mark: usize) -> String {
-    String::from_utf8_lossy(&logs().lock().unwrap()[mark..]).into_owned()
+    logs().since(mark)
 }
 
 /// How many times the spans of each name were entered, and closed.
@@ -101,18 +98,6 @@ impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Counting {
     fn on_close(&self, id: tracing::span::Id, ctx: LayerContext<'_, S>) {
         let name = ctx.span(&id).unwrap().name();
         counts().lock().unwrap().entry(name).or_default().closes += 1;
-    }
-}
-
-struct Writer(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Writer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 

@@ -14,6 +14,10 @@ use std::time::Duration;
 use contextvars::prelude::*;
 use contextvars::{Context, ContextVar, copy_context};
 
+#[path = "common/yield_times.rs"]
+mod yield_times;
+use yield_times::YieldTimes;
+
 fn multi_thread(workers: usize) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
@@ -314,27 +318,13 @@ fn the_same_program_with_thread_local_bleeds() {
     );
 }
 
-/// A future that is pending `n` times (waking itself) before it is ready.
-struct Spin(u32);
-impl Future for Spin {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
-        if self.0 == 0 {
-            return Poll::Ready(());
-        }
-        self.0 -= 1;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
-
 #[test]
 fn a_token_held_across_await_resets_after_the_task_moves_to_another_thread() {
     static V: ContextVar<&str> = ContextVar::new("v");
     let task = async {
         V.set("outer");
         let token = V.set("inner");
-        Spin(1).await; // suspended here, then resumed on another thread
+        YieldTimes(1).await; // suspended here, then resumed on another thread
         assert_eq!(V.get(), Ok("inner"));
         V.reset(token).unwrap();
         V.get()
@@ -499,7 +489,7 @@ fn inherit_and_isolate(
     V.set(10);
     let task = async {
         let seen = V.get();
-        Spin(3).await;
+        YieldTimes(3).await;
         V.set(11);
         assert_eq!(V.get(), Ok(11));
         seen

@@ -22,13 +22,15 @@ use std::hint::black_box;
 use std::pin::{Pin, pin};
 use std::sync::{Arc, LazyLock};
 use std::task::{Context as TaskContext, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use contextvars::prelude::*;
 use contextvars::{Context, ContextVar};
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 
-const PENDINGS: u32 = 1000;
+#[path = "common/spin.rs"]
+mod spin;
+use spin::{PENDINGS, Spin, spawn_and_await};
 
 static FILLERS: LazyLock<Vec<ContextVar<u64>>> =
     LazyLock::new(|| (0..10).map(|_| ContextVar::new("filler")).collect());
@@ -42,25 +44,6 @@ fn context_of_10() -> Context {
         }
     });
     ctx
-}
-
-/// Returns `Pending` `left` times, waking itself each time, then `Ready`.
-struct Spin {
-    left: u32,
-}
-
-impl Future for Spin {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
-        let left = black_box(self.left);
-        if left == 0 {
-            return Poll::Ready(());
-        }
-        self.left = left - 1;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
 }
 
 /// Polls `fut` to completion on this thread.
@@ -106,7 +89,7 @@ tokio::task_local! {
 
 /// `Spin` that reads a value in every poll, through `read`.
 struct SpinReading<R> {
-    left: u32,
+    spin: Spin,
     read: R,
 }
 
@@ -115,13 +98,7 @@ impl<R: Fn() -> u64 + Unpin> Future for SpinReading<R> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
         black_box((self.read)());
-        let left = black_box(self.left);
-        if left == 0 {
-            return Poll::Ready(());
-        }
-        self.left = left - 1;
-        cx.waker().wake_by_ref();
-        Poll::Pending
+        Pin::new(&mut self.spin).poll(cx)
     }
 }
 
@@ -146,15 +123,15 @@ fn scope_polls(c: &mut Criterion) {
         )
     });
     let bare_read = || SpinReading {
-        left: PENDINGS,
+        spin: Spin { left: PENDINGS },
         read: || black_box(3),
     };
     let cv_read = || SpinReading {
-        left: PENDINGS,
+        spin: Spin { left: PENDINGS },
         read: || SCOPED.get_or(0),
     };
     let tl_read = || SpinReading {
-        left: PENDINGS,
+        spin: Spin { left: PENDINGS },
         read: || TASK_LOCAL.get(),
     };
     g.bench_function(BenchmarkId::new("bare_get", 1), |b| {
@@ -194,13 +171,7 @@ where
     H: Future<Output = Result<(), tokio::task::JoinError>> + Send + 'static,
 {
     rt.block_on(async move {
-        let task = async move {
-            let start = Instant::now();
-            for _ in 0..iters {
-                spawn().await.unwrap();
-            }
-            start.elapsed()
-        };
+        let task = spawn_and_await(iters, spawn);
         tokio::spawn(task.in_context(context_of_10()))
             .await
             .unwrap()

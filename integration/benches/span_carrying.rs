@@ -20,35 +20,16 @@
 
 use std::future::Future;
 use std::hint::black_box;
-use std::pin::Pin;
-use std::task::{Context as TaskContext, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use contextvars::prelude::*;
 use contextvars::tracing::carry_spans;
 use criterion::{Criterion, criterion_group, criterion_main};
 use tracing::Instrument;
 
-const PENDINGS: u32 = 1000;
-
-/// Returns `Pending` `left` times, waking itself each time, then `Ready`.
-struct Spin {
-    left: u32,
-}
-
-impl Future for Spin {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
-        let left = black_box(self.left);
-        if left == 0 {
-            return Poll::Ready(());
-        }
-        self.left = left - 1;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
+#[path = "common/spin.rs"]
+mod spin;
+use spin::{PENDINGS, Spin, spawn_and_await};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -62,16 +43,7 @@ fn spawn_loop<H>(rt: &tokio::runtime::Runtime, iters: u64, spawn: impl Fn() -> H
 where
     H: Future<Output = Result<(), tokio::task::JoinError>>,
 {
-    rt.block_on(
-        async move {
-            let start = Instant::now();
-            for _ in 0..iters {
-                spawn().await.unwrap();
-            }
-            start.elapsed()
-        }
-        .instrument(tracing::info_span!("request", id = 7)),
-    )
+    rt.block_on(spawn_and_await(iters, spawn).instrument(tracing::info_span!("request", id = 7)))
 }
 
 fn polls(c: &mut Criterion) {

@@ -6,7 +6,6 @@
 //! give a warning, and the job is still handled.
 #![cfg(all(feature = "tokio", feature = "tower", feature = "tracing"))]
 
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use contextvars::ContextVar;
@@ -15,6 +14,8 @@ use contextvars::tower::ServerLayer;
 use contextvars::tracing::ContextFormat;
 use tower::{Layer, ServiceExt};
 
+#[path = "../../tests/common/mod.rs"]
+mod common;
 #[path = "../examples/job_queue/nats_server.rs"]
 mod nats_server;
 #[path = "../examples/job_queue/queue.rs"]
@@ -30,39 +31,22 @@ fn propagator() -> Propagator {
 }
 
 /// What this test binary logged, through `ContextFormat`.
-fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let writer = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
+fn logs() -> &'static common::Captured {
+    common::global_log(|log| {
+        tracing_subscriber::fmt()
             .event_format(
                 ContextFormat::new(tracing_subscriber::fmt::format().without_time())
                     .with_var(&REQUEST_ID)
                     .with_var(&TENANT),
             )
-            .with_writer(move || Writer(writer.clone()))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).unwrap();
-        buf
+            .with_writer(move || log.clone())
+            .finish()
     })
-}
-
-struct Writer(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Writer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// The log lines written since `mark` (a length of the log).
 fn logged_since(mark: usize) -> String {
-    String::from_utf8_lossy(&logs().lock().unwrap()[mark..]).into_owned()
+    logs().since(mark)
 }
 
 /// A message's headers, as (name, value) pairs.
@@ -132,7 +116,7 @@ fn jobs_carry_the_producers_context_through_a_real_nats_server() {
                 }
             },
         ));
-        let mark = logs().lock().unwrap().len();
+        let mark = logs().len();
         let req = http::Request::builder()
             .header("baggage", "request_id=42")
             .header("x-tenant", "acme")
@@ -200,7 +184,7 @@ fn jobs_carry_the_producers_context_through_a_real_nats_server() {
             ),
         ];
         for (job, headers, expected, warning) in cases {
-            let mark = logs().lock().unwrap().len();
+            let mark = logs().len();
             match headers {
                 None => producer.publish(queue::SUBJECT, job.to_string().into()).await.unwrap(),
                 Some(headers) => {

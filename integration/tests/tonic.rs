@@ -11,7 +11,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 
 use contextvars::ContextVar;
@@ -22,6 +21,9 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::server::{NamedService, UnaryService};
 use tonic::transport::{Channel, Server};
 use tonic_prost::ProstCodec;
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
 
 static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
 static TENANT: ContextVar<String> = ContextVar::new("tenant");
@@ -107,34 +109,17 @@ where
 
 /// What the handlers logged, through `ContextFormat` (the one subscriber of
 /// this test binary, so that the server's worker threads log to it).
-fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let writer = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
+fn logs() -> &'static common::Captured {
+    common::global_log(|log| {
+        tracing_subscriber::fmt()
             .event_format(
                 ContextFormat::new(tracing_subscriber::fmt::format().without_time())
                     .with_var(&REQUEST_ID)
                     .with_var(&TENANT),
             )
-            .with_writer(move || Writer(writer.clone()))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).unwrap();
-        buf
+            .with_writer(move || log.clone())
+            .finish()
     })
-}
-
-struct Writer(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Writer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -223,7 +208,7 @@ fn a_grpc_handler_and_its_logs_see_the_callers_variables() {
             assert_eq!(sent, seen);
         }
     });
-    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     let line = logs
         .lines()
         .find(|l| l.contains("handled through-layer"))

@@ -1,7 +1,7 @@
 //! What the integration tests share: a log sink to assert on.
 #![allow(dead_code)]
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// A `tracing-subscriber` writer that keeps everything written to it.
 #[derive(Clone, Default)]
@@ -12,6 +12,34 @@ impl Captured {
     pub fn text(&self) -> String {
         String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
     }
+
+    /// How many bytes were written so far: a mark for `since`.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+
+    /// What was written after `mark` (a `len` taken earlier), as text.
+    pub fn since(&self, mark: usize) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()[mark..]).into_owned()
+    }
+}
+
+/// The log of the test binary's one global subscriber, which `subscriber`
+/// builds around the writer it is given; installed by the first call, and
+/// the same log for every later one. Work on other threads (a runtime's
+/// workers, a server's) logs to it, which a thread's default subscriber
+/// would not see.
+pub fn global_log<S>(subscriber: impl FnOnce(Captured) -> S) -> &'static Captured
+where
+    S: tracing::Subscriber + Send + Sync + 'static,
+{
+    static LOG: OnceLock<Captured> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Captured::default();
+        tracing::subscriber::set_global_default(subscriber(log.clone()))
+            .expect("the one global subscriber of this test binary");
+        log
+    })
 }
 
 impl std::io::Write for Captured {
