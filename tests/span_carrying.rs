@@ -416,12 +416,12 @@ impl Drop for LogsDrop {
 #[cfg(tokio_unstable)]
 struct CountPolls<F> {
     inner: std::pin::Pin<Box<F>>,
-    polls: Arc<std::sync::atomic::AtomicUsize>,
+    polls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[cfg(tokio_unstable)]
 impl<F: std::future::Future> CountPolls<F> {
-    fn new(inner: F, polls: &Arc<std::sync::atomic::AtomicUsize>) -> CountPolls<F> {
+    fn new(inner: F, polls: &std::sync::Arc<std::sync::atomic::AtomicUsize>) -> CountPolls<F> {
         CountPolls {
             inner: Box::pin(inner),
             polls: polls.clone(),
@@ -465,7 +465,7 @@ fn two_polls_under_hooks(
     span: &'static str,
     spawn: fn(CountPolls<Body>) -> tokio::task::JoinHandle<()>,
 ) -> usize {
-    let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let polls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     hooked_runtime().block_on(async {
         let (resume, wait) = tokio::sync::oneshot::channel::<()>();
         let task = tracing::info_span!("task", name = span).in_scope(|| {
