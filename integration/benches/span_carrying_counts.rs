@@ -21,33 +21,14 @@
 //! SPAN_MODE=hooks_on SPAN_POLLS=11000 valgrind --tool=callgrind target/release/deps/span_carrying_counts-*
 //! ```
 
-use std::future::Future;
-use std::hint::black_box;
-use std::pin::Pin;
-use std::task::{Context as TaskContext, Poll};
-
 use contextvars::prelude::*;
 use contextvars::tracing::carry_spans;
 use tracing::Instrument;
 
-/// Returns `Pending` `left` times, waking itself each time, then `Ready`.
-struct Spin {
-    left: u32,
-}
-
-impl Future for Spin {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
-        let left = black_box(self.left);
-        if left == 0 {
-            return Poll::Ready(());
-        }
-        self.left = left - 1;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
+#[path = "common/spin.rs"]
+#[allow(dead_code, reason = "the timed loop is the other benchmarks'")]
+mod spin;
+use spin::Spin;
 
 fn run(mode: &str, polls: u32) {
     let hooked = mode.starts_with("hooks_");

@@ -1,6 +1,7 @@
-//! What the async benchmarks (`async.rs`, `span_carrying.rs`) share: a
-//! future that spins through a given number of polls, and the timed loop
-//! that spawns tasks and awaits each, so both files measure the same work.
+//! What the async benchmarks (`async.rs`, `span_carrying.rs`,
+//! `span_carrying_counts.rs`) share: a future that spins through a given
+//! number of polls, and the timed loop that spawns tasks and awaits each,
+//! so all of them measure the same work.
 
 use std::future::Future;
 use std::hint::black_box;
