@@ -27,7 +27,7 @@ thread_local! {
 
 /// The value type of the OpenTelemetry peer (its contexts key values by
 /// type).
-struct Otel(u64);
+struct Otel(#[expect(dead_code, reason = "attached, never read back")] u64);
 
 tokio::task_local! {
     static KEY: u64;
