@@ -19,7 +19,7 @@
 //! ```
 //!
 //! **Invariant:** every message goes into the channel inside an
-//! [`Envelope`](super::Envelope) made at the send, so none reaches the
+//! [`Envelope`] made at the send, so none reaches the
 //! receiver without the context it was sent with.
 
 use std::sync::mpsc as std_mpsc;

@@ -18,7 +18,7 @@
 //! ```
 //!
 //! **Invariant:** every message goes into the channel inside an
-//! [`Envelope`](super::Envelope) made at the send, so none reaches the
+//! [`Envelope`] made at the send, so none reaches the
 //! receiver without the context it was sent with.
 
 use ::tokio::sync::mpsc as tokio_mpsc;

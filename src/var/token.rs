@@ -12,11 +12,13 @@ use std::sync::Arc;
 use crate::context::{ForkLink, current_fork, current_id};
 use crate::map::{Value, VarId};
 
-/// The receipt of a [`ContextVar::set`]: it remembers the variable, the
-/// context it was set in, and the value it replaced.
+/// The receipt of a [`ContextVar::set`](crate::ContextVar::set): it
+/// remembers the variable, the context it was set in, and the value it
+/// replaced.
 ///
-/// [`ContextVar::reset`] takes it by value, so a token is used at most once;
-/// reusing one is a compile error. Dropping it changes nothing.
+/// [`ContextVar::reset`](crate::ContextVar::reset) takes it by value, so a
+/// token is used at most once; reusing one is a compile error. Dropping it
+/// changes nothing.
 ///
 /// ```compile_fail
 /// use contextvars::ContextVar;
