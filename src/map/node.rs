@@ -83,10 +83,9 @@ pub(super) fn unique_mut(node: &mut Arc<[Child]>) -> Option<&mut [Child]> {
 
 /// A new node of `room` slots: `children` first, then room.
 ///
-/// Written slot by slot into one allocation. (Collecting the chained
-/// iterators that feed it into an `Arc<[Child]>` went through a `Vec` first:
-/// a second allocation and a copy, about 45 of the 150 ns a copy-and-insert
-/// took at 10 entries; see BENCHMARKS.md.)
+/// Written slot by slot into one allocation: collecting the chained
+/// iterators that feed it into an `Arc<[Child]>` would go through a `Vec`
+/// first, a second allocation and a copy (see BENCHMARKS.md).
 pub(super) fn build(room: usize, children: impl Iterator<Item = Child>) -> Arc<[Child]> {
     let node = Arc::<[Child]>::new_uninit_slice(room);
     // SAFETY: the node was just made, so this is its one handle and nothing
