@@ -21,14 +21,6 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_default()
 }
 
-fn multi_thread_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 // ---- §1 guards ----
 
 #[test]
@@ -79,7 +71,7 @@ fn guard_restores_when_its_block_panics() {
 #[test]
 fn guard_held_across_await_in_a_spawned_task_works_on_any_worker() {
     static V: ContextVar<u32> = ContextVar::with_default("v", 0);
-    let rt = multi_thread_runtime();
+    let rt = common::runtime();
     rt.block_on(async {
         let seen = contextvars::tokio::spawn(async {
             let mut seen = Vec::new();
@@ -202,7 +194,7 @@ fn not_inherited_variables_stay_out_of_every_spawn_helper() {
         let (tx, rx) = std::sync::mpsc::channel();
         contextvars::rayon::spawn(move || tx.send(seen()).unwrap());
         assert_eq!(rx.recv().unwrap(), INHERITED);
-        let rt = multi_thread_runtime();
+        let rt = common::runtime();
         let (task, blocking) = rt.block_on(async {
             let task = contextvars::tokio::spawn(async { seen() });
             let blocking = contextvars::tokio::spawn_blocking(seen);
@@ -298,7 +290,7 @@ fn detached_spawns_start_empty_and_keep_their_writes() {
         contextvars::rayon::spawn_detached(move || tx.send(SHARED.get().ok()).unwrap());
         assert_eq!(rx.recv().unwrap(), None);
 
-        let rt = multi_thread_runtime();
+        let rt = common::runtime();
         let task = rt.block_on(async {
             contextvars::tokio::spawn_detached(async {
                 let before = SHARED.get().ok();
@@ -317,7 +309,7 @@ fn detached_spawns_start_empty_and_keep_their_writes() {
 fn a_detached_task_does_not_keep_the_request_values_alive() {
     static BUFFER: ContextVar<Arc<Vec<u8>>> = ContextVar::new("buffer");
     let buffer = Arc::new(vec![0u8; 16]);
-    let rt = multi_thread_runtime();
+    let rt = common::runtime();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let handle = Context::new().run(|| {
         BUFFER.set(buffer.clone());
@@ -472,7 +464,7 @@ fn a_panic_in_the_child_leaves_the_parent_untouched_until_a_merge() {
 #[test]
 fn middleware_sees_what_the_handler_set_in_a_spawned_task() {
     static USER: ContextVar<u64> = ContextVar::new("user");
-    let rt = multi_thread_runtime();
+    let rt = common::runtime();
     let seen = rt.block_on(async {
         contextvars::tokio::spawn(async {
             let mut fork = Fork::new();

@@ -68,11 +68,7 @@ struct Handled {
 fn jobs_carry_the_producers_context_through_a_real_nats_server() {
     logs();
     let server = nats_server::NatsServer::start();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     rt.block_on(async {
         let producer = async_nats::connect(&server.url).await.unwrap();
         let worker = async_nats::connect(&server.url).await.unwrap();

@@ -14,16 +14,11 @@ use contextvars::tower::ServerLayer;
 use reqwest_middleware::ClientWithMiddleware;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
 static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
 static TRACE_ID: ContextVar<String> = ContextVar::new("trace_id");
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// Serves `app` on 127.0.0.1; returns its base URL.
 async fn serve(app: Router) -> String {
@@ -65,7 +60,7 @@ async fn echo_service() -> String {
 
 #[test]
 fn a_reqwest_client_carries_the_callers_variables_over_loopback() {
-    runtime().block_on(async {
+    common::runtime().block_on(async {
         let url = echo_service().await;
         let client = client(Propagator::new().with_var(&REQUEST_ID));
         let send = |req: reqwest_middleware::RequestBuilder| async move {
@@ -142,7 +137,7 @@ async fn request_id_services() -> String {
 
 #[test]
 fn a_request_id_header_set_by_tower_http_follows_the_request_to_the_next_service() {
-    runtime().block_on(async {
+    common::runtime().block_on(async {
         let url = request_id_services().await;
         let plain = plain();
 

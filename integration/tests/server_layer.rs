@@ -17,20 +17,15 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tower::{Layer, ServiceExt};
 
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
 static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
 /// Set by a handler, never propagated: it must not outlive its request.
 static VISITED: ContextVar<String> = ContextVar::new("visited");
 
 fn propagator() -> Propagator {
     Propagator::new().with_var(&REQUEST_ID)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// Serves `app` behind the server layer on 127.0.0.1; returns the address.
@@ -74,7 +69,7 @@ async fn send(
 
 #[test]
 fn a_streamed_body_is_produced_inside_its_requests_context() {
-    runtime().block_on(async {
+    common::runtime().block_on(async {
         let app = Router::new().route(
             "/stream",
             get(|| async {
@@ -116,7 +111,7 @@ fn a_streamed_body_is_produced_inside_its_requests_context() {
 
 #[test]
 fn keep_alive_requests_on_one_connection_each_get_their_own_context() {
-    runtime().block_on(async {
+    common::runtime().block_on(async {
         let app = Router::new().route(
             "/visit",
             get(|| async {

@@ -122,14 +122,6 @@ fn logs() -> &'static common::Captured {
     })
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// A tonic server behind `ServerLayer` on 127.0.0.1; returns a channel to it.
 async fn serve() -> Channel {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -174,7 +166,7 @@ where
 #[test]
 fn a_grpc_handler_and_its_logs_see_the_callers_variables() {
     let logs = logs();
-    runtime().block_on(async {
+    common::runtime().block_on(async {
         let channel = serve().await;
         let client = tower::ServiceBuilder::new()
             .layer(ClientLayer::new(propagator()))
@@ -220,7 +212,7 @@ fn a_grpc_handler_and_its_logs_see_the_callers_variables() {
 
 #[test]
 fn an_interceptor_over_the_metadata_map_carries_them_too() {
-    runtime().block_on(async {
+    common::runtime().block_on(async {
         let channel = serve().await;
         let p = propagator();
         // A tonic `Interceptor`: `MetadataMap` is an `http::HeaderMap`

@@ -22,11 +22,7 @@ fn both_services_and_background_work_log_the_same_request_id_under_load() {
         .with_writer(move || writer.clone())
         .init();
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let answers = rt.block_on(async {
         let front = web_service::start().await;
         let calls: Vec<_> = (0..300)

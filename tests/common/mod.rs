@@ -1,4 +1,5 @@
-//! What the integration tests share: a log sink to assert on.
+//! What the integration tests share: a log sink to assert on, and the
+//! runtime the tests with servers and clients run on.
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex, OnceLock};
@@ -75,4 +76,14 @@ pub fn logged(mut f: impl FnMut()) -> String {
         .finish();
     tracing::subscriber::with_default(subscriber, &mut f);
     buf.text()
+}
+
+/// A multi-thread runtime of two workers, with IO and timers: what tests
+/// that run a server and its clients, or tasks across threads, need.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
