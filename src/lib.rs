@@ -135,6 +135,7 @@ pub mod python;
 #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
 pub mod rayon;
 mod read_cache;
+mod refcount;
 mod report;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]

@@ -22,8 +22,9 @@ use std::alloc::Layout;
 use std::any::TypeId;
 use std::ptr::{self, NonNull};
 
+use crate::refcount;
 use crate::spare;
-use crate::sync::{AtomicUsize, Ordering};
+use crate::sync::AtomicUsize;
 
 /// What every box starts with, whatever the value's type.
 #[repr(C)]
@@ -210,45 +211,16 @@ impl Value {
 impl Clone for Value {
     #[inline]
     fn clone(&self) -> Value {
-        // Relaxed, as in `Arc`: a new handle comes from an existing one, which
-        // already orders the box's creation before this thread's accesses.
-        let old = self.header().strong.fetch_add(1, Ordering::Relaxed);
-        if old > isize::MAX as usize {
-            // Leaked handles by the billion; wrapping would free a live box.
-            std::process::abort();
-        }
+        refcount::retain(&self.header().strong);
         Value { ptr: self.ptr }
     }
 }
 
 impl Value {
-    /// Whether this handle is the last: if so, the box is to be freed now
-    /// (and the count is left as it is).
+    /// Whether this handle is the last: if so, the box is to be freed now.
     #[inline]
     fn release(&self) -> bool {
-        // A count of 1 is this handle alone, and no other can appear (a new
-        // handle is cloned from an existing one), so the box is freed without
-        // the decrement: an atomic read-modify-write costs about 2 ns on the
-        // benchmark machine (BENCHMARKS.md, floor rows), a load next to
-        // nothing. That is the common case,
-        // a value replaced or reset in the only context that held it. The
-        // acquire load pairs with the release decrements of the handles
-        // dropped before, as the load below does.
-        let strong = &self.header().strong;
-        if strong.load(Ordering::Acquire) != 1 {
-            if strong.fetch_sub(1, Ordering::Release) != 1 {
-                return false;
-            }
-            // Pairs with the release decrements of the other handles, so
-            // their reads of the value happen before it is dropped: this
-            // load reads our own decrement, which continues their release
-            // sequences. An acquire load rather than `fence(Acquire)`, as
-            // `std::sync::Arc` does under ThreadSanitizer, which does not
-            // model fences. (This path is only taken when another handle
-            // went between the load above and the decrement.)
-            strong.load(Ordering::Acquire);
-        }
-        true
+        refcount::release(&self.header().strong)
     }
 
     /// Drops this handle, knowing the value's type: the same as `drop`, but

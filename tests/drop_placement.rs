@@ -201,3 +201,54 @@ fn dropping_a_context_calls_no_switch_hook_and_a_writing_hook_cannot_refill_it()
 fn live(counts: &Arc<Counts>) -> usize {
     Arc::strong_count(counts) - 1
 }
+
+/// Panics when dropped.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("a value's destructor panics");
+    }
+}
+
+static PANICKY: ContextVar<PanicsOnDrop> = ContextVar::new("panicky");
+static REFILLED: ContextVar<Placed> = ContextVar::new("refilled");
+
+/// On drop, sets `REFILLED` in the context it is dropped in.
+struct Refills(Arc<Counts>);
+
+impl Drop for Refills {
+    fn drop(&mut self) {
+        REFILLED.set(Placed(self.0.clone()));
+    }
+}
+
+static REFILLS: ContextVar<Refills> = ContextVar::new("refills");
+
+#[test]
+fn a_panicking_destructor_leaves_the_other_values_dropped_inside_their_context() {
+    let counts = Arc::new(Counts::default());
+    let ctx = Context::new();
+    ctx.run(|| {
+        PANICKY.set(PanicsOnDrop);
+        REFILLS.set(Refills(counts.clone()));
+        HELD.set(Placed(counts.clone()));
+    });
+    DROPPER.set(1);
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(ctx)));
+    let panic = dropped.expect_err("the destructor's panic goes on to the dropper");
+    assert_eq!(
+        panic.downcast_ref::<&str>(),
+        Some(&"a value's destructor panics")
+    );
+    assert_eq!(
+        counts.dropped.load(Ordering::SeqCst),
+        2,
+        "the value held and the one a destructor set are both dropped"
+    );
+    assert_eq!(
+        counts.misplaced.load(Ordering::SeqCst),
+        0,
+        "both inside the context, not the dropper's"
+    );
+}

@@ -1,14 +1,12 @@
 //! The public [`Context`]: making, copying, entering (`run`, `try_run`,
 //! and the crate's own exclusive and waiting entries), reading through it
-//! (`get`, `entries`, ...), dropping it; and the free functions that copy
-//! the current context (`copy_context`, `inherited_context`, `wrap`).
+//! (`get`, `entries`, ...); and the free functions that copy the current
+//! context (`copy_context`, `inherited_context`, `wrap`). Dropping it is
+//! `release`'s.
 //!
 //! **Invariant:** every entry ends, on return or unwind, with a guard
 //! (`Exit`, `ExitExclusive`) that leaves the context and, for a shared
-//! entry, gives the entry back; and a context's values are dropped inside
-//! the context itself (`Context::release`), whichever thread drops its
-//! last handle, so no destructor writes into the context of whoever
-//! happens to drop it.
+//! entry, gives the entry back.
 
 use std::fmt;
 use std::task::Waker;
@@ -23,10 +21,6 @@ use crate::ContextVar;
 use crate::error::AlreadyEntered;
 use crate::map::{Map, Value, VarId};
 use crate::sync::Ordering;
-
-/// How many times dropping a context empties it again when destructors of
-/// its values keep setting new values in it (see `Context::release`).
-const RELEASE_ROUNDS: usize = 16;
 
 impl Context {
     /// A new, empty context.
@@ -174,7 +168,7 @@ impl Context {
     /// [`run_exclusive`](Context::run_exclusive); `observed`: whether
     /// switch observers hear of the entry and the exit.
     #[inline]
-    fn run_exclusive_as<R>(&mut self, observed: bool, f: impl FnOnce() -> R) -> R {
+    pub(super) fn run_exclusive_as<R>(&mut self, observed: bool, f: impl FnOnce() -> R) -> R {
         let was_private = std::mem::replace(&mut self.private, true);
         let this: *mut Context = self;
         let entered = current().enter(this, observed);
@@ -348,55 +342,6 @@ impl Context {
         let merged = with_scoped(map, scoped);
         drop(lock);
         f(&merged)
-    }
-
-    /// Drops the context's values inside the context itself, so that their
-    /// destructors read and write this context, never the one the dropper
-    /// happens to be in (a worker's, a caller's). They run after the values
-    /// were taken out: they read defaults, and what they set is dropped in
-    /// turn, round after round until nothing is left.
-    ///
-    /// Entering the context for this is not a switch that observers hear
-    /// of: the context is going, nothing runs in it but the destructors,
-    /// and a switch hook that sets a value would refill it every round.
-    #[cold]
-    #[inline(never)]
-    fn release(&mut self) {
-        debug_assert!(
-            self.own_scoped().is_null(),
-            "scopes end inside their context"
-        );
-        for _ in 0..RELEASE_ROUNDS {
-            let map = std::mem::take(self.map.get_mut());
-            let frame = self.frame.get_mut().take();
-            if map.is_empty() && frame.is_none() {
-                return;
-            }
-            self.run_exclusive_as(false, move || drop((map, frame)));
-        }
-        // Destructors that set values whose destructors set values, without
-        // end: stop rather than loop forever, and say so.
-        let left = std::mem::take(self.map.get_mut());
-        crate::report::warn(&format!(
-            "contextvars: the values of context #{} kept setting new values while being dropped \
-             ({} left after {RELEASE_ROUNDS} rounds); they are leaked",
-            self.id(),
-            left.len()
-        ));
-        std::mem::forget(left);
-    }
-}
-
-impl Drop for Context {
-    #[inline]
-    fn drop(&mut self) {
-        // A context whose root another map still holds (a copy that never
-        // wrote) drops no value: skip the switch. Decided atomically: of a
-        // context and its copy dropped at once, one releases the values.
-        if self.frame.get_mut().is_some() || !self.map.get_mut().let_go_shared() {
-            self.release();
-        }
-        debug_assert!(self.frame.get_mut().is_none(), "`release` takes the frame");
     }
 }
 

@@ -17,7 +17,8 @@
 //! 7. `switch`: entering and leaving contexts, the thread's base context;
 //! 8. `write`: the write path, `scope` included;
 //! 9. `api`: the public `Context` and the functions that copy the current
-//!    context.
+//!    context;
+//! 10. `release`: dropping a context, its values inside it.
 //!
 //! The invariants each layer keeps are in its own file; how a `get`, a
 //! `set` and a `run` flow through them, in ARCHITECTURE.md.
@@ -26,6 +27,7 @@ mod api;
 mod frame;
 pub(crate) mod observers;
 mod read;
+mod release;
 mod scoped;
 mod sharing;
 mod state;

@@ -170,7 +170,7 @@ pub(crate) fn current_id() -> Option<u64> {
 /// The fork the current context is the child of, if it is one.
 #[cold]
 pub(crate) fn current_fork() -> Option<Arc<ForkLink>> {
-    current_context().and_then(|ctx| ctx.fork.clone())
+    current_context().and_then(|ctx| Option::clone(&ctx.fork))
 }
 
 #[cfg(test)]

@@ -58,17 +58,20 @@ pub struct Context {
     pub(super) private: bool,
     /// Whether this is a thread's base context (see `misuse`).
     pub(super) base: bool,
-    pub(super) map: crate::sync::UnsafeCell<Map>,
+    /// The values. Never dropped as a field, nor are `frame` and `fork`:
+    /// the drop of a context lets go of each itself (see `Drop for
+    /// Context`), so that the drop of a plain copy has no field to look at
+    /// after it.
+    pub(super) map: ManuallyDrop<crate::sync::UnsafeCell<Map>>,
     /// For a resumption of a generator (see `generator`): its own values
     /// and the caller's map under them; `None` for every other context.
-    /// Never dropped as a field: `Context::release` takes it out (a
-    /// context with a frame always releases), so the drop of a context
-    /// without one (every copy) has no field to look at here.
+    /// `Context::release` takes it out (a context with a frame always
+    /// releases).
     pub(super) frame: ManuallyDrop<crate::sync::UnsafeCell<Option<Box<Frame>>>>,
     /// For the child of a [`Fork`](crate::Fork): the fork it belongs to,
     /// which says which tokens cross between it and its parent (tokens
     /// made in it record it).
-    pub(super) fork: Option<Arc<ForkLink>>,
+    pub(super) fork: ManuallyDrop<Option<Arc<ForkLink>>>,
     /// The newest `scope`d value not yet written into `map` (see
     /// `scoped`), or null; each links to the one before. Written only by
     /// the thread that has the context entered: a push with a release store,
@@ -130,9 +133,9 @@ impl Context {
             sharing: Sharing::new(),
             private,
             base: false,
-            map: crate::sync::UnsafeCell::new(map),
+            map: ManuallyDrop::new(crate::sync::UnsafeCell::new(map)),
             frame: ManuallyDrop::new(crate::sync::UnsafeCell::new(None)),
-            fork: None,
+            fork: ManuallyDrop::new(None),
             scoped: AtomicPtr::new(ptr::null_mut()),
         }
     }
@@ -156,7 +159,7 @@ impl Context {
     /// values (`map`), and the fork's link.
     pub(crate) fn for_fork(map: Map, link: Arc<ForkLink>) -> Context {
         let mut ctx = Context::from_map(map, false);
-        ctx.fork = Some(link);
+        *ctx.fork = Some(link);
         ctx
     }
 

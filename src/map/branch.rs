@@ -6,11 +6,9 @@
 //! single entry is collapsed into it, so the trie is as shallow as its ids
 //! require; a removal that misses copies nothing.
 
-use std::sync::Arc;
-
 use super::copy_on_write::{grow, make_mut, take_entry};
 use super::garbage::Garbage;
-use super::node::{BITS, Child, bit_at, position, unique_mut};
+use super::node::{BITS, Child, Node, bit_at, build, position, unique_mut};
 use crate::ids::VarId;
 use crate::value::Value;
 
@@ -44,7 +42,7 @@ pub(super) fn find(
 /// value.
 pub(super) fn insert(
     bitmap: &mut u32,
-    slots: &mut Arc<[Child]>,
+    slots: &mut Node,
     id: VarId,
     value: Value,
     shift: u32,
@@ -94,14 +92,11 @@ fn pair(a: Child, b: Child, shift: u32) -> Child {
     if bit_a == bit_b {
         return Child::Node {
             bitmap: bit_a,
-            slots: Arc::new([pair(a, b, shift + BITS)]),
+            slots: build(1, std::iter::once(pair(a, b, shift + BITS))),
         };
     }
-    let slots: Arc<[Child]> = if bit_a < bit_b {
-        Arc::new([a, b])
-    } else {
-        Arc::new([b, a])
-    };
+    let (first, second) = if bit_a < bit_b { (a, b) } else { (b, a) };
+    let slots = build(2, [first, second].into_iter());
     Child::Node {
         bitmap: bit_a | bit_b,
         slots,
@@ -113,7 +108,7 @@ fn pair(a: Child, b: Child, shift: u32) -> Child {
 /// shallow as its contents require). A miss copies nothing.
 pub(super) fn remove(
     bitmap: &mut u32,
-    slots: &mut Arc<[Child]>,
+    slots: &mut Node,
     id: VarId,
     shift: u32,
     garbage: &mut Garbage,

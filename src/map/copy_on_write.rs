@@ -4,17 +4,15 @@
 //! **Invariant:** a node with another handle is never written: it is
 //! copied first, and the write goes to the copy.
 
-use std::sync::Arc;
-
 use super::garbage::Garbage;
-use super::node::{Child, build, unique_mut};
+use super::node::{Child, Node, build, unique_mut};
 use crate::value::Value;
 
 /// Gives mutable access to a node, copying it first if anyone else holds it.
 #[inline]
-pub(super) fn make_mut<'a>(node: &'a mut Arc<[Child]>, garbage: &mut Garbage) -> &'a mut [Child] {
-    if Arc::strong_count(node) != 1 {
-        let copy: Arc<[Child]> = node.iter().cloned().collect();
+pub(super) fn make_mut<'a>(node: &'a mut Node, garbage: &mut Garbage) -> &'a mut [Child] {
+    if !node.is_unique() {
+        let copy = build(node.len(), node.iter().cloned());
         garbage.push(std::mem::replace(node, copy));
     }
     unique_mut(node).expect("a fresh copy has one handle")
@@ -25,7 +23,7 @@ pub(super) fn make_mut<'a>(node: &'a mut Arc<[Child]>, garbage: &mut Garbage) ->
 /// gap in place and keeps the freed slot as room for the next insertion; a
 /// shared one is replaced by a copy without the entry (and without room).
 pub(super) fn take_entry(
-    node: &mut Arc<[Child]>,
+    node: &mut Node,
     len: usize,
     pos: usize,
     garbage: &mut Garbage,
@@ -49,7 +47,7 @@ pub(super) fn take_entry(
 /// Replaces `node`, whose first `len` slots are children, by a node with
 /// `entry` put at `pos` among them and room for `room` children in all.
 pub(super) fn grow(
-    node: &mut Arc<[Child]>,
+    node: &mut Node,
     len: usize,
     pos: usize,
     entry: Child,

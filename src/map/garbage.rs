@@ -5,10 +5,8 @@
 //! caller clears or drops the list, after any lock it holds, never inside
 //! the write; a list of one node allocates nothing.
 
+use super::node::Node;
 use std::mem::ManuallyDrop;
-use std::sync::Arc;
-
-use super::node::Child;
 
 /// Nodes (and the values they held) released by a write, to be dropped by the
 /// caller once it is safe to run arbitrary destructors.
@@ -20,9 +18,9 @@ use super::node::Child;
 /// fields after `Drop::drop` has emptied them.)
 #[derive(Default)]
 pub struct Garbage {
-    first: ManuallyDrop<Option<Arc<[Child]>>>,
+    first: ManuallyDrop<Option<Node>>,
     /// Empty unless `first` is taken.
-    rest: ManuallyDrop<Vec<Arc<[Child]>>>,
+    rest: ManuallyDrop<Vec<Node>>,
 }
 
 impl Garbage {
@@ -42,7 +40,7 @@ impl Garbage {
         }
     }
 
-    pub(super) fn push(&mut self, node: Arc<[Child]>) {
+    pub(super) fn push(&mut self, node: Node) {
         if self.first.is_none() {
             *self.first = Some(node);
         } else {
@@ -60,7 +58,7 @@ impl Drop for Garbage {
 
 #[cold]
 #[inline(never)]
-fn release(first: Option<Arc<[Child]>>, rest: Vec<Arc<[Child]>>) {
+fn release(first: Option<Node>, rest: Vec<Node>) {
     drop(first);
     drop(rest);
 }

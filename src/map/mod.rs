@@ -10,10 +10,11 @@
 //! doubling), so a variable added and removed again, as `set` and `reset` of
 //! a variable the context lacks do, costs no allocation after the first time.
 //!
-//! Each node is one exact-size allocation, an `Arc<[Child]>`, and a branch's
-//! bitmap is kept beside the pointer to it (in its parent's slot, or in the
-//! [`Map`] for the root), so a lookup touches one cache line per level and no
-//! header. A map entry is 24 bytes: the id and a thin [`Value`] handle.
+//! Each node is one exact-size allocation behind a thin, reference-counted
+//! handle (`node::Node`: a count and the length, then the slots), and a
+//! branch's bitmap is kept beside the pointer to it (in its parent's slot,
+//! or in the [`Map`] for the root), so a lookup reads no bitmap from the
+//! node. A map entry is 24 bytes: the id and a thin [`Value`] handle.
 //!
 //! **Invariant:** a node reachable from more than one [`Map`] is never mutated.
 //! Writers mutate a node in place only when they hold its sole reference and

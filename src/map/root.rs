@@ -6,12 +6,10 @@
 //! variables not inherited, and a flat root's first `len` slots are its
 //! entries; every write keeps them so.
 
-use std::sync::Arc;
-
 use super::branch::{find, insert, remove};
 use super::copy_on_write::{grow, make_mut, take_entry};
 use super::garbage::Garbage;
-use super::node::{BITS, Child, bit_at, build, position, unique_mut};
+use super::node::{BITS, Child, Node, bit_at, build, position, unique_mut};
 use crate::ids::{VarId, is_local};
 use crate::value::Value;
 
@@ -33,7 +31,7 @@ pub struct Map {
     /// The root node: `None` when empty; flat when `bitmap` is 0 (its first
     /// `len` slots are the entries, in no particular order, and the rest are
     /// [`Child::Vacant`]); otherwise a branch.
-    pub(super) root: Option<Arc<[Child]>>,
+    pub(super) root: Option<Node>,
     bitmap: u32,
     len: u32,
     /// How many entries belong to variables not inherited by spawned work
@@ -174,7 +172,7 @@ impl Map {
         #[cfg(test)]
         SLOW_INSERTS.with(|n| n.set(n.get() + 1));
         let Some(root) = &mut self.root else {
-            self.root = Some(Arc::new([Child::Entry { id, value }]));
+            self.root = Some(build(1, std::iter::once(Child::Entry { id, value })));
             self.len = 1;
             self.locals = u32::from(is_local(id));
             return None;
@@ -204,7 +202,7 @@ impl Map {
             None
         } else {
             // The flat root is full: turn it into a branch.
-            let (mut bitmap, mut branch): (u32, Arc<[Child]>) = (0, Arc::new([]));
+            let (mut bitmap, mut branch) = (0, build(0, std::iter::empty()));
             for child in root[..len].iter().cloned() {
                 let Child::Entry { id, value } = child else {
                     unreachable!("a flat root's first `len` slots are entries")

@@ -4,9 +4,10 @@
 //! versions, and persistence of every earlier version.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
+use super::node::{Child, Node, build};
 use super::{Garbage, Map, Value};
+use crate::counted::{Counted, Counter};
 
 fn value(v: u64) -> Value {
     Value::new(v)
@@ -235,12 +236,12 @@ fn test_hamt_eq_of_versions() {
 fn a_map_made_with_room_fills_it_without_a_new_node() {
     let mut map = Map::with_room(3);
     assert!(map.is_empty() && map.iter().next().is_none() && map.get(1).is_none());
-    let node = map.root.as_ref().map(Arc::as_ptr).unwrap();
+    let node = map.root.as_ref().map(Node::as_ptr).unwrap();
     let mut garbage = Garbage::new();
     for id in 1..=3 {
         assert!(map.insert(id, value(id * 10), &mut garbage).is_none());
         assert_eq!(
-            map.root.as_ref().map(Arc::as_ptr),
+            map.root.as_ref().map(Node::as_ptr),
             Some(node),
             "entry {id} went into the room"
         );
@@ -289,4 +290,66 @@ fn replacing_a_value_the_map_holds_alone_takes_the_in_place_path() {
             assert_eq!(read(&map, id), Some(id + 3));
         }
     }
+}
+
+/// Of two handles on one node let go of at once on two threads, exactly
+/// one is handed back (and the node is then its only handle), so exactly
+/// one caller drops the children.
+#[test]
+fn of_two_handles_let_go_at_once_exactly_one_is_handed_back() {
+    let rounds = if cfg!(miri) { 20 } else { 2_000 };
+    for _ in 0..rounds {
+        let counter = Counter::new();
+        let node = build(
+            2,
+            std::iter::once(Child::Entry {
+                id: 1,
+                value: Value::new(Counted::new(&counter)),
+            }),
+        );
+        let other = node.clone();
+        let mine = std::thread::spawn(move || node.let_go());
+        let theirs = other.let_go();
+        let kept: Vec<Node> = [mine.join().unwrap(), theirs]
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(kept.len(), 1, "exactly one handle is the last");
+        assert!(kept[0].is_unique());
+        assert_eq!(counter.live(), 1, "letting go of a handle drops no child");
+        drop(kept);
+        assert_eq!(counter.live(), 0, "the last handle drops the children");
+    }
+}
+
+/// A node whose child panics when dropped still drops its other children
+/// and frees its memory (Miri reports a leak otherwise).
+#[test]
+fn a_node_whose_child_panics_on_drop_drops_the_rest_and_its_memory() {
+    struct PanicsOnDrop;
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            panic!("a child's destructor panics");
+        }
+    }
+    let counter = Counter::new();
+    let node = build(
+        3,
+        [
+            Child::Entry {
+                id: 1,
+                value: Value::new(PanicsOnDrop),
+            },
+            Child::Entry {
+                id: 2,
+                value: Value::new(Counted::new(&counter)),
+            },
+        ]
+        .into_iter(),
+    );
+    assert_eq!(node.len(), 3, "the slots past the children are room");
+    assert!(matches!(node[2], Child::Vacant));
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(node)));
+    assert!(dropped.is_err(), "the panic goes on");
+    assert_eq!(counter.live(), 0, "the other child is dropped");
 }
