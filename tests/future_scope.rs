@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, Waker};
 
 use contextvars::observe::{Cause, Change};
+#[cfg(feature = "tokio")]
 use contextvars::prelude::*;
 use contextvars::{Context, ContextVar, copy_context};
 
@@ -31,6 +32,7 @@ fn poll_once<F: Future>(fut: Pin<&mut F>) -> Poll<F::Output> {
 }
 
 #[test]
+#[cfg(feature = "tokio")]
 fn the_value_holds_across_awaits_on_a_multi_threaded_runtime() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -215,6 +217,7 @@ fn writes_to_other_variables_are_the_tasks_and_to_itself_last_one_poll() {
 }
 
 #[test]
+#[cfg(feature = "tokio")]
 fn work_spawned_inside_the_scope_starts_with_its_value() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let seen = rt.block_on(REQUEST_ID.scope(11, async {
