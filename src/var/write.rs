@@ -37,13 +37,16 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     pub fn set(&self, value: T) -> Token<T> {
         let id = self.id();
         let value = Value::new(value);
-        write_current(Some(id), Some((id, Cause::Set)), |mut w| Token {
+        let (context, fork, old) = write_current(Some(id), Some((id, Cause::Set)), |mut w| {
+            (w.context(), w.fork(), w.insert(id, value))
+        });
+        Token {
             var_id: id,
-            context: w.context(),
-            fork: w.fork(),
-            old: w.insert(id, value),
+            context,
+            fork,
+            old,
             _type: PhantomData,
-        })
+        }
     }
 
     /// Restores the value the variable had before the [`set`](ContextVar::set)
