@@ -382,11 +382,10 @@ impl Fork {
             // One ordinary write per variable; what it replaces is dropped
             // here, after the write (outside any lock), in the parent's
             // context, as a `reset` drops what it replaces.
-            let replaced =
-                write_current(Some(name), Some((id, Cause::Merge)), |mut w| match value {
-                    Some(value) => w.insert(id, value),
-                    None => w.restore(id, None),
-                });
+            let replaced = write_current(Some(id), Some((id, Cause::Merge)), |mut w| match value {
+                Some(value) => w.insert(id, value),
+                None => w.restore(id, None),
+            });
             drop(replaced);
             if set {
                 changes.set.push(name);

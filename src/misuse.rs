@@ -32,6 +32,8 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use crate::ids::VarId;
+
 /// What to do about a `set` that would leak between tasks (see
 /// [`set_misuse_policy`]).
 ///
@@ -83,14 +85,15 @@ pub fn set_misuse_policy(policy: Misuse) {
     POLICY.store(raw, Ordering::Relaxed);
 }
 
-/// Called for every write into a thread's base context.
+/// Called for every write into a thread's base context, with the id of
+/// the variable written (its name is looked up only for a report).
 #[inline]
-pub(crate) fn check_base_write(var: &'static str) {
+pub(crate) fn check_base_write(var: VarId) {
     let policy = POLICY.load(Ordering::Relaxed);
     if policy == OFF || !in_task() {
         return;
     }
-    misuse(var, policy);
+    misuse(crate::ids::name_of(var), policy);
 }
 
 /// Whether this thread is running a task right now (see the module docs).

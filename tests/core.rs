@@ -325,6 +325,27 @@ fn failed_resets_change_nothing() {
     assert_eq!(A.get(), Ok(3));
 }
 
+/// A token reset on a thread that has no context at all (not even its base
+/// context yet) is refused and handed back whole, and still resets where
+/// it was made.
+#[test]
+fn a_reset_on_a_thread_without_a_context_hands_the_token_back() {
+    static V: ContextVar<u32> = ContextVar::new("v");
+    Context::new().run(|| {
+        V.set(1);
+        let token = V.set(2);
+        let failed = std::thread::spawn(move || V.try_reset(token).unwrap_err())
+            .join()
+            .unwrap();
+        assert_eq!(failed.error(), &ResetError::DifferentContext { var: "v" });
+        let token = failed.into_token();
+        assert_eq!(token.old_value(), Some(&1));
+        assert_eq!(V.get(), Ok(2), "nothing changed");
+        V.reset(token).unwrap();
+        assert_eq!(V.get(), Ok(1));
+    });
+}
+
 #[test]
 fn wrap_runs_in_the_context_captured_at_wrap_time() {
     static V: ContextVar<u32> = ContextVar::new("v");

@@ -43,7 +43,7 @@ pub(crate) use read::{current_fork, current_id, read_current};
 pub use state::Context;
 pub(crate) use state::ForkLink;
 pub(crate) use switch::current_id_or_base;
-pub(crate) use write::{current_map, scoped, scoped_lent, write_current};
+pub(crate) use write::{current_map, scoped, scoped_lent, write_current, write_current_in};
 #[cfg(all(feature = "tokio", tokio_unstable, not(loom)))]
 pub(crate) use {
     switch::{Entered, enter_raw, leave_raw},

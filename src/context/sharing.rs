@@ -110,15 +110,30 @@ impl Sharing {
     /// under it, so it is held briefly: spin, then yield.
     #[inline]
     pub(crate) fn lock(&self) -> Locked<'_> {
-        let mut spins = 0u32;
-        while self
-            .lock
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            backoff(&mut spins);
+        if !self.try_lock() {
+            self.lock_contended();
         }
         Locked(&self.lock)
+    }
+
+    /// One attempt at the lock. Acquire: the last holder's accesses
+    /// happen before this one's.
+    #[inline]
+    fn try_lock(&self) -> bool {
+        self.lock
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// [`lock`](Sharing::lock) when the first attempt failed: out of line,
+    /// so the uncontended lock is one compare-and-swap and no spin count.
+    #[cold]
+    #[inline(never)]
+    fn lock_contended(&self) {
+        let mut spins = 0u32;
+        while !self.try_lock() {
+            backoff(&mut spins);
+        }
     }
 }
 

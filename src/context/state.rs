@@ -202,6 +202,14 @@ impl Context {
         }
     }
 
+    /// Whether the context's id is `id` (never 0), without drawing one: a
+    /// context whose id was never drawn has been recorded nowhere, so it is
+    /// no context that anything holding an id means.
+    #[inline]
+    pub(crate) fn has_id(&self, id: u64) -> bool {
+        self.id.load(Ordering::Relaxed) == id
+    }
+
     /// Draws the id on first use. Two threads may ask at once (a reader of a
     /// shared context, and its owner): the first to store wins, and the
     /// other takes its id (ids are never 0).

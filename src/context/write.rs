@@ -34,20 +34,24 @@ use crate::sync::Ordering;
 /// map: what it sets and resets is its own, and reads fall through to the
 /// caller's values; see `generator`.)
 pub(crate) struct Writer<'a> {
-    /// The context's id, which tokens record.
-    pub(crate) context: u64,
-    /// The fork the context is the child of, which tokens record too.
-    fork: Option<&'a Arc<ForkLink>>,
+    /// The context written, current on this thread.
+    ctx: &'a Context,
     map: &'a mut Map,
     /// Nodes the write lets go of, dropped after the write is closed.
     garbage: &'a mut Garbage,
 }
 
 impl Writer<'_> {
+    /// The context's id, which tokens record.
+    #[inline]
+    pub(crate) fn context(&self) -> u64 {
+        self.ctx.id()
+    }
+
     /// The fork the context is the child of, for a token made here.
     #[inline]
     pub(crate) fn fork(&self) -> Option<Arc<ForkLink>> {
-        self.fork.cloned()
+        Option::clone(&self.ctx.fork)
     }
 
     /// Sets `id` to `value`; returns the value it replaces (what a token
@@ -82,38 +86,10 @@ impl Writer<'_> {
 /// it, so none bypasses the misuse check or the observers.
 #[inline(always)]
 pub(crate) fn write_current<R>(
-    checked: Option<&'static str>,
+    checked: Option<VarId>,
     observed: Option<(VarId, Cause)>,
     f: impl FnOnce(Writer<'_>) -> R,
 ) -> R {
-    if let Some((var, cause)) = observed {
-        if vars_observed() {
-            return write_observed(checked, var, cause, f);
-        }
-    }
-    write_unobserved(checked, f)
-}
-
-/// [`write_current`] with variable observers installed: notes the value
-/// visible before the write, and tells the observers after it is closed.
-#[cold]
-#[inline(never)]
-fn write_observed<R>(
-    checked: Option<&'static str>,
-    var: VarId,
-    cause: Cause,
-    f: impl FnOnce(Writer<'_>) -> R,
-) -> R {
-    let before = before_write(var);
-    let result = write_unobserved(checked, f);
-    if let Some(before) = before {
-        after_write(before, cause);
-    }
-    result
-}
-
-#[inline(always)]
-fn write_unobserved<R>(checked: Option<&'static str>, f: impl FnOnce(Writer<'_>) -> R) -> R {
     let cur = current();
     let mut ctx = cur.ctx.get();
     if ctx.is_null() {
@@ -121,7 +97,77 @@ fn write_unobserved<R>(checked: Option<&'static str>, f: impl FnOnce(Writer<'_>)
     }
     // SAFETY: a current context is alive (the entry that made it current
     // borrows it until it ends).
-    let ctx = unsafe { &*ctx };
+    write_to(cur, unsafe { &*ctx }, checked, observed, f)
+}
+
+/// [`write_current`] for a write that belongs to the context with id
+/// `home`, a drawn id (a token's, which `reset` writes back): `f` gets
+/// `input`, or, if the current context is another one (or there is none),
+/// `input` comes back as the `Err`, and nothing was opened, told or
+/// changed. The check reads the context that the write then opens, so a
+/// `reset` looks it up once; and it is no misuse check (`checked`): a reset
+/// never is one.
+#[inline(always)]
+pub(crate) fn write_current_in<I, R>(
+    home: u64,
+    observed: Option<(VarId, Cause)>,
+    input: I,
+    f: impl FnOnce(Writer<'_>, I) -> R,
+) -> Result<R, I> {
+    let cur = current();
+    // SAFETY: as in `write_current`.
+    match unsafe { cur.ctx.get().as_ref() } {
+        Some(ctx) if ctx.has_id(home) => Ok(write_to(cur, ctx, None, observed, |w| f(w, input))),
+        _ => Err(input),
+    }
+}
+
+/// The body of the write path: `ctx` is `cur`'s current context.
+#[inline(always)]
+fn write_to<R>(
+    cur: &Current,
+    ctx: &Context,
+    checked: Option<VarId>,
+    observed: Option<(VarId, Cause)>,
+    f: impl FnOnce(Writer<'_>) -> R,
+) -> R {
+    if let Some((var, cause)) = observed {
+        if vars_observed() {
+            return write_observed(cur, ctx, checked, var, cause, f);
+        }
+    }
+    write_unobserved(cur, ctx, checked, f)
+}
+
+/// [`write_current`] with variable observers installed: notes the value
+/// visible before the write, and tells the observers after it is closed.
+#[cold]
+#[inline(never)]
+fn write_observed<R>(
+    cur: &Current,
+    ctx: &Context,
+    checked: Option<VarId>,
+    var: VarId,
+    cause: Cause,
+    f: impl FnOnce(Writer<'_>) -> R,
+) -> R {
+    // `ctx` is still current after `before_write`: it only reads, and
+    // whatever runs in it (at most a drop) leaves the thread where it was.
+    let before = before_write(var);
+    let result = write_unobserved(cur, ctx, checked, f);
+    if let Some(before) = before {
+        after_write(before, cause);
+    }
+    result
+}
+
+#[inline(always)]
+fn write_unobserved<R>(
+    cur: &Current,
+    ctx: &Context,
+    checked: Option<VarId>,
+    f: impl FnOnce(Writer<'_>) -> R,
+) -> R {
     if !ctx.own_scoped().is_null() {
         write_scoped(cur);
     }
@@ -133,25 +179,21 @@ fn write_unobserved<R>(checked: Option<&'static str>, f: impl FnOnce(Writer<'_>)
     if cur.readers.get() >= READER {
         park_current_version(ctx);
     }
-    // Declared in this order so that, also on unwinding, the read cache is
-    // refreshed before the garbage (perhaps the old root) is dropped.
+    // Dropped in the reverse order, also on unwinding: the lock is
+    // released, then the read cache refreshed, then the garbage (perhaps
+    // the old root) dropped. What `f` returns goes straight to the caller
+    // (no copy of it is held across the drops).
     let mut garbage = Garbage::new();
-    let refresh = Refresh;
-    let result = {
-        let _lock = ctx.lock();
-        // SAFETY: this thread is the only writer (the context is current
-        // here), and no reader on another thread reads now (`lock`).
-        let map = ctx.map.with_mut(|map| unsafe { &mut *map });
-        f(Writer {
-            context: ctx.id(),
-            fork: ctx.fork.as_ref(),
-            map,
-            garbage: &mut garbage,
-        })
-    };
-    drop(refresh);
-    drop(garbage);
-    result
+    let _refresh = Refresh;
+    let _lock = ctx.lock();
+    // SAFETY: this thread is the only writer (the context is current
+    // here), and no reader on another thread reads now (`lock`).
+    let map = ctx.map.with_mut(|map| unsafe { &mut *map });
+    f(Writer {
+        ctx,
+        map,
+        garbage: &mut garbage,
+    })
 }
 
 /// Refreshes the read cache after a write, when dropped.

@@ -14,21 +14,27 @@ use std::mem::ManuallyDrop;
 /// Most writes release nothing and most others one node (a copied flat
 /// root), so the first node is kept inline and only further ones in a `Vec`:
 /// making, filling with one node and dropping the list allocates nothing.
+/// Every write makes a list, so an empty one is two null words to write
+/// (the rare write that lets go of more nodes boxes their `Vec`).
 /// (`ManuallyDrop` keeps the compiler from adding out-of-line drops of the
 /// fields after `Drop::drop` has emptied them.)
 #[derive(Default)]
 pub struct Garbage {
     first: ManuallyDrop<Option<Node>>,
-    /// Empty unless `first` is taken.
-    rest: ManuallyDrop<Vec<Node>>,
+    /// `None` unless `first` is taken and another node came.
+    rest: ManuallyDrop<Rest>,
 }
+
+/// The nodes after the first: boxed, so that an empty list writes one null
+/// word for them rather than an empty `Vec`'s three.
+type Rest = Option<Box<Vec<Node>>>;
 
 impl Garbage {
     /// An empty list.
     pub const fn new() -> Garbage {
         Garbage {
             first: ManuallyDrop::new(None),
-            rest: ManuallyDrop::new(Vec::new()),
+            rest: ManuallyDrop::new(None),
         }
     }
 
@@ -36,15 +42,25 @@ impl Garbage {
     #[inline]
     pub fn clear(&mut self) {
         if self.first.is_some() {
-            release(self.first.take(), std::mem::take(&mut *self.rest));
+            self.release();
         }
+    }
+
+    /// Taken out first, so that the rest still goes if a value in the
+    /// first node panics in its `drop`.
+    #[cold]
+    #[inline(never)]
+    fn release(&mut self) {
+        let (first, rest) = (self.first.take(), self.rest.take());
+        drop(first);
+        drop(rest);
     }
 
     pub(super) fn push(&mut self, node: Node) {
         if self.first.is_none() {
             *self.first = Some(node);
         } else {
-            self.rest.push(node);
+            self.rest.get_or_insert_default().push(node);
         }
     }
 }
@@ -54,11 +70,4 @@ impl Drop for Garbage {
     fn drop(&mut self) {
         self.clear();
     }
-}
-
-#[cold]
-#[inline(never)]
-fn release(first: Option<Node>, rest: Vec<Node>) {
-    drop(first);
-    drop(rest);
 }

@@ -40,7 +40,8 @@ use crate::map::{Value, VarId};
 /// assert_eq!(N.get(), Ok(1));
 /// ```
 pub struct Token<T> {
-    pub(super) var: &'static str,
+    /// The variable that made it (its name is looked up by id, only for
+    /// messages: a token is as small as the write it undoes needs).
     pub(super) var_id: VarId,
     pub(super) context: u64,
     /// The fork whose child made the token, if one did (see [`Fork`](crate::Fork)).
@@ -52,20 +53,6 @@ pub struct Token<T> {
 }
 
 impl<T> Token<T> {
-    /// Whether this token, made in another context than the current one,
-    /// belongs here all the same through a fork: made in a fork's child
-    /// whose merge here applied the variable's value, or made in the parent
-    /// of the fork whose child is current (see [`Fork`](crate::Fork)).
-    #[cold]
-    pub(super) fn crosses_a_fork_here(&self) -> bool {
-        let here = current_id();
-        let merged_here = self
-            .fork
-            .as_ref()
-            .is_some_and(|link| Some(link.parent) == here && link.applied(self.var_id));
-        merged_here || current_fork().is_some_and(|link| link.parent == self.context)
-    }
-
     /// The name of the variable that made this token.
     ///
     /// ```
@@ -75,8 +62,23 @@ impl<T> Token<T> {
     /// assert_eq!(N.set(1).var_name(), "n");
     /// ```
     pub fn var_name(&self) -> &'static str {
-        self.var
+        crate::ids::name_of(self.var_id)
     }
+}
+
+/// Whether a token of variable `var`, made in the context with id `context`
+/// (in a fork's child, if `fork` is that fork's link), belongs in the
+/// current context all the same, though that is another one: made in a
+/// fork's child whose merge here applied the variable's value, or made in
+/// the parent of the fork whose child is current (see [`Fork`](crate::Fork)).
+/// Takes the token's fields rather than the token, which `reset` keeps
+/// apart until it knows.
+#[cold]
+#[inline(never)]
+pub(super) fn crosses_a_fork_here(context: u64, fork: Option<&ForkLink>, var: VarId) -> bool {
+    let here = current_id();
+    let merged_here = fork.is_some_and(|link| Some(link.parent) == here && link.applied(var));
+    merged_here || current_fork().is_some_and(|link| link.parent == context)
 }
 
 impl<T: 'static> Token<T> {
@@ -101,7 +103,7 @@ impl<T: 'static> Token<T> {
 impl<T: fmt::Debug + 'static> fmt::Debug for Token<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Token")
-            .field("var", &self.var)
+            .field("var", &self.var_name())
             .field("old_value", &self.old_value())
             .finish_non_exhaustive()
     }

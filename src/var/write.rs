@@ -8,11 +8,12 @@
 
 use std::marker::PhantomData;
 
+use super::token::crosses_a_fork_here;
 use super::{ContextVar, Token};
 use crate::context::observers::Cause;
-use crate::context::{current_id, write_current};
+use crate::context::{write_current, write_current_in};
 use crate::error::{ResetError, ResetFailed};
-use crate::map::Value;
+use crate::map::{Value, VarId};
 
 impl<T: Send + Sync + 'static> ContextVar<T> {
     /// Sets the variable's value in the current context, and returns a
@@ -36,12 +37,10 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     pub fn set(&self, value: T) -> Token<T> {
         let id = self.id();
         let value = Value::new(value);
-        let (context, fork, old) =
-            write_current(Some(self.name), Some((id, Cause::Set)), |mut w| {
-                (w.context, w.fork(), w.insert(id, value))
-            });
+        let (context, fork, old) = write_current(Some(id), Some((id, Cause::Set)), |mut w| {
+            (w.context(), w.fork(), w.insert(id, value))
+        });
         Token {
-            var: self.name,
             var_id: id,
             context,
             fork,
@@ -98,22 +97,54 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// ```
     #[inline(always)]
     pub fn try_reset(&self, token: Token<T>) -> Result<(), ResetFailed<T>> {
-        let id = self.id();
-        if token.var_id != id {
+        // Taken apart so that the token's fields stay in registers on the
+        // way through the write; it is put together again only if refused.
+        let Token {
+            var_id,
+            context,
+            fork,
+            old,
+            _type,
+        } = token;
+        // The variable's id without assigning one: a variable without an id
+        // made no token, and that is the mismatch path anyway.
+        let id = self.raw_id();
+        if var_id != id {
             let error = ResetError::DifferentVar {
                 var: self.name,
-                token_var: token.var,
+                token_var: crate::ids::name_of(var_id),
+            };
+            let token = Token {
+                var_id,
+                context,
+                fork,
+                old,
+                _type,
             };
             return Err(ResetFailed { error, token });
         }
-        if current_id() != Some(token.context) && !token.crosses_a_fork_here() {
-            let error = ResetError::DifferentContext { var: self.name };
-            return Err(ResetFailed { error, token });
-        }
-        let Token { old, .. } = token;
         // Whatever the map lets go of is returned and dropped here, after
         // the context's lock is released.
-        let replaced = write_current(None, Some((id, Cause::Reset)), |mut w| w.restore(id, old));
+        let written = write_current_in(context, Some((id, Cause::Reset)), old, |mut w, old| {
+            w.restore(id, old)
+        });
+        let replaced = match written {
+            Ok(replaced) => replaced,
+            Err(old) if crosses_a_fork_here(context, fork.as_deref(), var_id) => {
+                reset_across_a_fork(id, old)
+            }
+            Err(old) => {
+                let error = ResetError::DifferentContext { var: self.name };
+                let token = Token {
+                    var_id,
+                    context,
+                    fork,
+                    old,
+                    _type,
+                };
+                return Err(ResetFailed { error, token });
+            }
+        };
         if let Some(replaced) = replaced {
             // SAFETY: it was stored under this variable's id, so it is a `T`
             // (as in `value`; a token of a fork's child is accepted here only
@@ -146,4 +177,13 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     {
         self.set(value).old_value().cloned()
     }
+}
+
+/// `try_reset` of a token made in another context than the current one,
+/// which crosses a fork here (see `crosses_a_fork_here`): returns
+/// the value it replaces.
+#[cold]
+#[inline(never)]
+fn reset_across_a_fork(id: VarId, old: Option<Value>) -> Option<Value> {
+    write_current(None, Some((id, Cause::Reset)), |mut w| w.restore(id, old))
 }
