@@ -181,3 +181,39 @@ fn a_fork_and_its_merge_errors_show_what_they_hold() {
         assert_eq!(A.get(), Ok(2), "nothing was applied");
     });
 }
+
+/// Panics when dropped, after noting `A`'s value where it is dropped.
+struct PanicsOnDrop(std::sync::Arc<std::sync::atomic::AtomicU32>);
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        self.0.store(A.get_or(0), std::sync::atomic::Ordering::SeqCst);
+        panic!("a value of the fork's child panics when dropped");
+    }
+}
+
+static PANICKY: ContextVar<PanicsOnDrop> = ContextVar::new("panicky");
+
+/// A fork dropped unmerged drops its child's values inside the child (where
+/// they read defaults: the values are taken out first), not in the
+/// dropper's context, and lets go of everything it holds even when one of
+/// them panics (under Miri, a leak of the fork's link or of a node fails
+/// the run).
+#[test]
+fn a_fork_dropped_unmerged_drops_its_childs_values_in_the_child_even_past_a_panic() {
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let mut fork = Fork::new();
+    fork.run(|| {
+        A.set(7);
+        PANICKY.set(PanicsOnDrop(seen.clone()));
+    });
+    A.set(1);
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(fork)));
+    assert!(dropped.is_err(), "the destructor's panic goes on to the dropper");
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "dropped in the emptied child, not the caller's context (1)"
+    );
+    assert_eq!(A.get(), Ok(1), "the caller's context is untouched");
+}
