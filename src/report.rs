@@ -61,7 +61,7 @@ pub(crate) fn contain<R>(f: impl FnOnce() -> R) -> Result<R, String> {
 }
 
 /// The text of a panic payload (`&str` or `String`), or a placeholder.
-fn message_of(payload: &(dyn Any + Send)) -> String {
+pub(crate) fn message_of(payload: &(dyn Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| (*s).to_string())

@@ -252,3 +252,75 @@ fn a_panicking_destructor_leaves_the_other_values_dropped_inside_their_context()
         "both inside the context, not the dropper's"
     );
 }
+
+#[test]
+fn a_context_dropped_while_its_thread_unwinds_contains_a_panicking_destructor() {
+    let counts = Arc::new(Counts::default());
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let ctx = Context::new();
+        ctx.run(|| {
+            PANICKY.set(PanicsOnDrop);
+            HELD.set(Placed(counts.clone()));
+        });
+        DROPPER.set(1);
+        // `ctx` is dropped while this panic unwinds: the destructor's panic
+        // must not leave the drop (that would abort the process).
+        panic!("the first panic");
+    }));
+    let panic = unwound.expect_err("the first panic goes on");
+    assert_eq!(panic.downcast_ref::<&str>(), Some(&"the first panic"));
+    assert_eq!(
+        counts.dropped.load(Ordering::SeqCst),
+        1,
+        "the other value is dropped"
+    );
+    assert_eq!(
+        counts.misplaced.load(Ordering::SeqCst),
+        0,
+        "inside its context"
+    );
+}
+
+static CHAIN: ContextVar<Chain> = ContextVar::new("chain");
+static CHAIN_NEXT: ContextVar<Chain> = ContextVar::new("chain_next");
+
+/// On drop: notes where it is dropped, sets the next link (the first link
+/// only), and panics.
+struct Chain(u32, Arc<Counts>);
+
+impl Drop for Chain {
+    fn drop(&mut self) {
+        self.1.dropped.fetch_add(1, Ordering::SeqCst);
+        if DROPPER.get().is_ok() {
+            self.1.misplaced.fetch_add(1, Ordering::SeqCst);
+        }
+        if self.0 == 1 {
+            CHAIN_NEXT.set(Chain(2, self.1.clone()));
+        }
+        panic!("link {}", self.0);
+    }
+}
+
+#[test]
+fn destructors_that_panic_round_after_round_never_run_outside_their_context() {
+    let counts = Arc::new(Counts::default());
+    let ctx = Context::new();
+    ctx.run(|| CHAIN.set(Chain(1, counts.clone())));
+    DROPPER.set(1);
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(ctx)));
+    let panic = dropped.expect_err("the first destructor's panic goes on");
+    assert_eq!(
+        panic.downcast_ref::<String>().map(String::as_str),
+        Some("link 1")
+    );
+    assert_eq!(
+        counts.dropped.load(Ordering::SeqCst),
+        2,
+        "the link the first destructor set is dropped too"
+    );
+    assert_eq!(
+        counts.misplaced.load(Ordering::SeqCst),
+        0,
+        "both inside the context"
+    );
+}

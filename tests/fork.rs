@@ -187,7 +187,8 @@ struct PanicsOnDrop(std::sync::Arc<std::sync::atomic::AtomicU32>);
 
 impl Drop for PanicsOnDrop {
     fn drop(&mut self) {
-        self.0.store(A.get_or(0), std::sync::atomic::Ordering::SeqCst);
+        self.0
+            .store(A.get_or(0), std::sync::atomic::Ordering::SeqCst);
         panic!("a value of the fork's child panics when dropped");
     }
 }
@@ -209,7 +210,10 @@ fn a_fork_dropped_unmerged_drops_its_childs_values_in_the_child_even_past_a_pani
     });
     A.set(1);
     let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(fork)));
-    assert!(dropped.is_err(), "the destructor's panic goes on to the dropper");
+    assert!(
+        dropped.is_err(),
+        "the destructor's panic goes on to the dropper"
+    );
     assert_eq!(
         seen.load(std::sync::atomic::Ordering::SeqCst),
         0,

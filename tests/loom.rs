@@ -308,11 +308,10 @@ fn a_copy_taken_while_the_owner_sets() {
 }
 
 /// Protocol replica, not the real code: a version of a context's map as
-/// one loom `Arc`, which the real map (nodes in `std` `Arc`s, see
-/// `RELIABILITY.md`) is not. It keeps the one property the real models
-/// cannot check: a version (not just a value) that another thread cloned
-/// under the lock stays alive while the owner replaces and releases it,
-/// and is freed exactly once.
+/// one loom `Arc`. It states on its own the property the real models check
+/// through values and node counts: a version (not just a value) that
+/// another thread cloned under the lock stays alive while the owner
+/// replaces and releases it, and is freed exactly once.
 #[test]
 fn a_version_dropped_while_another_thread_reads() {
     /// A version with two fields that a torn read would show unequal, and
@@ -409,5 +408,49 @@ fn a_version_dropped_while_another_thread_reads() {
         // it last; the current one is alive.
         assert_eq!(ctx.dropped.load(Ordering::SeqCst), 1);
         assert_eq!(ctx.copy().a, 7);
+    });
+}
+
+/// A context and its copy dropped at once on two threads, after each read
+/// the value: exactly one of them holds the root's last handle and drops
+/// the value, after the other's reads (the node's release decrement and
+/// the last handle's acquire).
+#[test]
+fn a_context_and_its_copy_dropped_at_once() {
+    static A: ContextVar<Probe> = ContextVar::new("a");
+    model(|| {
+        let ctx = Context::new();
+        ctx.run(|| drop(A.set(Probe::new(1))));
+        let copy = ctx.copy();
+        let t = thread::spawn(move || {
+            assert_eq!(copy.get(&A).map(|v| v.get()), Some(1));
+            drop(copy);
+        });
+        assert_eq!(ctx.get(&A).map(|v| v.get()), Some(1));
+        drop(ctx);
+        t.join().unwrap();
+        assert_eq!(LIVE.with(Cell::get), 0, "a value leaked or dropped twice");
+    });
+}
+
+/// The owner writes while another thread reads and drops a copy that shares
+/// the owner's root: the write goes in place only once the copy's handle is
+/// gone and its reads are done (the acquire load of `unique_mut`), else it
+/// copies the node; the copy sees the old value whole.
+#[test]
+fn the_owner_sets_while_another_thread_drops_a_copy() {
+    static A: ContextVar<Probe> = ContextVar::new("a");
+    model(|| {
+        let ctx = Arc::new(Context::new());
+        ctx.run(|| drop(A.set(Probe::new(1))));
+        let copy = ctx.copy();
+        let t = thread::spawn(move || {
+            assert_eq!(copy.get(&A).map(|v| v.get()), Some(1));
+            drop(copy);
+        });
+        ctx.run(|| drop(A.set(Probe::new(2))));
+        t.join().unwrap();
+        assert_eq!(ctx.get(&A).map(|v| v.get()), Some(2));
+        no_value_left(ctx);
     });
 }

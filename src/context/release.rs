@@ -5,7 +5,8 @@
 //!
 //! **Invariant:** a context's values are dropped inside the context
 //! itself, whichever thread drops its last handle and even if one of their
-//! destructors panics, so no destructor writes into the context of whoever
+//! destructors panics (a panic that would leave the drop during another
+//! unwinding, and abort the process, is reported instead), so no destructor writes into the context of whoever
 //! happens to drop it; which of two handles on one root is the last is
 //! decided atomically (`Map::let_go_shared`).
 
@@ -87,13 +88,33 @@ impl Context {
             }
         }));
         if released.is_err() {
-            // A second panic among those is the first one's echo: what is
-            // left after it leaks rather than drop outside the context.
-            let _ = crate::report::contain(|| self.release());
+            if let Err(message) = crate::report::contain(|| self.release()) {
+                // A second panic: what its round set is leaked rather than
+                // dropped outside the context, and said so.
+                crate::report::warn(&format!(
+                    "contextvars: a destructor of context #{}'s values panicked again while the \
+                     context was dropped ({message}); the {} values set during it are leaked. \
+                     Catch panics inside destructors to have them dropped",
+                    self.id(),
+                    self.map.get_mut().len()
+                ));
+            }
         }
         drop(self.fork.take());
         if let Err(panic) = released {
-            resume_unwind(panic);
+            if !std::thread::panicking() {
+                resume_unwind(panic);
+            }
+            // Dropped while the thread unwinds from another panic: a
+            // second one leaving this drop would abort the process.
+            crate::report::warn(&format!(
+                "contextvars: a destructor of context #{}'s values panicked while the thread was \
+                 already unwinding ({}); that panic is not propagated, to keep the process alive. \
+                 Catch panics inside destructors to see them",
+                self.id(),
+                crate::report::message_of(&*panic)
+            ));
+            crate::report::drop_payload(panic);
         }
         debug_assert!(self.frame.get_mut().is_none(), "`release` takes the frame");
     }
