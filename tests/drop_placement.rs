@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use contextvars::{Context, ContextVar, observe};
+use contextvars::{Context, ContextVar, Fork, observe};
 
 /// Set in the dropping threads' own contexts only.
 static DROPPER: ContextVar<u32> = ContextVar::new("dropper");
@@ -323,4 +323,68 @@ fn destructors_that_panic_round_after_round_never_run_outside_their_context() {
         0,
         "both inside the context"
     );
+}
+
+/// `n` distinct variables, for contexts whose map is a branch (more than a
+/// flat root's four entries).
+fn many_vars(n: usize) -> &'static [ContextVar<Placed>] {
+    static VARS: std::sync::OnceLock<Vec<ContextVar<Placed>>> = std::sync::OnceLock::new();
+    &VARS.get_or_init(|| (0..40).map(|_| ContextVar::new("many")).collect())[..n]
+}
+
+#[test]
+fn a_branch_root_and_its_copy_dropped_at_once_drop_each_value_once_inside_one() {
+    let rounds = if cfg!(miri) { 4 } else { 300 };
+    for _ in 0..rounds {
+        let counts = Arc::new(Counts::default());
+        let ctx = Context::new();
+        ctx.run(|| {
+            for var in many_vars(40) {
+                var.set(Placed(counts.clone()));
+            }
+        });
+        let copy = ctx.copy();
+        let other = std::thread::spawn(move || {
+            DROPPER.set(2);
+            drop(copy);
+        });
+        DROPPER.set(1);
+        drop(ctx);
+        other.join().unwrap();
+        assert_eq!(counts.dropped.load(Ordering::SeqCst), 40, "each value once");
+        assert_eq!(
+            counts.misplaced.load(Ordering::SeqCst),
+            0,
+            "inside the context"
+        );
+    }
+}
+
+#[test]
+fn a_fork_that_never_wrote_and_a_copy_dropped_at_once_drop_each_value_once_inside_one() {
+    let rounds = if cfg!(miri) { 4 } else { 300 };
+    for _ in 0..rounds {
+        let counts = Arc::new(Counts::default());
+        let ctx = Context::new();
+        let (fork, copy) = ctx.run(|| {
+            for var in many_vars(3) {
+                var.set(Placed(counts.clone()));
+            }
+            (Fork::new(), contextvars::copy_context())
+        });
+        drop(ctx);
+        let other = std::thread::spawn(move || {
+            DROPPER.set(2);
+            drop(copy);
+        });
+        DROPPER.set(1);
+        drop(fork);
+        other.join().unwrap();
+        assert_eq!(counts.dropped.load(Ordering::SeqCst), 3, "each value once");
+        assert_eq!(
+            counts.misplaced.load(Ordering::SeqCst),
+            0,
+            "inside the context"
+        );
+    }
 }
