@@ -53,6 +53,25 @@ pub struct Token<T> {
 }
 
 impl<T> Token<T> {
+    /// A token of the variable `var_id` for a write in the context with id
+    /// `context` (made in `fork`'s child, if any) that replaced `old`; also
+    /// what a refused reset puts back together from the parts it took.
+    #[inline(always)]
+    pub(super) fn from_parts(
+        var_id: VarId,
+        context: u64,
+        fork: Option<Arc<ForkLink>>,
+        old: Option<Value>,
+    ) -> Token<T> {
+        Token {
+            var_id,
+            context,
+            fork,
+            old,
+            _type: PhantomData,
+        }
+    }
+
     /// The name of the variable that made this token.
     ///
     /// ```

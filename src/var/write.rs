@@ -6,8 +6,6 @@
 //! the context it was made in, or across a fork where the fork's link says
 //! it crosses (see `token`).
 
-use std::marker::PhantomData;
-
 use super::token::crosses_a_fork_here;
 use super::{ContextVar, Token};
 use crate::context::observers::Cause;
@@ -40,13 +38,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
         let (context, fork, old) = write_current(Some(id), Some((id, Cause::Set)), |mut w| {
             (w.context(), w.fork(), w.insert(id, value))
         });
-        Token {
-            var_id: id,
-            context,
-            fork,
-            old,
-            _type: PhantomData,
-        }
+        Token::from_parts(id, context, fork, old)
     }
 
     /// Restores the value the variable had before the [`set`](ContextVar::set)
@@ -104,7 +96,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
             context,
             fork,
             old,
-            _type,
+            _type: _,
         } = token;
         // The variable's id without assigning one: a variable without an id
         // made no token, and that is the mismatch path anyway.
@@ -114,13 +106,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
                 var: self.name,
                 token_var: crate::ids::name_of(var_id),
             };
-            let token = Token {
-                var_id,
-                context,
-                fork,
-                old,
-                _type,
-            };
+            let token = Token::from_parts(var_id, context, fork, old);
             return Err(ResetFailed { error, token });
         }
         // Whatever the map lets go of is returned and dropped here, after
@@ -135,13 +121,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
             }
             Err(old) => {
                 let error = ResetError::DifferentContext { var: self.name };
-                let token = Token {
-                    var_id,
-                    context,
-                    fork,
-                    old,
-                    _type,
-                };
+                let token = Token::from_parts(var_id, context, fork, old);
                 return Err(ResetFailed { error, token });
             }
         };
