@@ -284,20 +284,21 @@ fn a_context_dropped_while_its_thread_unwinds_contains_a_panicking_destructor() 
 static CHAIN: ContextVar<Chain> = ContextVar::new("chain");
 static CHAIN_NEXT: ContextVar<Chain> = ContextVar::new("chain_next");
 
-/// On drop: notes where it is dropped, sets the next link (the first link
-/// only), and panics.
-struct Chain(u32, Arc<Counts>);
+/// Link `.0` of a chain of `.1` links. On drop: notes where it is dropped,
+/// sets the next link (unless it is the last), and panics.
+struct Chain(u32, u32, Arc<Counts>);
 
 impl Drop for Chain {
     fn drop(&mut self) {
-        self.1.dropped.fetch_add(1, Ordering::SeqCst);
+        let Chain(link, links, counts) = self;
+        counts.dropped.fetch_add(1, Ordering::SeqCst);
         if DROPPER.get().is_ok() {
-            self.1.misplaced.fetch_add(1, Ordering::SeqCst);
+            counts.misplaced.fetch_add(1, Ordering::SeqCst);
         }
-        if self.0 == 1 {
-            CHAIN_NEXT.set(Chain(2, self.1.clone()));
+        if link < links {
+            CHAIN_NEXT.set(Chain(*link + 1, *links, counts.clone()));
         }
-        panic!("link {}", self.0);
+        panic!("link {link}");
     }
 }
 
@@ -305,7 +306,7 @@ impl Drop for Chain {
 fn destructors_that_panic_round_after_round_never_run_outside_their_context() {
     let counts = Arc::new(Counts::default());
     let ctx = Context::new();
-    ctx.run(|| CHAIN.set(Chain(1, counts.clone())));
+    ctx.run(|| CHAIN.set(Chain(1, 2, counts.clone())));
     DROPPER.set(1);
     let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(ctx)));
     let panic = dropped.expect_err("the first destructor's panic goes on");
@@ -387,4 +388,29 @@ fn a_fork_that_never_wrote_and_a_copy_dropped_at_once_drop_each_value_once_insid
             "inside the context"
         );
     }
+}
+
+#[test]
+fn a_long_chain_of_panicking_destructors_is_dropped_whole_inside_its_context() {
+    let counts = Arc::new(Counts::default());
+    let ctx = Context::new();
+    ctx.run(|| CHAIN.set(Chain(1, 5, counts.clone())));
+    DROPPER.set(1);
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(ctx)));
+    let panic = dropped.expect_err("the first destructor's panic goes on");
+    assert_eq!(
+        panic.downcast_ref::<String>().map(String::as_str),
+        Some("link 1"),
+        "the first panic, not a later one"
+    );
+    assert_eq!(
+        counts.dropped.load(Ordering::SeqCst),
+        5,
+        "each link the one before set is dropped, round after round"
+    );
+    assert_eq!(
+        counts.misplaced.load(Ordering::SeqCst),
+        0,
+        "all inside the context"
+    );
 }

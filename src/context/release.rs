@@ -4,11 +4,15 @@
 //! set new ones.
 //!
 //! **Invariant:** a context's values are dropped inside the context
-//! itself, whichever thread drops its last handle and even if one of their
-//! destructors panics (a panic that would leave the drop during another
-//! unwinding, and abort the process, is reported instead), so no destructor writes into the context of whoever
-//! happens to drop it; which of two handles on one root is the last is
-//! decided atomically (`Map::let_go_shared`).
+//! itself, whichever thread drops its last handle and even if some of
+//! their destructors panic (the first panic goes on to the dropper, unless
+//! the thread is already unwinding and it would abort the process; the
+//! others are reported), so no destructor writes into the context of
+//! whoever happens to drop it; which of two handles on one root is the
+//! last is decided atomically (`Map::let_go_shared`).
+
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
 use super::state::Context;
 
@@ -23,23 +27,44 @@ impl Context {
     /// were taken out: they read defaults, and what they set is dropped in
     /// turn, round after round until nothing is left.
     ///
+    /// A destructor's panic ends its round only: the round's other values
+    /// are still dropped (a slice's drop goes on past a panicking element),
+    /// and what they set goes in the next round. The first panic is handed
+    /// back for the caller to pass on; any later one is reported.
+    ///
     /// Entering the context for this is not a switch that observers hear
     /// of: the context is going, nothing runs in it but the destructors,
     /// and a switch hook that sets a value would refill it every round.
     #[cold]
     #[inline(never)]
-    fn release(&mut self) {
+    fn release(&mut self) -> Option<Box<dyn Any + Send>> {
         debug_assert!(
             self.own_scoped().is_null(),
             "scopes end inside their context"
         );
+        let mut first_panic = None;
         for _ in 0..RELEASE_ROUNDS {
             let map = std::mem::take(self.map.get_mut());
             let frame = self.frame.get_mut().take();
             if map.is_empty() && frame.is_none() {
-                return;
+                return first_panic;
             }
-            self.run_exclusive_as(false, move || drop((map, frame)));
+            let round = catch_unwind(AssertUnwindSafe(|| {
+                self.run_exclusive_as(false, move || drop((map, frame)));
+            }));
+            if let Err(panic) = round {
+                if first_panic.is_none() {
+                    first_panic = Some(panic);
+                } else {
+                    crate::report::warn(&format!(
+                        "contextvars: another destructor of context #{}'s values panicked while \
+                         the context was dropped ({}); only the first panic goes on",
+                        self.id(),
+                        crate::report::message_of(&*panic)
+                    ));
+                    crate::report::drop_payload(panic);
+                }
+            }
         }
         // Destructors that set values whose destructors set values, without
         // end: stop rather than loop forever, and say so.
@@ -51,6 +76,7 @@ impl Context {
             left.len()
         ));
         std::mem::forget(left);
+        first_panic
     }
 }
 
@@ -77,31 +103,15 @@ impl Context {
     #[cold]
     #[inline(never)]
     fn drop_slow(&mut self) {
-        use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
         // The values go first, in this context: a token their destructors
-        // make records its fork. If a destructor panics, the values set by
-        // the others of its round go too, in this context, and then the
-        // link; the panic goes on after them.
-        let released = catch_unwind(AssertUnwindSafe(|| {
-            if self.frame.get_mut().is_some() || !self.map.get_mut().let_go_shared() {
-                self.release();
-            }
-        }));
-        if released.is_err() {
-            if let Err(message) = crate::report::contain(|| self.release()) {
-                // A second panic: what its round set is leaked rather than
-                // dropped outside the context, and said so.
-                crate::report::warn(&format!(
-                    "contextvars: a destructor of context #{}'s values panicked again while the \
-                     context was dropped ({message}); the {} values set during it are leaked. \
-                     Catch panics inside destructors to have them dropped",
-                    self.id(),
-                    self.map.get_mut().len()
-                ));
-            }
-        }
+        // make records its fork. Then the link, also after a panic.
+        let panic = if self.frame.get_mut().is_some() || !self.map.get_mut().let_go_shared() {
+            self.release()
+        } else {
+            None
+        };
         drop(self.fork.take());
-        if let Err(panic) = released {
+        if let Some(panic) = panic {
             if !std::thread::panicking() {
                 resume_unwind(panic);
             }
